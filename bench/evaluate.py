@@ -1,0 +1,81 @@
+"""Evaluation on every test set: retrieval recall both ways, zero-shot accuracy, alignment scores.
+
+Follows the paper's protocol (eval_util.py of the official code): Recall@1/5/10 from raw dot products of
+head outputs on ``n_pairs`` random test pairs, ``repeats`` times, averaged; both directions averaged. The
+random subsets are drawn once per task from the run seed, so every evaluation point (row) sees the same
+pairs. Zero-shot Acc: the non-text embedding against the class-name texts through the text head.
+"""
+from __future__ import annotations
+
+import torch
+
+from .heads import Heads
+from .scenario import Task
+
+
+def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> list[float]:
+    """Fraction of rows whose diagonal entry ranks in the top k (ties count against the query)."""
+    diag = scores.diagonal().unsqueeze(1)
+    rank = (scores > diag).sum(1)
+    return [(rank < k).float().mean().item() for k in ks]
+
+
+class Evaluator:
+    def __init__(self, tasks: list[Task], seed: int, n_pairs: int = 1000, repeats: int = 5, align_pairs: int = 256):
+        gen = torch.Generator().manual_seed(10_007 * seed + 1)
+        self.tasks = tasks
+        self.subsets, self.align_idx = [], []
+        for t in tasks:
+            n = len(t.test_source)
+            if n <= n_pairs:
+                self.subsets.append([torch.arange(n)])
+            else:
+                self.subsets.append([torch.randperm(n, generator=gen)[:n_pairs] for _ in range(repeats)])
+            self.align_idx.append(torch.randperm(n, generator=gen)[:align_pairs].sort().values)
+        self.reference: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def embed(self, heads: Heads, task: Task):
+        a, b = task.pair
+        f = task.test_source.features
+        return heads(f[a], a), heads(f[b], b)
+
+    @torch.no_grad()
+    def evaluate(self, heads: Heads, learned: int) -> dict[str, list[float | None]]:
+        """One row of every metric matrix. ``learned`` = number of steps trained so far; the alignment
+        scores of task ``learned-1`` become its reference (A_{j;j})."""
+        row = {k: [] for k in ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba", "acc", "align_dev")}
+        for j, task in enumerate(self.tasks):
+            za, zb = self.embed(heads, task)
+            if "recall" in task.metrics:
+                ab, ba = torch.zeros(3), torch.zeros(3)
+                for idx in self.subsets[j]:
+                    s = za[idx] @ zb[idx].T
+                    ab += torch.tensor(recall_at(s))
+                    ba += torch.tensor(recall_at(s.T))
+                ab, ba = 100 * ab / len(self.subsets[j]), 100 * ba / len(self.subsets[j])
+                both = (ab + ba) / 2
+                for i, k in enumerate((1, 5, 10)):
+                    row[f"r{k}"].append(both[i].item())
+                row["r1_ab"].append(ab[0].item()); row["r1_ba"].append(ba[0].item())
+                row["r10_ab"].append(ab[2].item()); row["r10_ba"].append(ba[2].item())
+            else:
+                for k in ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba"):
+                    row[k].append(None)
+            row["acc"].append(self.accuracy(heads, task, za, zb) if "acc" in task.metrics else None)
+            idx = self.align_idx[j]
+            A = za[idx] @ zb[idx].T
+            if j == learned - 1:
+                self.reference[j] = A
+            ref = self.reference.get(j)
+            row["align_dev"].append(None if ref is None else ((A - ref).norm() / ref.norm()).item())
+        return row
+
+    @staticmethod
+    def accuracy(heads: Heads, task: Task, za, zb) -> float:
+        src = task.test_source
+        side = task.text_side
+        query = zb if side == 0 else za
+        texts = heads(src.class_texts, "text")
+        pred = (query @ texts.T).argmax(1)
+        return 100 * (pred == src.labels).float().mean().item()

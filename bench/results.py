@@ -1,0 +1,146 @@
+"""Run files and what is derived from them: summary metrics, ``summary.csv``, ``table.md``.
+
+Importing this module must stay cheap (no torch, no avalanche): ``python -m bench.figures`` rebuilds
+everything from the run JSON files alone.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from . import metrics as M
+from .errors import BenchError
+
+SUMMARY_KEYS = ("acc", "bwt_acc", "r1", "r5", "r10", "bwt_r10", "fwt_r10", "forgetting_r10", "plasticity_r10",
+                "stability_dev", "train_seconds")
+# (summary key, column title, higher is better); "stability_dev" is a ratio, the others are percent/seconds
+TABLE_COLUMNS = (("acc", "Acc", True), ("bwt_acc", "BWT_A", True), ("r1", "R@1", True), ("r5", "R@5", True),
+                 ("r10", "R@10", True), ("bwt_r10", "BWT_R10", True), ("fwt_r10", "FWT_R10", True),
+                 ("forgetting_r10", "Forget_R10", False), ("plasticity_r10", "Plast_R10", True),
+                 ("stability_dev", "AlignDev", False), ("train_seconds", "Train s", False))
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def summarize(matrices: dict, train_seconds: float) -> dict:
+    """The run's summary metrics (percent, except ``stability_dev``: the mean relative deviation of old
+    tasks' alignment scores after the last step, and ``train_seconds``)."""
+    acc, r10, dev = matrices["acc"], matrices["r10"], matrices["align_dev"]
+    return {
+        "acc": M.final_average(acc), "bwt_acc": M.bwt(acc),
+        "r1": M.final_average(matrices["r1"]), "r5": M.final_average(matrices["r5"]), "r10": M.final_average(r10),
+        "bwt_r10": M.bwt(r10), "fwt_r10": M.fwt(r10), "forgetting_r10": M.forgetting(r10),
+        "plasticity_r10": M.plasticity(r10), "stability_dev": M.final_old_tasks(dev),
+        "train_seconds": train_seconds,
+    }
+
+
+def run_path(stream_dir: Path, method: str, seed: int) -> Path:
+    return stream_dir / "runs" / method / f"seed{seed}.json"
+
+
+def read_run(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BenchError(f"run file {path}: unreadable ({e.__class__.__name__}: {e})") from None
+    for key in ("method", "seed", "config_hash", "matrices", "summary", "tasks"):
+        if key not in data:
+            raise BenchError(f"run file {path}: missing key {key!r}")
+    return data
+
+
+def load_runs(stream_dir: Path, methods: list[str] | None = None) -> list[dict]:
+    runs = []
+    for p in sorted((stream_dir / "runs").glob("*/seed*.json")):
+        run = read_run(p)
+        if methods is None or run["method"] in methods:
+            runs.append(run)
+    return runs
+
+
+def method_order(runs: list[dict]) -> list[str]:
+    """Stable table order: by each run's recorded ``order`` (lower references, baselines, DNS variants,
+    upper references), then by name."""
+    orders = {}
+    for r in runs:
+        orders.setdefault(r["method"], r.get("order", 10))
+    return sorted(orders, key=lambda m: (orders[m], m))
+
+
+def summary_rows(runs: list[dict]) -> list[tuple[str, int, str, float | None]]:
+    order = {m: i for i, m in enumerate(method_order(runs))}
+    rows = []
+    for r in sorted(runs, key=lambda r: (order[r["method"]], r["seed"])):
+        for k in SUMMARY_KEYS:
+            rows.append((r["method"], r["seed"], k, r["summary"].get(k)))
+    return rows
+
+
+def summary_csv(runs: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "seed", "metric", "value"])
+    for method, seed, k, v in summary_rows(runs):
+        w.writerow([method, seed, k, "" if v is None else repr(round(v, 6))])
+    return buf.getvalue()
+
+
+def aggregate(runs: list[dict]) -> dict[str, dict[str, tuple[float | None, float | None, int]]]:
+    """method -> metric -> (mean, std, number of seeds)."""
+    out = {}
+    for m in method_order(runs):
+        rs = [r for r in runs if r["method"] == m]
+        out[m] = {}
+        for k in SUMMARY_KEYS:
+            vals = [r["summary"].get(k) for r in rs]
+            mean, std = M.mean_std(vals)
+            out[m][k] = (mean, std, sum(v is not None for v in vals))
+    return out
+
+
+def _fmt(mean, std, key) -> str:
+    if mean is None:
+        return "–"
+    if key == "stability_dev":
+        return f"{mean:.3g} ± {std:.2g}"
+    if key == "train_seconds":
+        return f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def table_md(runs: list[dict], stream: str) -> str:
+    agg = aggregate(runs)
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [f"# {stream}: mean ± std over seeds {', '.join(map(str, seeds))}", "",
+             "Percent, except AlignDev (relative deviation of old alignment scores, lower is more stable) and "
+             "Train s (seconds per run).", "",
+             "| method | seeds | " + " | ".join(t for _, t, _ in TABLE_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(TABLE_COLUMNS)]
+    for m, vals in agg.items():
+        n = max(c for _, _, c in vals.values())
+        lines.append(f"| {m} | {n} | " + " | ".join(_fmt(*vals[k][:2], k) for k, _, _ in TABLE_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,210 @@
+"""``python -m bench.run``: run methods on a stream over seeds; write run files, summary, table, figures."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import BenchError
+
+DEFAULT_STREAM = "sim-paper"
+DEFAULT_SEEDS = "3"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Run continual multimodal contrastive learning methods on a stream of modality-pair steps.")
+    p.add_argument("--methods", default="all", help="'all' or a comma-separated list (see --list)")
+    p.add_argument("--stream", default=DEFAULT_STREAM, help="built-in stream name or path of a stream .toml "
+                   f"(default: {DEFAULT_STREAM})")
+    p.add_argument("--seeds", default=DEFAULT_SEEDS, help="N (seeds 0..N-1) or a comma-separated list i,j "
+                   f"(default: {DEFAULT_SEEDS})")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per step (default 5, the paper's)")
+    p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument("--lr", type=float, default=1e-4, help="default 1e-4")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="default 1e-3")
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"), help="default adamw")
+    p.add_argument("--loss", default="default", choices=("default", "official"),
+                   help="loss preset: 'default' symmetric InfoNCE, temperature 0.05, raw outputs; 'official' the "
+                        "official code's one-way InfoNCE at temperature 1 (overridden by the three options below)")
+    p.add_argument("--temperature", type=float, help="InfoNCE temperature")
+    p.add_argument("--direction", choices=("both", "a2b"), help="InfoNCE direction: symmetric or m1→m2 only")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="L2-normalise head outputs inside the loss")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                   help="override a method option, e.g. dns.lambda_min=0.001 (repeatable)")
+    p.add_argument("--out", default="results", help="output folder (default: results/)")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--force", action="store_true", help="rerun runs whose result file already exists")
+    p.add_argument("--no-figures", action="store_true", help="write summary.csv and table.md only")
+    p.add_argument("--list", action="store_true", help="list methods and streams and exit")
+    return p.parse_args(argv)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            seeds = list(range(n))
+    except ValueError:
+        raise BenchError(f"--seeds must be a positive count N or a list i,j of integers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise BenchError(f"--seeds must list distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def parse_sets(sets: list[str], known: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for s in sets:
+        key, eq, value = s.partition("=")
+        method, dot, param = key.rpartition(".")
+        if not eq or not dot or not method or not param:
+            raise BenchError(f"--set expects METHOD.PARAM=VALUE, got {s!r}")
+        if method not in known:
+            raise BenchError(f"--set {s!r}: unknown method {method!r}; available: {', '.join(known)}")
+        out.setdefault(method, {})[param] = value
+    return out
+
+
+def list_all() -> str:
+    import methods
+    from .streams import builtin_streams, load
+    lines = ["methods:"]
+    for name, cls in methods.registry().items():
+        lines.append(f"  {name:14s} {cls.describe()}")
+    lines.append("streams:")
+    for name in builtin_streams():
+        spec = load(name)
+        lines.append(f"  {name:14s} {spec.description} ({len(spec.steps)} steps)")
+    return "\n".join(lines)
+
+
+def _run_job(job):
+    from .runner import run_one
+    import torch
+    torch.set_num_threads(job["threads"])
+    return run_one(job["spec"], job["method"], job["overrides"], job["seed"], job["train"], job["loss"],
+                   job["device"])
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are saved; rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    if args.list:
+        print(list_all())
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    torch.set_num_threads(args.threads)
+    import methods
+    from . import streams
+    from .loss import OFFICIAL_LOSS, LossConfig
+    from .results import read_run, run_path, write_atomic
+    from .trainer import TrainConfig
+
+    known = methods.names()
+    names = known if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in names:
+        methods.get(m)
+    if not names:
+        raise BenchError("--methods is empty")
+    if args.jobs < 1 or args.threads < 1:
+        raise BenchError("--jobs and --threads must be >= 1")
+    seeds = parse_seeds(args.seeds)
+    sets = parse_sets(args.sets, known)
+    for m, params in sets.items():
+        methods.get(m)(**params)            # validates names and values before any work
+    spec = streams.load(args.stream)
+    base = OFFICIAL_LOSS if args.loss == "official" else LossConfig()
+    loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
+                      direction=base.direction if args.direction is None else args.direction,
+                      normalize=base.normalize if args.normalize is None else args.normalize)
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                        optimizer=args.optimizer)
+    try:
+        torch.empty(1, device=args.device)
+    except (RuntimeError, AssertionError) as e:
+        raise BenchError(f"--device {args.device!r} is not usable here ({str(e).splitlines()[0]})") from None
+
+    from .runner import get_scenario, run_config
+    from tqdm import tqdm
+
+    stream_dir = Path(args.out) / spec.name
+    jobs, skipped = [], 0
+    for m in names:
+        params = methods.get(m)(**sets.get(m, {})).params
+        chash = None
+        for seed in seeds:
+            path = run_path(stream_dir, m, seed)
+            if path.exists() and not args.force:
+                if chash is None:
+                    from .results import config_hash
+                    chash = config_hash(run_config(spec, m, params, train, loss, args.device))
+                try:
+                    if read_run(path)["config_hash"] == chash:
+                        skipped += 1
+                        continue
+                except BenchError:
+                    pass                     # unreadable: run it again
+            jobs.append(dict(spec=spec, method=m, overrides=sets.get(m, {}), seed=seed, train=train, loss=loss,
+                             device=args.device, threads=args.threads, path=path))
+    print(f"{spec.name}: {len(spec.steps)} steps, methods {', '.join(names)}, seeds {', '.join(map(str, seeds))}; "
+          f"{len(jobs)} runs to do, {skipped} already done", file=sys.stderr)
+    if jobs:
+        get_scenario(spec)   # build once before forking workers: they inherit it
+        bar = tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr)
+
+        def save(job, result):
+            write_atomic(job["path"], json_dump(result))
+            bar.set_postfix_str(f"{job['method']} seed {job['seed']}: R@10 {fmt(result['summary']['r10'])}")
+            bar.update(1)
+
+        if args.jobs == 1:
+            for job in jobs:
+                bar.set_postfix_str(f"{job['method']} seed {job['seed']}")
+                save(job, _run_job(job))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("fork")) as pool:
+                futures = {pool.submit(_run_job, job): job for job in jobs}
+                for fut in as_completed(futures):
+                    save(futures[fut], fut.result())
+        bar.close()
+
+    from .figures import rebuild
+    table = rebuild(stream_dir, figures=not args.no_figures)
+    print(table)
+    print(f"results in {stream_dir}/", file=sys.stderr)
+    return 0
+
+
+def json_dump(obj) -> str:
+    import json
+    return json.dumps(obj, indent=1, sort_keys=False) + "\n"
+
+
+def fmt(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""One run = one stream × one method × one seed: build, train step by step, evaluate, return the run JSON.
+
+The runner owns seeds, device and threads; methods never read the CLI.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict
+
+import torch
+
+import methods as method_registry
+
+from .evaluate import Evaluator
+from .heads import Heads
+from .loss import LossConfig
+from .results import config_hash, summarize
+from .scenario import Scenario, build
+from .simulate import simulate
+from .streams import StreamSpec
+from .trainer import TrainConfig, Trainer
+
+EVAL_DEFAULTS = dict(n_pairs=1000, repeats=5, align_pairs=256)
+_SCENARIOS: dict[tuple, Scenario] = {}
+
+
+def stream_hash(spec: StreamSpec) -> str:
+    import hashlib
+    return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
+
+
+def get_scenario(spec: StreamSpec) -> Scenario:
+    """Built once per process and stream file content (the features are the same for every run)."""
+    key = (str(spec.path), stream_hash(spec))
+    if key not in _SCENARIOS:
+        _SCENARIOS[key] = build(spec, simulate(spec))
+    return _SCENARIOS[key]
+
+
+def run_config(spec: StreamSpec, method: str, params: dict, train: TrainConfig, loss: LossConfig,
+               device: str, eval_cfg: dict | None = None) -> dict:
+    return {"stream": spec.name, "stream_sha256": stream_hash(spec), "method": method, "method_params": params,
+            "train": asdict(train), "loss": asdict(loss), "eval": dict(EVAL_DEFAULTS, **(eval_cfg or {})),
+            "device": device}
+
+
+def versions() -> dict:
+    import numpy
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+           "platform": platform.platform()}
+    try:
+        from importlib.metadata import version
+        out["avalanche-lib"] = version("avalanche-lib")
+        out["cmcl-bench"] = version("cmcl-bench")
+    except Exception:  # pragma: no cover - not installed as a distribution
+        pass
+    return out
+
+
+def run_one(spec: StreamSpec, method: str, overrides: dict, seed: int, train: TrainConfig, loss: LossConfig,
+            device: str = "cpu", eval_cfg: dict | None = None, progress=None) -> dict:
+    torch.manual_seed(seed)
+    scenario = get_scenario(spec)
+    m = method_registry.get(method)(**overrides)
+    config = run_config(spec, method, m.params, train, loss, device, eval_cfg)
+    heads = Heads(scenario.in_dims, out_dim=max(scenario.in_dims.values()), seed=seed).to(device)
+    trainer = Trainer(scenario, m, heads, train, loss, seed, device)
+    evaluator = Evaluator(scenario.tasks, seed, **config["eval"])
+    t_start = time.perf_counter()
+    rows = [evaluator.evaluate(heads, learned=0)]
+    timings = []
+    for step in range(len(scenario.tasks)):
+        timings.append(trainer.train_experience(step))
+        rows.append(evaluator.evaluate(heads, learned=step + 1))
+        if progress is not None:
+            progress(step + 1, len(scenario.tasks))
+    matrices = {k: [row[k] for row in rows] for k in rows[0]}
+    train_seconds = sum(t["train_seconds"] for t in timings)
+    return {
+        "method": method, "seed": seed, "stream": spec.name, "order": type(m).order,
+        "config": config, "config_hash": config_hash(config),
+        "tasks": [{"name": t.name, "source": t.step.source, "modalities": list(t.pair), "metrics": list(t.metrics)}
+                  for t in scenario.tasks],
+        "matrices": matrices,
+        "summary": summarize(matrices, train_seconds),
+        "timings": {"steps": timings, "train_seconds": train_seconds,
+                    "wall_seconds": time.perf_counter() - t_start},
+        "method_state": m.state_summary(),
+        "versions": versions(),
+    }

@@ -1,0 +1,100 @@
+"""Turns a stream spec into an Avalanche benchmark: one experience per step, train and test streams.
+
+Each experience's dataset is an ``AvalancheDataset`` over a ``PairFeatures`` (the step's two feature
+matrices and the sample index); the pair metadata (``Task``) sits beside it, aligned by experience index.
+Avalanche is imported here only, when a stream is built: it costs seconds and ``--help`` must not pay it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from .features import SplitFeatures
+from .streams import Step, StreamSpec
+
+
+class PairFeatures(Dataset):
+    """The two feature matrices of one step's split; item ``i`` is ``(x_a[i], x_b[i], i)``."""
+
+    def __init__(self, xa: torch.Tensor, xb: torch.Tensor):
+        self.xa, self.xb = xa, xb
+        self.index = torch.arange(len(xa))
+
+    def __len__(self):
+        return len(self.xa)
+
+    def __getitem__(self, i):
+        return self.xa[i], self.xb[i], self.index[i]
+
+
+@dataclass
+class Task:
+    """One step: its pair, its metrics, and the source's splits (all modalities, for methods that need
+    them, e.g. ``dns-official``'s column mix-up)."""
+
+    step: Step
+    train_source: SplitFeatures
+    test_source: SplitFeatures
+
+    @property
+    def index(self) -> int:
+        return self.step.index
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.step.pair
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.step.metrics
+
+    @property
+    def text_side(self) -> int | None:
+        """0 or 1 if the pair has a text modality (the class-text side for zero-shot Acc)."""
+        return self.pair.index("text") if "text" in self.pair else None
+
+
+def pair_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x_a, x_b) matrices of an experience's dataset, read once per experience. Fast path: the dataset
+    wraps one whole ``PairFeatures``; otherwise (subsets, concatenations) items are collated in batches."""
+    inner = getattr(dataset, "_datasets", None)
+    if inner is not None and len(inner) == 1 and isinstance(inner[0], PairFeatures) and len(dataset) == len(inner[0]):
+        return inner[0].xa, inner[0].xb
+    xs = [torch.stack(t) for t in zip(*(dataset[i][:2] for i in range(len(dataset))))]
+    return xs[0], xs[1]
+
+
+@dataclass
+class Scenario:
+    spec: StreamSpec
+    tasks: list[Task]
+    benchmark: object       # avalanche CLScenario with train_stream and test_stream
+
+    @property
+    def in_dims(self) -> dict[str, int]:
+        dims = {}
+        for t in self.tasks:
+            for side, m in enumerate(t.pair):
+                dims[m] = t.train_source.features[m].shape[1]
+        return dims
+
+
+def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]]) -> Scenario:
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.utils import AvalancheDataset
+
+    tasks, train, test = [], [], []
+    for step in spec.steps:
+        splits = sources[step.source]
+        a, b = step.pair
+        tasks.append(Task(step, splits["train"], splits["test"]))
+        for split, out in (("train", train), ("test", test)):
+            f = splits[split].features
+            out.append(AvalancheDataset([PairFeatures(f[a], f[b])]))
+    return Scenario(spec, tasks, benchmark_from_datasets(train=train, test=test))

@@ -1,0 +1,161 @@
+"""Stream specs: ``datasets/<name>.toml`` files (or any path) naming sources, steps and metrics.
+
+A spec is declarative. Each step names a source, the pair of modalities it trains, and the test metrics it
+reports (``recall``, ``acc``). Each source is simulated (generator parameters in the file, see
+``bench.simulate``) — feature banks on disk are read by ``bench.features``.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BenchError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STREAMS_DIR = REPO_ROOT / "datasets"
+METRICS = ("recall", "acc")
+MODALITY_ORDER = ("vision", "text", "audio", "thermal", "depth", "imu", "video", "tactile", "point")
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int           # 0-based position in the stream
+    source: str
+    pair: tuple[str, str]
+    metrics: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}:{self.pair[0]}-{self.pair[1]}"
+
+
+@dataclass
+class StreamSpec:
+    name: str
+    path: Path
+    description: str
+    steps: list[Step]
+    sources: dict[str, dict]
+    simulation: dict = field(default_factory=dict)
+    modalities: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return sorted({m for s in self.steps for m in s.pair})
+
+
+def builtin_streams() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(STREAMS_DIR.glob("*.toml"))}
+
+
+def resolve(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise BenchError(f"stream file {p} does not exist")
+        return p
+    streams = builtin_streams()
+    if name_or_path not in streams:
+        raise BenchError(f"unknown stream {name_or_path!r}; built-in streams: {', '.join(streams) or 'none'} "
+                         f"(or pass the path of a .toml file)")
+    return streams[name_or_path]
+
+
+def _check_keys(where: str, table: dict, allowed: set[str]):
+    extra = sorted(set(table) - allowed)
+    if extra:
+        raise BenchError(f"{where}: unknown key {extra[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _req(where: str, table: dict, key: str, kind, what: str):
+    if key not in table:
+        raise BenchError(f"{where}: missing key {key!r} ({what})")
+    val = table[key]
+    if not isinstance(val, kind) or isinstance(val, bool) and kind is not bool:
+        raise BenchError(f"{where}: key {key!r} must be {what}, got {val!r}")
+    return val
+
+
+SOURCE_KEYS = {"kind", "modalities", "classes", "train", "test", "class_texts", "domain_shift", "class_spread",
+               "instance_spread"}
+SIM_KEYS = {"seed", "dim", "common_dim", "specific_dim", "floor_noise", "domain_shift", "class_spread",
+            "instance_spread", "shift_scope"}
+MODALITY_KEYS = {"misalignment", "noise"}
+
+
+def load(name_or_path: str) -> StreamSpec:
+    path = resolve(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BenchError(f"stream file {path}: not valid TOML ({e})") from None
+    where = f"stream file {path}"
+    _check_keys(where, raw, {"name", "description", "simulation", "modalities", "sources", "steps"})
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name or "/" in name:
+        raise BenchError(f"{where}: key 'name' must be a non-empty string without '/'")
+    sim = raw.get("simulation", {})
+    if not isinstance(sim, dict):
+        raise BenchError(f"{where}: [simulation] must be a table")
+    _check_keys(f"{where} [simulation]", sim, SIM_KEYS)
+    mods = raw.get("modalities", {})
+    if not isinstance(mods, dict):
+        raise BenchError(f"{where}: [modalities] must be a table")
+    for m, t in mods.items():
+        if not isinstance(t, dict):
+            raise BenchError(f"{where} [modalities.{m}]: must be a table")
+        _check_keys(f"{where} [modalities.{m}]", t, MODALITY_KEYS)
+    sources = raw.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise BenchError(f"{where}: needs at least one [sources.<name>] table")
+    for sname, src in sources.items():
+        w = f"{where} [sources.{sname}]"
+        if not isinstance(src, dict):
+            raise BenchError(f"{w}: must be a table")
+        _check_keys(w, src, SOURCE_KEYS)
+        kind = src.get("kind", "simulated")
+        if kind != "simulated":
+            raise BenchError(f"{w}: kind {kind!r} is not supported (supported: 'simulated')")
+        ms = _req(w, src, "modalities", list, "a list of modality names")
+        if len(ms) < 2 or len(set(ms)) != len(ms) or not all(isinstance(m, str) for m in ms):
+            raise BenchError(f"{w}: 'modalities' must list at least two distinct modality names")
+        for m in ms:
+            if m not in mods:
+                raise BenchError(f"{w}: modality {m!r} has no [modalities.{m}] table")
+        for key in ("classes", "train", "test"):
+            v = _req(w, src, key, int, "a positive integer")
+            if v < 1:
+                raise BenchError(f"{w}: key {key!r} must be a positive integer, got {v}")
+        if src["test"] < 10:
+            raise BenchError(f"{w}: 'test' must be at least 10 (Recall@10 needs 10 candidates)")
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise BenchError(f"{where}: needs at least one [[steps]] entry")
+    steps = []
+    for i, st in enumerate(steps_raw):
+        w = f"{where} steps[{i}]"
+        if not isinstance(st, dict):
+            raise BenchError(f"{w}: must be a table")
+        _check_keys(w, st, {"source", "pair", "metrics"})
+        src = _req(w, st, "source", str, "a source name")
+        if src not in sources:
+            raise BenchError(f"{w}: unknown source {src!r} (sources: {', '.join(sources)})")
+        pair = _req(w, st, "pair", list, "a list of two modality names")
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise BenchError(f"{w}: 'pair' must name two different modalities, got {pair!r}")
+        for m in pair:
+            if m not in sources[src]["modalities"]:
+                raise BenchError(f"{w}: source {src!r} has no modality {m!r} (it has {', '.join(sources[src]['modalities'])})")
+        metrics = st.get("metrics", ["recall"])
+        if not isinstance(metrics, list) or not metrics or any(m not in METRICS for m in metrics):
+            raise BenchError(f"{w}: 'metrics' must be a non-empty list from {', '.join(METRICS)}, got {metrics!r}")
+        if "acc" in metrics and ("text" not in pair or not sources[src].get("class_texts", "text" in sources[src]["modalities"])):
+            raise BenchError(f"{w}: metric 'acc' needs 'text' in the pair and class texts in source {src!r}")
+        steps.append(Step(i, src, (pair[0], pair[1]), tuple(metrics)))
+    names = [s.name for s in steps]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise BenchError(f"{where}: step {sorted(dup)[0]!r} appears twice")
+    return StreamSpec(name=name, path=path, description=raw.get("description", ""), steps=steps, sources=sources,
+                      simulation=sim, modalities=mods)

@@ -1,0 +1,117 @@
+"""The training loop: one experience at a time, method hooks around a lean step.
+
+The hot loop indexes the feature matrices with a permutation (no DataLoader, no per-sample Python) and
+calls only the hooks a method overrides, so Vanilla costs what a bare PyTorch loop costs
+(``benchmarks/trainer_overhead.py`` measures the ratio).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from methods.base import HOOKS, Context, Method
+
+from .errors import BenchError
+from .heads import Heads
+from .loss import LossConfig, info_nce
+from .scenario import Scenario, pair_tensors
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    optimizer: str = "adamw"
+    momentum: float = 0.0       # SGD only
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise BenchError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.epochs < 0 or self.batch_size < 2 or self.lr < 0 or self.weight_decay < 0:
+            raise BenchError("--epochs must be >= 0, --batch-size >= 2, --lr and --weight-decay >= 0")
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # foreach=False: the heads are a handful of tensors, and the single-tensor path is faster on CPU here.
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, foreach=False)
+
+
+def epoch_batches(sizes: list[int], batch_size: int, gen: torch.Generator) -> list[tuple[int, torch.Tensor]]:
+    """Per-pair batches: each task's samples are shuffled and cut into batches (a last batch of one pair is
+    dropped: InfoNCE needs two), then the batches of all tasks are interleaved in random order."""
+    out = []
+    for slot, n in enumerate(sizes):
+        perm = torch.randperm(n, generator=gen)
+        out.extend((slot, chunk) for chunk in perm.split(batch_size) if len(chunk) >= 2)
+    if len(sizes) > 1:
+        out = [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+    return out
+
+
+class Trainer:
+    def __init__(self, scenario: Scenario, method: Method, heads: Heads, train_cfg: TrainConfig,
+                 loss_cfg: LossConfig, seed: int, device: torch.device | str = "cpu"):
+        self.scenario, self.method, self.heads = scenario, method, heads
+        self.cfg, self.loss_cfg, self.seed = train_cfg, loss_cfg, seed
+        self.device = torch.device(device)
+        self.ctx = Context(heads=heads, loss_cfg=loss_cfg, device=self.device, tasks=scenario.tasks)
+        self.hooks = {h: getattr(method, h) for h in HOOKS if getattr(type(method), h) is not getattr(Method, h)}
+        self._train = [None] * len(scenario.tasks)
+
+    def train_data(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._train[j] is None:
+            xa, xb = pair_tensors(self.scenario.benchmark.train_stream[j].dataset)
+            self._train[j] = (xa.to(self.device), xb.to(self.device))
+        return self._train[j]
+
+    def _call(self, hook: str):
+        fn = self.hooks.get(hook)
+        if fn is not None:
+            fn(self.ctx)
+
+    def train_experience(self, step: int) -> dict:
+        """Train on experience ``step``; returns its timing record."""
+        ctx, cfg = self.ctx, self.cfg
+        ctx.step, ctx.task = step, self.scenario.tasks[step]
+        ctx.train = self.train_data(step)
+        tasks = self.method.train_tasks(ctx)
+        mods = self.method.trainable_modalities(ctx, tasks) if tasks else []
+        ctx.optimizer = make_optimizer(self.heads.parameters_of(mods), cfg) if mods else None
+        t0 = time.perf_counter()
+        self._call("before_training_exp")
+        iters = 0
+        if tasks and cfg.epochs > 0:
+            data = [self.train_data(j) for j in tasks]
+            pairs = [self.scenario.tasks[j].pair for j in tasks]
+            linears = self.heads.linears
+            gen = torch.Generator().manual_seed(1_000_003 * self.seed + step)
+            opt, loss_cfg, call, hooks = ctx.optimizer, self.loss_cfg, self._call, self.hooks
+            for _ in range(cfg.epochs):
+                for slot, idx in epoch_batches([len(d[0]) for d in data], cfg.batch_size, gen):
+                    xa_all, xb_all = data[slot]
+                    a, b = pairs[slot]
+                    xa, xb = xa_all[idx], xb_all[idx]
+                    za, zb = linears[a](xa), linears[b](xb)
+                    loss = info_nce(za, zb, loss_cfg)
+                    if hooks:
+                        ctx.batch_task, ctx.xa, ctx.xb, ctx.za, ctx.zb, ctx.loss = tasks[slot], xa, xb, za, zb, loss
+                        call("before_backward")
+                        loss = ctx.loss
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if hooks:
+                        call("after_backward")
+                        call("before_update")
+                    opt.step()
+                    if hooks:
+                        call("after_update")
+                    iters += 1
+        self._call("after_training_exp")
+        ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = None
+        return {"step": step, "train_seconds": time.perf_counter() - t0, "iterations": iters}

@@ -1,0 +1,16 @@
+from . import Method, register
+
+
+@register("joint")
+class Joint(Method):
+    """Upper reference: at step t, trains on the union of the pairs of steps 1..t (it sees old data).
+
+    Not a continual-learning method (it breaks the no-old-data rule); it shows what one set of heads can
+    fit jointly. Adaptation: batches are drawn per pair — each InfoNCE compares one modality pair only —
+    and the batches of all seen pairs are interleaved; every head of a seen modality is trainable.
+    """
+
+    order = 30
+
+    def train_tasks(self, ctx):
+        return list(range(ctx.step + 1))

@@ -1,0 +1,10 @@
+from . import Method, register
+
+
+@register("vanilla")
+class Vanilla(Method):
+    """Sequential fine-tuning: each step trains the pair's heads on its own data, nothing protects the past.
+
+    The lower bound of every continual-learning table (the paper's "Vanilla" row). Adaptation: none needed —
+    the step's InfoNCE loss on its modality pair is minimised with the run's optimiser.
+    """
