@@ -21,11 +21,11 @@ def parse_args(argv):
                    f"(default: {DEFAULT_STREAM})")
     p.add_argument("--seeds", default=DEFAULT_SEEDS, help="N (seeds 0..N-1) or a comma-separated list i,j "
                    f"(default: {DEFAULT_SEEDS})")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per step (default 5, the paper's)")
-    p.add_argument("--batch-size", type=int, default=64, help="default 64")
-    p.add_argument("--lr", type=float, default=1e-4, help="default 1e-4")
-    p.add_argument("--weight-decay", type=float, default=1e-3, help="default 1e-3")
-    p.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"), help="default adamw")
+    p.add_argument("--epochs", type=int, help="epochs per step (default: the stream's [train], else 5 as in the paper)")
+    p.add_argument("--batch-size", type=int, help="default: the stream's [train], else 64")
+    p.add_argument("--lr", type=float, help="default: the stream's [train], else 1e-4 (sim-paper: 5e-4)")
+    p.add_argument("--weight-decay", type=float, help="default: the stream's [train], else 1e-3")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), help="default: the stream's [train], else adamw")
     p.add_argument("--loss", default="default", choices=("default", "official"),
                    help="loss preset: 'default' symmetric InfoNCE, temperature 0.05, raw outputs; 'official' the "
                         "official code's one-way InfoNCE at temperature 1 (overridden by the three options below)")
@@ -137,8 +137,9 @@ def _main(args) -> int:
     loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
                       direction=base.direction if args.direction is None else args.direction,
                       normalize=base.normalize if args.normalize is None else args.normalize)
-    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                        optimizer=args.optimizer)
+    cli = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+               optimizer=args.optimizer)
+    train = TrainConfig(**{**spec.train, **{k: v for k, v in cli.items() if v is not None}})
     try:
         torch.empty(1, device=args.device)
     except (RuntimeError, AssertionError) as e:

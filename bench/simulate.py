@@ -15,6 +15,9 @@ Generative story (all deterministic from the stream's ``[simulation] seed``):
   per-source rotation of the latent coordinates (domain shift): different sources then ask for different
   corrections of the same modality in the shared block ``C``, which is what makes sequential fine-tuning
   of a shared head forget.
+- Modality cone: real encoders put each modality's features in a narrow cone around a mean direction (the
+  modality gap), so their uncentered covariance has one dominant eigenvalue; ``offset_m`` is the norm of
+  that mean direction (random per modality) before the final L2 normalisation.
 - Class-name texts: the text encoder applied to the class means, ``R_text J_s D_{s,text} mu_c``.
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ from .streams import StreamSpec
 
 SIM_DEFAULTS = dict(seed=0, dim=128, common_dim=16, specific_dim=16, floor_noise=0.02, domain_shift=0.5,
                     class_spread=1.0, instance_spread=0.6)
-MODALITY_DEFAULTS = dict(misalignment=0.3, noise=0.5)
+MODALITY_DEFAULTS = dict(misalignment=0.3, noise=0.5, offset=0.0)
 
 
 def _orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -67,6 +70,8 @@ class SimulatedWorld:
         mods = sorted({m for src in spec.sources.values() for m in src["modalities"]})
         self.mod = {m: {**MODALITY_DEFAULTS, **spec.modalities.get(m, {})} for m in mods}
         self.rot = {m: _rotation(d, float(self.mod[m]["misalignment"]), gen) for m in mods}
+        self.offset = {m: float(self.mod[m]["offset"]) * torch.nn.functional.normalize(
+            torch.randn(d, generator=gen, dtype=torch.float64), dim=0) for m in mods}
         self.shift = {}
         for s in names:
             src = spec.sources[s]
@@ -77,7 +82,7 @@ class SimulatedWorld:
         self.spec = spec
 
     def encode(self, source: str, modality: str, u: torch.Tensor, gen: torch.Generator, noise: bool = True):
-        x = u @ self.shift[source, modality].T @ self.bases[source].T @ self.rot[modality].T
+        x = u @ self.shift[source, modality].T @ self.bases[source].T @ self.rot[modality].T + self.offset[modality]
         if noise:
             x = x + self.p["floor_noise"] * torch.randn(x.shape, generator=gen, dtype=torch.float64)
         return torch.nn.functional.normalize(x, dim=1)

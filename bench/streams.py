@@ -39,6 +39,7 @@ class StreamSpec:
     sources: dict[str, dict]
     simulation: dict = field(default_factory=dict)
     modalities: dict[str, dict] = field(default_factory=dict)
+    train: dict = field(default_factory=dict)     # training defaults of this stream (CLI flags override)
 
     @property
     def modality_names(self) -> list[str]:
@@ -81,7 +82,8 @@ SOURCE_KEYS = {"kind", "modalities", "classes", "train", "test", "class_texts", 
                "instance_spread"}
 SIM_KEYS = {"seed", "dim", "common_dim", "specific_dim", "floor_noise", "domain_shift", "class_spread",
             "instance_spread", "shift_scope"}
-MODALITY_KEYS = {"misalignment", "noise"}
+MODALITY_KEYS = {"misalignment", "noise", "offset"}
+TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "optimizer": str}
 
 
 def load(name_or_path: str) -> StreamSpec:
@@ -91,7 +93,15 @@ def load(name_or_path: str) -> StreamSpec:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BenchError(f"stream file {path}: not valid TOML ({e})") from None
     where = f"stream file {path}"
-    _check_keys(where, raw, {"name", "description", "simulation", "modalities", "sources", "steps"})
+    _check_keys(where, raw, {"name", "description", "simulation", "modalities", "sources", "steps", "train"})
+    train = raw.get("train", {})
+    if not isinstance(train, dict):
+        raise BenchError(f"{where}: [train] must be a table")
+    _check_keys(f"{where} [train]", train, set(TRAIN_KEYS))
+    for key, kind in TRAIN_KEYS.items():
+        if key in train and (not isinstance(train[key], (int, float) if kind is float else kind)
+                             or isinstance(train[key], bool)):
+            raise BenchError(f"{where} [train]: key {key!r} must be a {kind.__name__}, got {train[key]!r}")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name or "/" in name:
         raise BenchError(f"{where}: key 'name' must be a non-empty string without '/'")
@@ -158,4 +168,4 @@ def load(name_or_path: str) -> StreamSpec:
     if dup:
         raise BenchError(f"{where}: step {sorted(dup)[0]!r} appears twice")
     return StreamSpec(name=name, path=path, description=raw.get("description", ""), steps=steps, sources=sources,
-                      simulation=sim, modalities=mods)
+                      simulation=sim, modalities=mods, train=train)

@@ -1,0 +1,55 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+TWO_STEP = """
+name = "two-step"
+description = "step 2 shares text with step 1; the video head is untouched by step 2"
+[simulation]
+seed = 3
+dim = 24
+common_dim = 4
+specific_dim = 6
+floor_noise = 0.0     # exact low-rank subspaces: a tiny threshold still leaves room to learn
+domain_shift = 0.7
+[modalities.text]
+misalignment = 0.3
+noise = 0.8
+[modalities.video]
+misalignment = 0.4
+noise = 0.8
+[modalities.audio]
+misalignment = 0.4
+noise = 0.8
+[sources.a]
+modalities = ["text", "video"]
+classes = 6
+train = 200
+test = 64
+[sources.b]
+modalities = ["text", "audio"]
+classes = 6
+train = 200
+test = 64
+[[steps]]
+source = "a"
+pair = ["text", "video"]
+metrics = ["acc", "recall"]
+[[steps]]
+source = "b"
+pair = ["text", "audio"]
+metrics = ["recall"]
+"""
+
+
+@pytest.fixture
+def two_step(tmp_path):
+    p = tmp_path / "two-step.toml"
+    p.write_text(TWO_STEP)
+    return p

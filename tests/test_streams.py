@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from bench import simulate, streams
+from bench.errors import BenchError
+
+from conftest import TWO_STEP
+
+
+def test_builtin_streams_load():
+    spec = streams.load("sim-paper")
+    assert len(spec.steps) == 11
+    assert [s.pair for s in spec.steps][:3] == [("text", "video"), ("text", "audio"), ("vision", "depth")]
+    assert len(spec.sources) == 7 and len(spec.modality_names) == 7
+    assert sum("acc" in s.metrics for s in spec.steps) == 4
+    assert sum("recall" in s.metrics for s in spec.steps) == 10
+    assert len(streams.load("toy").steps) == 3
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ('pair = ["text", "video"]', 'pair = ["text", "depth"]', "has no modality 'depth'"),
+    ('source = "b"', 'source = "zzz"', "unknown source 'zzz'"),
+    ("classes = 6\ntrain = 200", "classes = 6\ntrain = 200\ncolour = 1", "unknown key 'colour'"),
+    ('metrics = ["recall"]', 'metrics = ["acc"]', "metric 'acc' needs 'text'"),
+    ("train = 200\ntest = 64\n[sources.b]", "train = -1\ntest = 64\n[sources.b]", "'train' must be a positive integer"),
+    ("[simulation]", "[simulation\n", "not valid TOML"),
+    ("[simulation]", "[train]\nlr = 'fast'\n[simulation]", "'lr' must be a float"),
+])
+def test_malformed_stream_files_name_the_problem(tmp_path, old, new, message):
+    assert old in TWO_STEP
+    p = tmp_path / "bad.toml"
+    p.write_text(TWO_STEP.replace(old, new, 1))
+    with pytest.raises(BenchError) as e:
+        streams.load(str(p))
+    assert message in str(e.value) and str(p) in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_stream_name():
+    with pytest.raises(BenchError, match="unknown stream 'nope'.*sim-paper"):
+        streams.load("nope")
+
+
+def test_simulation_is_deterministic_and_well_formed(two_step):
+    spec = streams.load(str(two_step))
+    a, b = simulate.simulate(spec), simulate.simulate(spec)
+    for src in spec.sources:
+        for split in ("train", "test"):
+            fa, fb = a[src][split], b[src][split]
+            fa.validate(f"{src}/{split}")
+            for m in fa.features:
+                assert torch.equal(fa.features[m], fb.features[m])
+                assert fa.features[m].dtype == torch.float32
+                assert torch.allclose(fa.features[m].norm(dim=1), torch.ones(len(fa)), atol=1e-5)
+            assert torch.equal(fa.labels, fb.labels)
+    assert a["a"]["test"].class_texts.shape == (6, 24)
+
+
+def test_changing_the_seed_changes_the_features(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(TWO_STEP.replace("seed = 3", "seed = 4"))
+    q = tmp_path / "t.toml"
+    q.write_text(TWO_STEP)
+    fa = simulate.simulate(streams.load(str(p)))["a"]["train"].features["text"]
+    fb = simulate.simulate(streams.load(str(q)))["a"]["train"].features["text"]
+    assert not torch.allclose(fa, fb)
