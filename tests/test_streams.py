@@ -21,7 +21,8 @@ def test_builtin_streams_load():
     ('pair = ["text", "video"]', 'pair = ["text", "depth"]', "has no modality 'depth'"),
     ('source = "b"', 'source = "zzz"', "unknown source 'zzz'"),
     ("classes = 6\ntrain = 200", "classes = 6\ntrain = 200\ncolour = 1", "unknown key 'colour'"),
-    ('metrics = ["recall"]', 'metrics = ["acc"]', "metric 'acc' needs 'text'"),
+    ('metrics = ["recall"]', 'metrics = ["acc"]\n[sources.b.x]', "unknown key 'x'"),
+    ('metrics = ["recall"]', 'metrics = ["map"]', "'metrics' must be a non-empty list"),
     ("train = 200\ntest = 64\n[sources.b]", "train = -1\ntest = 64\n[sources.b]", "'train' must be a positive integer"),
     ("[simulation]", "[simulation\n", "not valid TOML"),
     ("[simulation]", "[train]\nlr = 'fast'\n[simulation]", "'lr' must be a float"),
@@ -64,3 +65,11 @@ def test_changing_the_seed_changes_the_features(tmp_path):
     fa = simulate.simulate(streams.load(str(p)))["a"]["train"].features["text"]
     fb = simulate.simulate(streams.load(str(q)))["a"]["train"].features["text"]
     assert not torch.allclose(fa, fb)
+
+
+def test_acc_needs_class_texts(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text(TWO_STEP.replace('modalities = ["text", "audio"]', 'modalities = ["text", "audio"]\nclass_texts = false')
+                 .replace('metrics = ["recall"]', 'metrics = ["acc"]'))
+    with pytest.raises(BenchError, match="metric 'acc' needs 'text' in the pair and class texts in source 'b'"):
+        streams.load(str(p))

@@ -1,0 +1,179 @@
+"""Drive the real CLIs the way a user does (in-process ``main(argv)``; a few true subprocesses)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import methods
+from bench import figures, run
+
+TOY = ["--stream", "toy", "--epochs", "1"]
+
+
+def _runs(out, stream="toy"):
+    return {p.parent.name + "/" + p.stem: json.loads(p.read_text()) for p in (out / stream / "runs").glob("*/*.json")}
+
+
+@pytest.fixture(scope="module")
+def toy_all(tmp_path_factory):
+    out = tmp_path_factory.mktemp("all")
+    assert run.main(TOY + ["--methods", "all", "--seeds", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_every_registered_method_runs_on_toy(toy_all):
+    runs = _runs(toy_all)
+    assert sorted(runs) == sorted(f"{m}/seed0" for m in methods.names())
+    for name, r in runs.items():
+        for key in ("method", "seed", "stream", "config", "config_hash", "tasks", "matrices", "summary", "timings",
+                    "versions"):
+            assert key in r, (name, key)
+        T = len(r["tasks"])
+        assert T == 3 and r["tasks"][0]["modalities"] == ["text", "video"]
+        for key in ("r1", "r5", "r10", "acc", "align_dev"):
+            mat = r["matrices"][key]
+            assert len(mat) == T + 1 and all(len(row) == T for row in mat), (name, key)
+        assert r["matrices"]["acc"][0][2] is None          # step 3 has no Acc
+        assert r["matrices"]["align_dev"][0] == [None] * T  # undefined before a task is learned
+        assert r["matrices"]["align_dev"][1][0] == 0.0      # A_{1;1} is its own reference
+        for key in ("acc", "bwt_acc", "r1", "r5", "r10", "bwt_r10", "fwt_r10", "forgetting_r10", "plasticity_r10",
+                    "stability_dev", "train_seconds"):
+            assert key in r["summary"], (name, key)
+        assert len(r["timings"]["steps"]) == T
+
+
+def test_frozen_equals_its_row_zero_and_training_moves_scores(toy_all):
+    runs = _runs(toy_all)
+    frozen = runs["frozen/seed0"]["matrices"]["r10"]
+    assert all(row == frozen[0] for row in frozen)
+    assert runs["vanilla/seed0"]["matrices"]["r10"][1][0] != frozen[1][0]
+    assert runs["vanilla/seed0"]["timings"]["steps"][0]["iterations"] > 0
+    assert runs["frozen/seed0"]["timings"]["steps"][0]["iterations"] == 0
+
+
+def test_outputs_table_summary_and_figures(toy_all):
+    d = toy_all / "toy"
+    table = (d / "table.md").read_text()
+    for m in methods.names():
+        assert f"| {m} |" in table
+    lines = (d / "summary.csv").read_text().splitlines()
+    assert lines[0] == "method,seed,metric,value" and len(lines) > len(methods.names()) * 10
+    pngs = sorted(p.name for p in (d / "figures").glob("*.png"))
+    assert "summary_bars.png" in pngs and "heatmap_r10_dns.png" in pngs
+
+
+def test_same_seed_gives_the_same_json(tmp_path):
+    args = TOY + ["--methods", "vanilla,dns,joint", "--seeds", "1", "--no-figures"]
+    assert run.main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert run.main(args + ["--out", str(tmp_path / "b")]) == 0
+    a, b = _runs(tmp_path / "a"), _runs(tmp_path / "b")
+    for k in a:
+        assert a[k]["matrices"] == b[k]["matrices"]
+        sa = {m: v for m, v in a[k]["summary"].items() if m != "train_seconds"}
+        sb = {m: v for m, v in b[k]["summary"].items() if m != "train_seconds"}
+        assert sa == sb and a[k]["config_hash"] == b[k]["config_hash"]
+
+
+def test_seeds_change_results_and_parallel_jobs_match_serial(tmp_path):
+    args = TOY + ["--methods", "vanilla", "--seeds", "0,1", "--no-figures"]
+    assert run.main(args + ["--out", str(tmp_path / "serial")]) == 0
+    assert run.main(args + ["--out", str(tmp_path / "par"), "--jobs", "2"]) == 0
+    s, p = _runs(tmp_path / "serial"), _runs(tmp_path / "par")
+    assert s["vanilla/seed0"]["matrices"] == p["vanilla/seed0"]["matrices"]
+    assert s["vanilla/seed1"]["matrices"] == p["vanilla/seed1"]["matrices"]
+    assert s["vanilla/seed0"]["matrices"]["r10"] != s["vanilla/seed1"]["matrices"]["r10"]
+
+
+def test_rerun_skips_finished_runs_and_reruns_changed_configs(tmp_path, capsys):
+    args = TOY + ["--methods", "vanilla,dns", "--seeds", "1", "--no-figures", "--out", str(tmp_path)]
+    assert run.main(args) == 0
+    path = tmp_path / "toy" / "runs" / "dns" / "seed0.json"
+    first = path.read_text()
+    capsys.readouterr()
+    assert run.main(args) == 0
+    assert "0 runs to do, 2 already done" in capsys.readouterr().err
+    assert run.main(args + ["--set", "dns.lambda_min=0.5"]) == 0
+    assert "1 runs to do, 1 already done" in capsys.readouterr().err
+    second = json.loads(path.read_text())
+    assert second["config"]["method_params"]["lambda_min"] == 0.5 and path.read_text() != first
+    assert run.main(args + ["--set", "dns.lambda_min=0.5", "--force"]) == 0
+    assert "2 runs to do, 0 already done" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--methods", "vanilla,nope"], "unknown method 'nope'"),
+    (["--stream", "nope"], "unknown stream 'nope'"),
+    (["--set", "dns.lambda=1"], "method 'dns' has no option 'lambda'"),
+    (["--set", "dns.lambda_min=big"], "option dns.lambda_min expects a number"),
+    (["--set", "dns.project=sideways"], "option dns.project must be one of update, gradient"),
+    (["--set", "nope.x=1"], "unknown method 'nope'"),
+    (["--set", "dnslambda"], "--set expects METHOD.PARAM=VALUE"),
+    (["--seeds", "two"], "--seeds must be a positive count"),
+    (["--batch-size", "1"], "--batch-size >= 2"),
+    (["--device", "tpu9"], "--device 'tpu9' is not usable"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert run.main(["--stream", "toy", "--out", str(out)] + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_malformed_stream_file_is_reported(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[sources.x]\nmodalities = ["text"]\n')
+    assert run.main(["--stream", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "modalities" in err and err.count("\n") == 1
+
+
+def test_list_names_methods_and_streams(capsys):
+    assert run.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for m in methods.names():
+        assert f"  {m} " in out
+    assert "sim-paper" in out and "toy" in out
+
+
+def test_figures_rebuild_from_run_files_alone(toy_all, tmp_path):
+    import shutil
+    d = tmp_path / "copy"
+    shutil.copytree(toy_all, d)
+    stream = d / "toy"
+    table, summary = (stream / "table.md").read_bytes(), (stream / "summary.csv").read_bytes()
+    (stream / "table.md").unlink()
+    (stream / "summary.csv").unlink()
+    shutil.rmtree(stream / "figures")
+    assert figures.main([str(d)]) == 0
+    assert (stream / "table.md").read_bytes() == table
+    assert (stream / "summary.csv").read_bytes() == summary
+    assert (stream / "figures" / "summary_bars.png").stat().st_size > 10_000
+
+
+def _py(code_or_args, **kw):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, *code_or_args], capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+def test_subprocess_exit_codes_and_no_traceback(tmp_path):
+    r = _py(["-m", "bench.run", "--stream", "nope", "--out", str(tmp_path)])
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown stream") and "Traceback" not in r.stderr
+    r = _py(["-m", "bench.figures", str(tmp_path / "empty")])
+    assert r.returncode == 2 and r.stderr.startswith("error: no results") and "Traceback" not in r.stderr
+    r = _py(["-m", "bench.run", "--help"])
+    assert r.returncode == 0 and "--methods" in r.stdout
+
+
+def test_help_and_figures_do_not_import_torch_or_avalanche(toy_all):
+    code = ("import sys\n"
+            "from bench import run, figures\n"
+            "try:\n    run.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"assert figures.main([{str(toy_all)!r}]) == 0\n"
+            "heavy = [m for m in ('torch', 'avalanche') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    r = _py(["-c", code])
+    assert r.returncode == 0, r.stderr
