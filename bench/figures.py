@@ -47,7 +47,9 @@ def heatmap(runs: list[dict], method: str, key: str, path: Path):
     for i in range(T + 1):
         for j in range(T):
             v = mat[i][j]
-            if not math.isnan(v):
+            if math.isnan(v):     # the task does not report this metric
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=6, color="grey")
+            else:
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if v < (im.norm.vmin + im.norm.vmax) / 2 else "black")
     label = {"r10": "Recall@10 (%, mean of both directions)", "acc": "zero-shot Acc (%)"}.get(key, key)

@@ -171,25 +171,30 @@ def _main(args) -> int:
           f"{len(jobs)} runs to do, {skipped} already done", file=sys.stderr)
     if jobs:
         get_scenario(spec)   # build once before forking workers: they inherit it
-        bar = tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr)
+        with tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr) as bar:
 
-        def save(job, result):
-            write_atomic(job["path"], json_dump(result))
-            bar.set_postfix_str(f"{job['method']} seed {job['seed']}: R@10 {fmt(result['summary']['r10'])}")
-            bar.update(1)
+            def save(job, result):
+                write_atomic(job["path"], json_dump(result))
+                bar.set_postfix_str(f"{job['method']} seed {job['seed']}: R@10 {fmt(result['summary']['r10'])}")
+                bar.update(1)
 
-        if args.jobs == 1:
-            for job in jobs:
-                bar.set_postfix_str(f"{job['method']} seed {job['seed']}")
-                save(job, _run_job(job))
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("fork")) as pool:
-                futures = {pool.submit(_run_job, job): job for job in jobs}
-                for fut in as_completed(futures):
-                    save(futures[fut], fut.result())
-        bar.close()
+            if args.jobs == 1:
+                for job in jobs:
+                    bar.set_postfix_str(f"{job['method']} seed {job['seed']}")
+                    save(job, _run_job(job))
+            else:
+                import multiprocessing as mp
+                from concurrent.futures import ProcessPoolExecutor, as_completed
+                with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("fork")) as pool:
+                    futures = {pool.submit(_run_job, job): job for job in jobs}
+                    failed = None
+                    for fut in as_completed(futures):
+                        try:                 # keep saving the other runs; report the first failure at the end
+                            save(futures[fut], fut.result())
+                        except BenchError as e:
+                            failed = failed or e
+                    if failed:
+                        raise failed
 
     from .figures import rebuild
     table = rebuild(stream_dir, figures=not args.no_figures)

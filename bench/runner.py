@@ -12,6 +12,7 @@ import torch
 
 import methods as method_registry
 
+from .errors import BenchError
 from .evaluate import Evaluator
 from .heads import Heads
 from .loss import LossConfig
@@ -72,6 +73,9 @@ def run_one(spec: StreamSpec, method: str, overrides: dict, seed: int, train: Tr
     timings = []
     for step in range(len(scenario.tasks)):
         timings.append(trainer.train_experience(step))
+        if not all(torch.isfinite(p).all() for p in heads.parameters()):
+            raise BenchError(f"{method} seed {seed}: training diverged in step {step + 1} "
+                             f"({scenario.tasks[step].name}): non-finite head weights; lower --lr")
         rows.append(evaluator.evaluate(heads, learned=step + 1))
         if progress is not None:
             progress(step + 1, len(scenario.tasks))

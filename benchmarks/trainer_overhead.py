@@ -165,11 +165,14 @@ def main(argv=None) -> int:
     ap.add_argument("--dims", default="1024,128", help="comma-separated feature widths (default 1024,128)")
     ap.add_argument("--iterations", type=int, default=128, help="iterations per pass, rounded up to whole "
                     f"epochs of {TRAIN_PAIRS} pairs (default 128)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64, help=f"a divisor of {TRAIN_PAIRS} (default 64)")
     args = ap.parse_args(argv)
     dims = [int(d) for d in args.dims.split(",") if d.strip()]
-    if args.repeats < 1 or not dims or min(dims) < 32 or args.batch_size < 2:
-        ap.error("--repeats >= 1, --dims widths >= 32 (the simulator's default subspaces), --batch-size >= 2")
+    if args.repeats < 1 or not dims or min(dims) < 32:
+        ap.error("--repeats must be >= 1 and --dims widths >= 32 (the simulator's default subspaces)")
+    if args.batch_size < 2 or TRAIN_PAIRS % args.batch_size:
+        # A ragged last batch would need the trainer's drop rule copied into the bare loop.
+        ap.error(f"--batch-size must be >= 2 and divide {TRAIN_PAIRS}")
 
     # One thread: the cores are shared, and an intra-op thread pool would mostly measure the neighbours.
     torch.set_num_threads(1)
