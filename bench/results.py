@@ -1,4 +1,4 @@
-"""Run files and what is derived from them: summary metrics, ``summary.csv``, ``table.md``.
+"""Run files and what is derived from them: summary metrics, ``summary.csv``, aggregation over seeds.
 
 Importing this module must stay cheap (no torch, no avalanche): ``python -m bench.figures`` rebuilds
 everything from the run JSON files alone.
@@ -18,11 +18,6 @@ from .errors import BenchError
 
 SUMMARY_KEYS = ("acc", "bwt_acc", "r1", "r5", "r10", "bwt_r10", "fwt_r10", "forgetting_r10", "plasticity_r10",
                 "stability_dev", "train_seconds")
-# (summary key, column title, higher is better); "stability_dev" is a ratio, the others are percent/seconds
-TABLE_COLUMNS = (("acc", "Acc", True), ("bwt_acc", "BWT_A", True), ("r1", "R@1", True), ("r5", "R@5", True),
-                 ("r10", "R@10", True), ("bwt_r10", "BWT_R10", True), ("fwt_r10", "FWT_R10", True),
-                 ("forgetting_r10", "Forget_R10", False), ("plasticity_r10", "Plast_R10", True),
-                 ("stability_dev", "AlignDev", False), ("train_seconds", "Train s", False))
 
 
 def config_hash(config: dict) -> str:
@@ -82,12 +77,18 @@ def load_runs(stream_dir: Path, methods: list[str] | None = None) -> list[dict]:
     return runs
 
 
-def method_order(runs: list[dict]) -> list[str]:
-    """Stable table order: by each run's recorded ``order`` (lower references, baselines, DNS variants,
-    upper references), then by name."""
+def method_orders(runs: list[dict]) -> dict[str, int]:
+    """Each method's recorded ``order``: 0 lower references, 10 baselines, 20 DNS variants, 30 upper."""
     orders = {}
     for r in runs:
         orders.setdefault(r["method"], r.get("order", 10))
+    return orders
+
+
+def method_order(runs: list[dict]) -> list[str]:
+    """Stable table order: by each run's recorded ``order`` (lower references, baselines, DNS variants,
+    upper references), then by name."""
+    orders = method_orders(runs)
     return sorted(orders, key=lambda m: (orders[m], m))
 
 
@@ -120,27 +121,3 @@ def aggregate(runs: list[dict]) -> dict[str, dict[str, tuple[float | None, float
             mean, std = M.mean_std(vals)
             out[m][k] = (mean, std, sum(v is not None for v in vals))
     return out
-
-
-def _fmt(mean, std, key) -> str:
-    if mean is None:
-        return "–"
-    if key == "stability_dev":
-        return f"{mean:.3g} ± {std:.2g}"
-    if key == "train_seconds":
-        return f"{mean:.1f} ± {std:.1f}"
-    return f"{mean:.2f} ± {std:.2f}"
-
-
-def table_md(runs: list[dict], stream: str) -> str:
-    agg = aggregate(runs)
-    seeds = sorted({r["seed"] for r in runs})
-    lines = [f"# {stream}: mean ± std over seeds {', '.join(map(str, seeds))}", "",
-             "Percent, except AlignDev (relative deviation of old alignment scores, lower is more stable) and "
-             "Train s (seconds per run).", "",
-             "| method | seeds | " + " | ".join(t for _, t, _ in TABLE_COLUMNS) + " |",
-             "|---|---|" + "---|" * len(TABLE_COLUMNS)]
-    for m, vals in agg.items():
-        n = max(c for _, _, c in vals.values())
-        lines.append(f"| {m} | {n} | " + " | ".join(_fmt(*vals[k][:2], k) for k, _, _ in TABLE_COLUMNS) + " |")
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,88 @@
+"""The results report from hand-written run files: table values, bolding, LaTeX, report, figures."""
+import json
+
+import pytest
+
+from bench import figures
+from bench.results import summarize
+
+TASKS = [{"name": "s1:text-video", "source": "s1", "modalities": ["text", "video"], "metrics": ["acc", "recall"]},
+         {"name": "s2:text-audio", "source": "s2", "modalities": ["text", "audio"], "metrics": ["recall"]}]
+
+
+def _run(method, seed, order, r10_final, r10_learned, acc=(30.0, 60.0, 55.0)):
+    r10 = [[20.0, 10.0], [r10_learned, 12.0], [r10_final, 40.0]]
+    mats = {"r1": [[v / 4 for v in row] for row in r10], "r5": [[v / 2 for v in row] for row in r10], "r10": r10,
+            "acc": [[acc[0], None], [acc[1], None], [acc[2], None]],
+            "align_dev": [[None, None], [0.0, None], [0.1 * order / 10, 0.0]]}
+    steps = [{"step": 0, "train_seconds": 1.0, "iterations": 10}, {"step": 1, "train_seconds": 2.0, "iterations": 10}]
+    return {"method": method, "seed": seed, "stream": "hand", "order": order,
+            "config": {"stream": "hand", "stream_sha256": "x", "method": method, "method_params": {"k": seed},
+                       "train": {"lr": 0.1}, "loss": {}, "eval": {}, "device": "cpu"},
+            "config_hash": f"h{method}", "tasks": TASKS, "matrices": mats,
+            "summary": summarize(mats, 3.0), "timings": {"steps": steps, "train_seconds": 3.0},
+            "versions": {"torch": "x"}}
+
+
+@pytest.fixture
+def hand(tmp_path):
+    runs = [_run("frozen", 0, 0, 20.0, 20.0, acc=(30.0, 30.0, 30.0)), _run("frozen", 1, 0, 20.0, 20.0, acc=(30.0, 30.0, 30.0)),
+            _run("vanilla", 0, 10, 40.0, 60.0), _run("vanilla", 1, 10, 44.0, 62.0),
+            _run("dns", 0, 20, 55.0, 58.0), _run("dns", 1, 20, 57.0, 58.0),
+            _run("joint", 0, 30, 70.0, 71.0), _run("joint", 1, 30, 70.0, 71.0)]
+    for r in runs:
+        p = tmp_path / "hand" / "runs" / r["method"] / f"seed{r['seed']}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(r))
+    assert figures.main([str(tmp_path)]) == 0
+    return tmp_path / "hand"
+
+
+def _row(table, method):
+    line = next(l for l in table.splitlines() if l.startswith(f"| {method} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_table_values_order_and_bolding(hand):
+    table = (hand / "table.md").read_text()
+    methods = [l.split("|")[1].strip() for l in table.splitlines() if l.startswith("| ") and "---" not in l][1:]
+    assert methods == ["frozen", "vanilla", "dns", "joint"]        # lower reference, baseline, DNS, upper
+    head = _row(table, "method")
+    van, dns, joint = _row(table, "vanilla"), _row(table, "dns"), _row(table, "joint")
+    col = {name: i for i, name in enumerate(head)}
+    # vanilla R@10 final: mean over tasks of R[T] = (40+40)/2, (44+40)/2 -> 40, 42 -> 41.00 ± 1.41
+    assert van[col["R@10"]] == "41.00 ± 1.41"
+    # BWT_R10 = R[2][0] − R[1][0]: vanilla −20, −18 -> −19.00 ± 1.41; dns −3, −1 -> −2.00 ± 1.41 (best, bold)
+    assert van[col["BWT_R10"]] == "-19.00 ± 1.41" and dns[col["BWT_R10"]] == "**-2.00** ± 1.41"
+    assert dns[col["R@10"]] == "**48.00** ± 0.71"
+    # joint is better still but a reference: never bold
+    assert joint[col["R@10"]] == "55.00 ± 0.00" and "**" not in "".join(joint)
+    # lower is better: forgetting (vanilla 19, dns 2) and AlignDev (dns 0.2 > vanilla 0.1)
+    assert dns[col["Forget_R10"]].startswith("**2.00**") and van[col["AlignDev"]].startswith("**0.1000**")
+    assert dns[col["Acc"]] == van[col["Acc"]] == "**55.00** ± 0.00"          # ties are bolded alike
+    assert _row(table, "frozen")[col["seeds"]] == "2"
+
+
+def test_latex_table_and_report(hand):
+    tex = (hand / "table.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\textbf{-2.00}$\pm$1.41" in tex and tex.count(r"\midrule") == 4
+    report = (hand / "report.md").read_text()
+    for name in ("summary_bars", "stability_plasticity", "curve_r10_seen", "final_r10_by_pair", "align_dev",
+                 "train_time", "heatmaps_r10", "heatmaps_acc"):
+        assert f"(figures/{name}.png)" in report, name
+        assert (hand / "figures" / f"{name}.png").stat().st_size > 5000
+        assert (hand / "figures" / f"{name}.pdf").exists()
+    assert "| 2 | s2:text-audio | text – audio | recall |" in report
+    assert '`dns` options: `{"k": 0}`' in report and '"lr": 0.1' in report and '{"torch": "x"}' in report
+
+
+def test_rebuild_is_byte_identical_and_filters_methods(hand, tmp_path):
+    files = ("table.md", "table.tex", "summary.csv", "report.md")
+    before = {f: (hand / f).read_bytes() for f in files}
+    for f in files:
+        (hand / f).unlink()
+    assert figures.main([str(hand), "--no-figures"]) == 0
+    assert {f: (hand / f).read_bytes() for f in files} == before
+    assert figures.main([str(hand), "--methods", "vanilla,dns", "--no-figures"]) == 0
+    assert "| joint |" not in (hand / "table.md").read_text()
+    assert figures.main([str(hand), "--methods", "nope"]) == 2
