@@ -1,43 +1,73 @@
-"""Feature banks: per source and split, one float32 matrix per modality (rows aligned = pairs), sample ids,
-optional class labels and class-name text features."""
+"""``python -m bench.features``: make feature banks.
+
+- ``import-official``: convert the official CMCL code's feature cache (per-sample HDF5) into banks.
+- ``extract``: encode an image–text source with an open_clip model into a bank (``bench.extract``).
+- ``check``: open and validate bank files, print their shapes.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
+import argparse
+import sys
+from pathlib import Path
 
 from .errors import BenchError
 
 
-@dataclass
-class SplitFeatures:
-    features: dict[str, torch.Tensor]          # modality -> (n, d) float32, row i of every modality = pair i
-    ids: list[str]
-    labels: torch.Tensor | None = None         # (n,) int64 class index, or None
-    class_texts: torch.Tensor | None = None    # (C, d_text) text features of the class names, or None
-    class_names: list[str] | None = None
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench.features", description="Make and check feature banks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import-official", help="convert the official code's feature cache into banks")
+    imp.add_argument("--features", required=True, help="the official features_storage/ folder")
+    imp.add_argument("--datasets", required=True,
+                     help="the official dataset/ folder (for paired_data_{split}.json: class names of samples)")
+    imp.add_argument("--encoder", required=True, help="perceptor name in the cache file names (imagebind, languagebind, unibind)")
+    imp.add_argument("--out", default="features", help="banks folder (default: features/)")
+    imp.add_argument("--only", help="comma-separated datasets (default: all seven of the paper)")
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    ext = sub.add_parser("extract", help="encode an image-text source with open_clip into a bank")
+    from .extract import add_arguments
+    add_arguments(ext)
 
-    def validate(self, where: str) -> "SplitFeatures":
-        n = len(self.ids)
-        if len(set(self.ids)) != n:
-            raise BenchError(f"{where}: duplicate sample ids")
-        for m, x in self.features.items():
-            if x.dim() != 2:
-                raise BenchError(f"{where}: modality {m!r} must be a 2-D matrix, got shape {tuple(x.shape)}")
-            if x.shape[0] != n:
-                raise BenchError(f"{where}: modality {m!r} has {x.shape[0]} rows but there are {n} sample ids")
-            if x.dtype != torch.float32:
-                raise BenchError(f"{where}: modality {m!r} must be float32, got {x.dtype}")
-            if not torch.isfinite(x).all():
-                raise BenchError(f"{where}: modality {m!r} contains NaN or Inf")
-        if self.labels is not None:
-            if self.labels.shape != (n,):
-                raise BenchError(f"{where}: labels must have shape ({n},), got {tuple(self.labels.shape)}")
-            if self.class_texts is not None and n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_texts)):
-                raise BenchError(f"{where}: labels must lie in [0, {len(self.class_texts)})")
-        if self.class_texts is not None and not torch.isfinite(self.class_texts).all():
-            raise BenchError(f"{where}: class texts contain NaN or Inf")
-        return self
+    chk = sub.add_parser("check", help="validate bank files and print their shapes")
+    chk.add_argument("paths", nargs="+", help="bank .h5 files or folders of them")
+    return p.parse_args(argv)
+
+
+def check(paths: list[str]) -> None:
+    from .bank import read_split
+    files = []
+    for p in map(Path, paths):
+        files += sorted(p.rglob("*.h5")) if p.is_dir() else [p]
+    if not files:
+        raise BenchError(f"no .h5 files in {', '.join(paths)}")
+    for f in files:
+        data = read_split(f)
+        shapes = ", ".join(f"{m} {tuple(x.shape)}" for m, x in data.features.items())
+        classes = f", {len(data.class_texts)} class texts" if data.class_texts is not None else ""
+        print(f"{f}: {len(data)} pairs, {shapes}{classes}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "import-official":
+            from .official import import_official
+            only = [s.strip() for s in args.only.split(",")] if args.only else None
+            import_official(Path(args.features), Path(args.datasets), args.encoder, Path(args.out), only,
+                            log=lambda s: print(s, file=sys.stderr))
+        elif args.command == "extract":
+            from .extract import run
+            run(args)
+        else:
+            check(args.paths)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

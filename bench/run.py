@@ -19,6 +19,10 @@ def parse_args(argv):
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list (see --list)")
     p.add_argument("--stream", default=DEFAULT_STREAM, help="built-in stream name or path of a stream .toml "
                    f"(default: {DEFAULT_STREAM})")
+    p.add_argument("--encoder", help="feature banks to read for streams of banks (e.g. paper): imagebind, "
+                   "languagebind, unibind or any bank name under --banks")
+    p.add_argument("--banks", default="features", help="folder of feature banks: <banks>/<encoder>/<source>/<split>.h5 "
+                   "(default: features/)")
     p.add_argument("--seeds", default=DEFAULT_SEEDS, help="N (seeds 0..N-1) or a comma-separated list i,j "
                    f"(default: {DEFAULT_SEEDS})")
     p.add_argument("--epochs", type=int, help="epochs per step (default: the stream's [train], else 5 as in the paper)")
@@ -92,7 +96,7 @@ def _run_job(job):
     import torch
     torch.set_num_threads(job["threads"])
     return run_one(job["spec"], job["method"], job["overrides"], job["seed"], job["train"], job["loss"],
-                   job["device"])
+                   job["device"], encoder=job["encoder"], banks=job["banks"])
 
 
 def main(argv=None) -> int:
@@ -145,10 +149,11 @@ def _main(args) -> int:
     except (RuntimeError, AssertionError) as e:
         raise BenchError(f"--device {args.device!r} is not usable here ({str(e).splitlines()[0]})") from None
 
-    from .runner import get_scenario, run_config
+    from .runner import get_scenario, result_name, run_config
     from tqdm import tqdm
 
-    stream_dir = Path(args.out) / spec.name
+    scenario = get_scenario(spec, args.encoder, args.banks)   # validates banks before any work; workers inherit it
+    stream_dir = Path(args.out) / result_name(spec, args.encoder)
     jobs, skipped = [], 0
     for m in names:
         params = methods.get(m)(**sets.get(m, {})).params
@@ -158,7 +163,8 @@ def _main(args) -> int:
             if path.exists() and not args.force:
                 if chash is None:
                     from .results import config_hash
-                    chash = config_hash(run_config(spec, m, params, train, loss, args.device))
+                    chash = config_hash(run_config(spec, m, params, train, loss, args.device, None, args.encoder,
+                                                   scenario.bank_shas))
                 try:
                     if read_run(path)["config_hash"] == chash:
                         skipped += 1
@@ -166,11 +172,11 @@ def _main(args) -> int:
                 except BenchError:
                     pass                     # unreadable: run it again
             jobs.append(dict(spec=spec, method=m, overrides=sets.get(m, {}), seed=seed, train=train, loss=loss,
-                             device=args.device, threads=args.threads, path=path))
+                             device=args.device, threads=args.threads, path=path, encoder=args.encoder,
+                             banks=args.banks))
     print(f"{spec.name}: {len(spec.steps)} steps, methods {', '.join(names)}, seeds {', '.join(map(str, seeds))}; "
           f"{len(jobs)} runs to do, {skipped} already done", file=sys.stderr)
     if jobs:
-        get_scenario(spec)   # build once before forking workers: they inherit it
         with tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr) as bar:
 
             def save(job, result):

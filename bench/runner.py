@@ -7,6 +7,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
@@ -31,19 +32,32 @@ def stream_hash(spec: StreamSpec) -> str:
     return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
 
 
-def get_scenario(spec: StreamSpec) -> Scenario:
-    """Built once per process and stream file content (the features are the same for every run)."""
-    key = (str(spec.path), stream_hash(spec))
+def result_name(spec: StreamSpec, encoder: str | None) -> str:
+    """Folder and label of a stream's results: the stream name, plus the encoder for banks."""
+    return f"{spec.name}-{encoder}" if spec.bank_sources and encoder else spec.name
+
+
+def get_scenario(spec: StreamSpec, encoder: str | None = None, banks: str | Path = "features") -> Scenario:
+    """Built once per process, stream file content and encoder (the features are the same for every run)."""
+    key = (str(spec.path), stream_hash(spec), encoder if spec.bank_sources else None, str(banks))
     if key not in _SCENARIOS:
-        _SCENARIOS[key] = build(spec, simulate(spec))
+        from .bank import load_stream_banks
+        disk, shas = load_stream_banks(spec, encoder, banks)
+        scenario = build(spec, {**simulate(spec), **disk})
+        scenario.bank_shas = shas
+        _SCENARIOS[key] = scenario
     return _SCENARIOS[key]
 
 
 def run_config(spec: StreamSpec, method: str, params: dict, train: TrainConfig, loss: LossConfig,
-               device: str, eval_cfg: dict | None = None) -> dict:
-    return {"stream": spec.name, "stream_sha256": stream_hash(spec), "method": method, "method_params": params,
-            "train": asdict(train), "loss": asdict(loss), "eval": dict(EVAL_DEFAULTS, **(eval_cfg or {})),
-            "device": device}
+               device: str, eval_cfg: dict | None = None, encoder: str | None = None,
+               bank_shas: dict | None = None) -> dict:
+    cfg = {"stream": spec.name, "stream_sha256": stream_hash(spec), "method": method, "method_params": params,
+           "train": asdict(train), "loss": asdict(loss), "eval": dict(EVAL_DEFAULTS, **(eval_cfg or {})),
+           "device": device}
+    if spec.bank_sources:
+        cfg["encoder"], cfg["banks_sha256"] = encoder, bank_shas or {}
+    return cfg
 
 
 def versions() -> dict:
@@ -60,11 +74,12 @@ def versions() -> dict:
 
 
 def run_one(spec: StreamSpec, method: str, overrides: dict, seed: int, train: TrainConfig, loss: LossConfig,
-            device: str = "cpu", eval_cfg: dict | None = None, progress=None) -> dict:
+            device: str = "cpu", eval_cfg: dict | None = None, progress=None, encoder: str | None = None,
+            banks: str | Path = "features") -> dict:
     torch.manual_seed(seed)
-    scenario = get_scenario(spec)
+    scenario = get_scenario(spec, encoder, banks)
     m = method_registry.get(method)(**overrides)
-    config = run_config(spec, method, m.params, train, loss, device, eval_cfg)
+    config = run_config(spec, method, m.params, train, loss, device, eval_cfg, encoder, scenario.bank_shas)
     heads = Heads(scenario.in_dims, out_dim=max(scenario.in_dims.values()), seed=seed).to(device)
     trainer = Trainer(scenario, m, heads, train, loss, seed, device)
     evaluator = Evaluator(scenario.tasks, seed, **config["eval"])
@@ -82,7 +97,7 @@ def run_one(spec: StreamSpec, method: str, overrides: dict, seed: int, train: Tr
     matrices = {k: [row[k] for row in rows] for k in rows[0]}
     train_seconds = sum(t["train_seconds"] for t in timings)
     return {
-        "method": method, "seed": seed, "stream": spec.name, "order": type(m).order,
+        "method": method, "seed": seed, "stream": result_name(spec, encoder), "order": type(m).order,
         "config": config, "config_hash": config_hash(config),
         "tasks": [{"name": t.name, "source": t.step.source, "modalities": list(t.pair), "metrics": list(t.metrics)}
                   for t in scenario.tasks],

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from .features import SplitFeatures
+from .bank import SplitFeatures
 from .streams import Step, StreamSpec
 
 
@@ -75,6 +75,7 @@ class Scenario:
     spec: StreamSpec
     tasks: list[Task]
     benchmark: object       # avalanche CLScenario with train_stream and test_stream
+    bank_shas: dict | None = None   # content hash of every feature-bank file read (config hash input)
 
     @property
     def in_dims(self) -> dict[str, int]:

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from .features import SplitFeatures
+from .bank import SplitFeatures
 from .streams import StreamSpec
 
 SIM_DEFAULTS = dict(seed=0, dim=128, common_dim=16, specific_dim=16, floor_noise=0.02, domain_shift=0.5,
@@ -54,7 +54,7 @@ class SimulatedWorld:
         p = {**SIM_DEFAULTS, **spec.simulation}
         self.p = p
         d, kc, ks = p["dim"], p["common_dim"], p["specific_dim"]
-        names = list(spec.sources)
+        names = [s for s in spec.sources if s not in spec.bank_sources]
         gen = torch.Generator().manual_seed(int(p["seed"]))
         q = _orthogonal(d, gen)
         self.common = q[:, :kc]
@@ -67,7 +67,7 @@ class SimulatedWorld:
                 r = torch.randn(free, ks, generator=gen, dtype=torch.float64)
                 spec_block = q[:, kc:] @ torch.linalg.qr(r)[0]
             self.bases[s] = torch.cat([self.common, spec_block], dim=1)   # J_s: d × k
-        mods = sorted({m for src in spec.sources.values() for m in src["modalities"]})
+        mods = sorted({m for s in names for m in spec.sources[s]["modalities"]})
         self.mod = {m: {**MODALITY_DEFAULTS, **spec.modalities.get(m, {})} for m in mods}
         self.rot = {m: _rotation(d, float(self.mod[m]["misalignment"]), gen) for m in mods}
         self.offset = {m: float(self.mod[m]["offset"]) * torch.nn.functional.normalize(
@@ -116,4 +116,4 @@ class SimulatedWorld:
 def simulate(spec: StreamSpec) -> dict[str, dict[str, SplitFeatures]]:
     """All sources of a simulated stream: ``{source: {"train": SplitFeatures, "test": SplitFeatures}}``."""
     world = SimulatedWorld(spec)
-    return {name: world.source(name) for name in spec.sources}
+    return {name: world.source(name) for name in spec.sources if name not in spec.bank_sources}

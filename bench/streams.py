@@ -1,8 +1,9 @@
 """Stream specs: ``datasets/<name>.toml`` files (or any path) naming sources, steps and metrics.
 
 A spec is declarative. Each step names a source, the pair of modalities it trains, and the test metrics it
-reports (``recall``, ``acc``). Each source is simulated (generator parameters in the file, see
-``bench.simulate``) — feature banks on disk are read by ``bench.features``.
+reports (``recall``, ``acc``). Each source is simulated (``kind = "simulated"``, generator parameters in
+the file, see ``bench.simulate``) or a feature bank on disk (``kind = "bank"``, see ``bench.bank``), read
+for the encoder chosen at run time (``--encoder``).
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ class StreamSpec:
     simulation: dict = field(default_factory=dict)
     modalities: dict[str, dict] = field(default_factory=dict)
     train: dict = field(default_factory=dict)     # training defaults of this stream (CLI flags override)
+    encoders: dict[str, int] = field(default_factory=dict)   # expected feature width per known encoder
+
+    @property
+    def bank_sources(self) -> list[str]:
+        return [s for s, src in self.sources.items() if src.get("kind", "simulated") == "bank"]
 
     @property
     def modality_names(self) -> list[str]:
@@ -80,6 +86,7 @@ def _req(where: str, table: dict, key: str, kind, what: str):
 
 SOURCE_KEYS = {"kind", "modalities", "classes", "train", "test", "class_texts", "domain_shift", "class_spread",
                "instance_spread"}
+BANK_SOURCE_KEYS = {"kind", "modalities", "bank", "class_texts"}
 SIM_KEYS = {"seed", "dim", "common_dim", "specific_dim", "floor_noise", "domain_shift", "class_spread",
             "instance_spread", "shift_scope"}
 MODALITY_KEYS = {"misalignment", "noise", "offset"}
@@ -93,7 +100,11 @@ def load(name_or_path: str) -> StreamSpec:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BenchError(f"stream file {path}: not valid TOML ({e})") from None
     where = f"stream file {path}"
-    _check_keys(where, raw, {"name", "description", "simulation", "modalities", "sources", "steps", "train"})
+    _check_keys(where, raw, {"name", "description", "simulation", "modalities", "sources", "steps", "train",
+                             "encoders"})
+    encoders = raw.get("encoders", {})
+    if not isinstance(encoders, dict) or not all(isinstance(v, int) and v > 0 for v in encoders.values()):
+        raise BenchError(f"{where}: [encoders] must map encoder names to positive feature widths")
     train = raw.get("train", {})
     if not isinstance(train, dict):
         raise BenchError(f"{where}: [train] must be a table")
@@ -123,13 +134,17 @@ def load(name_or_path: str) -> StreamSpec:
         w = f"{where} [sources.{sname}]"
         if not isinstance(src, dict):
             raise BenchError(f"{w}: must be a table")
-        _check_keys(w, src, SOURCE_KEYS)
         kind = src.get("kind", "simulated")
-        if kind != "simulated":
-            raise BenchError(f"{w}: kind {kind!r} is not supported (supported: 'simulated')")
+        if kind not in ("simulated", "bank"):
+            raise BenchError(f"{w}: kind {kind!r} is not supported (supported: 'simulated', 'bank')")
+        _check_keys(w, src, SOURCE_KEYS if kind == "simulated" else BANK_SOURCE_KEYS)
         ms = _req(w, src, "modalities", list, "a list of modality names")
         if len(ms) < 2 or len(set(ms)) != len(ms) or not all(isinstance(m, str) for m in ms):
             raise BenchError(f"{w}: 'modalities' must list at least two distinct modality names")
+        if kind == "bank":
+            if not isinstance(src.get("bank", sname), str) or "/" in src.get("bank", sname):
+                raise BenchError(f"{w}: 'bank' must be a file-name stem")
+            continue
         for m in ms:
             if m not in mods:
                 raise BenchError(f"{w}: modality {m!r} has no [modalities.{m}] table")
@@ -168,4 +183,4 @@ def load(name_or_path: str) -> StreamSpec:
     if dup:
         raise BenchError(f"{where}: step {sorted(dup)[0]!r} appears twice")
     return StreamSpec(name=name, path=path, description=raw.get("description", ""), steps=steps, sources=sources,
-                      simulation=sim, modalities=mods, train=train)
+                      simulation=sim, modalities=mods, train=train, encoders=encoders)
