@@ -83,6 +83,8 @@ class Trainer:
         tasks = self.method.train_tasks(ctx)
         mods = self.method.trainable_modalities(ctx, tasks) if tasks else []
         ctx.optimizer = make_optimizer(self.heads.parameters_of(mods), cfg) if mods else None
+        if ctx.optimizer is not None:
+            ctx.optimizer = self.method.wrap_optimizer(ctx.optimizer, ctx)
         t0 = time.perf_counter()
         self._call("before_training_exp")
         iters = 0
@@ -92,11 +94,16 @@ class Trainer:
             linears = self.heads.linears
             gen = torch.Generator().manual_seed(1_000_003 * self.seed + step)
             opt, loss_cfg, call, hooks = ctx.optimizer, self.loss_cfg, self._call, self.hooks
+            closure_step = self.method.uses_closure
             for _ in range(cfg.epochs):
                 for slot, idx in epoch_batches([len(d[0]) for d in data], cfg.batch_size, gen):
                     xa_all, xb_all = data[slot]
                     a, b = pairs[slot]
                     xa, xb = xa_all[idx], xb_all[idx]
+                    if closure_step:
+                        self._closure_step(opt, tasks[slot], a, b, xa, xb)
+                        iters += 1
+                        continue
                     za, zb = linears[a](xa), linears[b](xb)
                     loss = info_nce(za, zb, loss_cfg)
                     if hooks:
@@ -115,3 +122,22 @@ class Trainer:
         self._call("after_training_exp")
         ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = None
         return {"step": step, "train_seconds": time.perf_counter() - t0, "iterations": iters}
+
+    def _closure_step(self, opt, task, a, b, xa, xb):
+        """For optimisers that re-evaluate the loss (sharpness-aware ones such as C-Flat): ``opt.step(closure)``
+        where the closure recomputes forward, loss (with the method's terms) and backward, and returns the loss."""
+        ctx, linears, call = self.ctx, self.heads.linears, self._call
+        ctx.batch_task, ctx.xa, ctx.xb = task, xa, xb
+
+        def closure():
+            ctx.za, ctx.zb = linears[a](xa), linears[b](xb)
+            ctx.loss = info_nce(ctx.za, ctx.zb, self.loss_cfg)
+            call("before_backward")
+            opt.zero_grad(set_to_none=True)
+            ctx.loss.backward()
+            call("after_backward")
+            return ctx.loss
+
+        call("before_update")
+        opt.step(closure)
+        call("after_update")

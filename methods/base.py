@@ -71,6 +71,7 @@ class Method:
     10 baselines, 20 DNS variants, 30 upper references)."""
 
     name: ClassVar[str] = "?"
+    uses_closure: ClassVar[bool] = False   # True: the trainer calls optimizer.step(closure) (see wrap_optimizer)
     defaults: ClassVar[dict] = {}
     choices: ClassVar[dict[str, tuple]] = {}
     order: ClassVar[int] = 10
@@ -109,6 +110,11 @@ class Method:
                 if m not in out:
                     out.append(m)
         return out
+
+    def wrap_optimizer(self, optimizer, ctx: Context):
+        """Return the optimiser the step uses (default: the run's own). A sharpness-aware method returns a
+        wrapper whose ``step(closure)`` may evaluate the closure several times; set ``uses_closure = True``."""
+        return optimizer
 
     # --- hooks (Avalanche plugin vocabulary) -------------------------------------------------------
     def before_training_exp(self, ctx: Context) -> None: ...

@@ -91,3 +91,45 @@ def test_readme_lists_every_method():
     readme = (ROOT / "README.md").read_text()
     for name in methods.names():
         assert f"| `{name}` |" in readme, name
+
+
+def test_trainer_supports_closure_based_optimisers(two_step):
+    """A method with ``uses_closure`` gets ``optimizer.step(closure)``; the closure redoes forward, the
+    method's loss terms and backward each time it is called."""
+    from bench.runner import get_scenario
+    from bench.trainer import Trainer
+    from methods.base import Method
+
+    class TwiceEvaluated:
+        def __init__(self, opt):
+            self.opt, self.calls = opt, 0
+
+        def zero_grad(self, set_to_none=True):
+            self.opt.zero_grad(set_to_none=set_to_none)
+
+        def step(self, closure):
+            for _ in range(2):
+                self.calls += 1
+                closure()
+            self.opt.step()
+
+    class ClosureMethod(Method):
+        uses_closure = True
+        terms = 0
+
+        def wrap_optimizer(self, optimizer, ctx):
+            self.wrapped = TwiceEvaluated(optimizer)
+            return self.wrapped
+
+        def before_backward(self, ctx):
+            self.terms += 1
+            ctx.loss = ctx.loss + 0.0 * ctx.za.sum()
+
+    spec = streams.load(str(two_step))
+    scenario = get_scenario(spec)
+    heads = Heads(scenario.in_dims, 24)
+    m = ClosureMethod()
+    rec = Trainer(scenario, m, heads, TrainConfig(epochs=1), LossConfig(), seed=0).train_experience(0)
+    assert rec["iterations"] > 0
+    assert m.wrapped.calls == m.terms == 2 * rec["iterations"]
+    assert not torch.equal(heads["text"].weight.detach(), torch.eye(24))
