@@ -21,11 +21,13 @@ def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> list[float]:
 
 
 class Evaluator:
-    def __init__(self, tasks: list[Task], seed: int, n_pairs: int = 1000, repeats: int = 5, align_pairs: int = 256):
+    def __init__(self, tasks: list[Task], seed: int, n_pairs: int = 1000, repeats: int = 5, align_pairs: int = 256,
+                 probes: list[Task] | None = None):
         gen = torch.Generator().manual_seed(10_007 * seed + 1)
-        self.tasks = tasks
+        self.n_steps = len(tasks)
+        self.tasks = tasks + list(probes or [])      # probes: evaluated like steps, never learned
         self.subsets, self.align_idx = [], []
-        for t in tasks:
+        for t in self.tasks:
             n = len(t.test_source)
             if n <= n_pairs:
                 self.subsets.append([torch.arange(n)])
@@ -42,8 +44,8 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, heads: Heads, learned: int) -> dict[str, list[float | None]]:
-        """One row of every metric matrix. ``learned`` = number of steps trained so far; the alignment
-        scores of task ``learned-1`` become its reference (A_{j;j})."""
+        """One row of every metric matrix: the steps' columns, then the probes'. ``learned`` = number of steps
+        trained so far; the alignment scores of task ``learned-1`` become its reference (A_{j;j})."""
         row = {k: [] for k in ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba", "acc", "align_dev")}
         for j, task in enumerate(self.tasks):
             za, zb = self.embed(heads, task)
@@ -63,6 +65,9 @@ class Evaluator:
                 for k in ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba"):
                     row[k].append(None)
             row["acc"].append(self.accuracy(heads, task, za, zb) if "acc" in task.metrics else None)
+            if j >= self.n_steps:
+                row["align_dev"].append(None)
+                continue
             idx = self.align_idx[j]
             A = za[idx] @ zb[idx].T
             if j == learned - 1:

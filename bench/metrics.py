@@ -33,9 +33,9 @@ def _shape(R: Matrix) -> int:
 
 
 def final_average(R: Matrix) -> float | None:
-    """mean_j R[T][j]: the metric on every task after the last step."""
-    T = _shape(R)
-    return _mean(_val(R[T][j]) for j in range(T))
+    """mean_j R[T][j]: the metric on every task after the last step (also for probe matrices, whose
+    columns are evaluation-only pairs rather than steps)."""
+    return _mean(_val(v) for v in R[-1])
 
 
 def _diff(a, b):
@@ -73,6 +73,11 @@ def plasticity(R: Matrix) -> float | None:
     """mean_j R[j][j] (1-based): each task's value right after it was learned."""
     T = _shape(R)
     return _mean(_val(R[j + 1][j]) for j in range(T))
+
+
+def gain(R: Matrix) -> float | None:
+    """mean_j R[T][j] − R[0][j]: what training changed, e.g. on pairs that were never trained (emergent)."""
+    return _mean(_diff(last, first) for last, first in zip(R[-1], R[0]))
 
 
 def final_old_tasks(R: Matrix) -> float | None:

@@ -18,6 +18,11 @@ from .errors import BenchError
 
 SUMMARY_KEYS = ("acc", "bwt_acc", "r1", "r5", "r10", "bwt_r10", "fwt_r10", "forgetting_r10", "plasticity_r10",
                 "stability_dev", "train_seconds")
+EMERGENT_KEYS = ("emergent_r10", "emergent_gain_r10", "emergent_acc")   # streams with [[probes]] only
+
+
+def summary_keys(runs: list[dict]) -> tuple[str, ...]:
+    return SUMMARY_KEYS + tuple(k for k in EMERGENT_KEYS if any(k in r["summary"] for r in runs))
 
 
 def config_hash(config: dict) -> str:
@@ -40,16 +45,22 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def summarize(matrices: dict, train_seconds: float) -> dict:
+def summarize(matrices: dict, train_seconds: float, probes: dict | None = None) -> dict:
     """The run's summary metrics (percent, except ``stability_dev``: the mean relative deviation of old
-    tasks' alignment scores after the last step, and ``train_seconds``)."""
+    tasks' alignment scores after the last step, and ``train_seconds``). With probes (pairs evaluated but
+    never trained), ``emergent_r10`` / ``emergent_acc``: their final values, and ``emergent_gain_r10``: final
+    minus zero-shot."""
     acc, r10, dev = matrices["acc"], matrices["r10"], matrices["align_dev"]
+    extra = {}
+    if probes:
+        extra = {"emergent_r10": M.final_average(probes["r10"]), "emergent_gain_r10": M.gain(probes["r10"]),
+                 "emergent_acc": M.final_average(probes["acc"])}
     return {
         "acc": M.final_average(acc), "bwt_acc": M.bwt(acc),
         "r1": M.final_average(matrices["r1"]), "r5": M.final_average(matrices["r5"]), "r10": M.final_average(r10),
         "bwt_r10": M.bwt(r10), "fwt_r10": M.fwt(r10), "forgetting_r10": M.forgetting(r10),
         "plasticity_r10": M.plasticity(r10), "stability_dev": M.final_old_tasks(dev),
-        "train_seconds": train_seconds,
+        "train_seconds": train_seconds, **extra,
     }
 
 
@@ -94,9 +105,9 @@ def method_order(runs: list[dict]) -> list[str]:
 
 def summary_rows(runs: list[dict]) -> list[tuple[str, int, str, float | None]]:
     order = {m: i for i, m in enumerate(method_order(runs))}
-    rows = []
+    rows, keys = [], summary_keys(runs)
     for r in sorted(runs, key=lambda r: (order[r["method"]], r["seed"])):
-        for k in SUMMARY_KEYS:
+        for k in keys:
             rows.append((r["method"], r["seed"], k, r["summary"].get(k)))
     return rows
 
@@ -112,11 +123,11 @@ def summary_csv(runs: list[dict]) -> str:
 
 def aggregate(runs: list[dict]) -> dict[str, dict[str, tuple[float | None, float | None, int]]]:
     """method -> metric -> (mean, std, number of seeds)."""
-    out = {}
+    out, keys = {}, summary_keys(runs)
     for m in method_order(runs):
         rs = [r for r in runs if r["method"] == m]
         out[m] = {}
-        for k in SUMMARY_KEYS:
+        for k in keys:
             vals = [r["summary"].get(k) for r in rs]
             mean, std = M.mean_std(vals)
             out[m][k] = (mean, std, sum(v is not None for v in vals))

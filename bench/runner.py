@@ -80,9 +80,9 @@ def run_one(spec: StreamSpec, method: str, overrides: dict, seed: int, train: Tr
     scenario = get_scenario(spec, encoder, banks)
     m = method_registry.get(method)(**overrides)
     config = run_config(spec, method, m.params, train, loss, device, eval_cfg, encoder, scenario.bank_shas)
-    heads = Heads(scenario.in_dims, out_dim=max(scenario.in_dims.values()), seed=seed).to(device)
+    heads = Heads(scenario.in_dims, out_dim=scenario.head_dim, seed=seed).to(device)
     trainer = Trainer(scenario, m, heads, train, loss, seed, device)
-    evaluator = Evaluator(scenario.tasks, seed, **config["eval"])
+    evaluator = Evaluator(scenario.tasks, seed, **config["eval"], probes=scenario.probes)
     t_start = time.perf_counter()
     rows = [evaluator.evaluate(heads, learned=0)]
     timings = []
@@ -94,7 +94,9 @@ def run_one(spec: StreamSpec, method: str, overrides: dict, seed: int, train: Tr
         rows.append(evaluator.evaluate(heads, learned=step + 1))
         if progress is not None:
             progress(step + 1, len(scenario.tasks))
-    matrices = {k: [row[k] for row in rows] for k in rows[0]}
+    T = len(scenario.tasks)
+    matrices = {k: [row[k][:T] for row in rows] for k in rows[0]}
+    probes = {k: [row[k][T:] for row in rows] for k in rows[0] if k != "align_dev"}
     train_seconds = sum(t["train_seconds"] for t in timings)
     return {
         "method": method, "seed": seed, "stream": result_name(spec, encoder), "order": type(m).order,
@@ -102,7 +104,10 @@ def run_one(spec: StreamSpec, method: str, overrides: dict, seed: int, train: Tr
         "tasks": [{"name": t.name, "source": t.step.source, "modalities": list(t.pair), "metrics": list(t.metrics)}
                   for t in scenario.tasks],
         "matrices": matrices,
-        "summary": summarize(matrices, train_seconds),
+        "summary": summarize(matrices, train_seconds, probes if scenario.probes else None),
+        **({"probes": [{"name": p.name, "source": p.step.source, "modalities": list(p.pair),
+                        "metrics": list(p.metrics)} for p in scenario.probes],
+            "probe_matrices": probes} if scenario.probes else {}),
         "timings": {"steps": timings, "train_seconds": train_seconds,
                     "wall_seconds": time.perf_counter() - t_start},
         "method_state": m.state_summary(),

@@ -6,7 +6,7 @@ Avalanche is imported here only, when a stream is built: it costs seconds and ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset
@@ -74,16 +74,21 @@ def pair_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
 class Scenario:
     spec: StreamSpec
     tasks: list[Task]
-    benchmark: object       # avalanche CLScenario with train_stream and test_stream
+    benchmark: object       # avalanche CLScenario: train_stream, test_stream and probe_stream
+    probes: list[Task] = field(default_factory=list)   # evaluation-only pairs (emergent alignment)
     bank_shas: dict | None = None   # content hash of every feature-bank file read (config hash input)
 
     @property
     def in_dims(self) -> dict[str, int]:
         dims = {}
-        for t in self.tasks:
-            for side, m in enumerate(t.pair):
-                dims[m] = t.train_source.features[m].shape[1]
+        for t in self.tasks + self.probes:
+            for m in t.pair:
+                dims[m] = t.test_source.features[m].shape[1]
         return dims
+
+    @property
+    def head_dim(self) -> int:
+        return self.spec.head_dim or max(self.in_dims.values())
 
 
 def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]]) -> Scenario:
@@ -98,4 +103,11 @@ def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]]) -> Sce
         for split, out in (("train", train), ("test", test)):
             f = splits[split].features
             out.append(AvalancheDataset([PairFeatures(f[a], f[b])]))
-    return Scenario(spec, tasks, benchmark_from_datasets(train=train, test=test))
+    probes, probe = [], []
+    for step in spec.probes:
+        splits = sources[step.source]
+        probes.append(Task(step, splits["train"], splits["test"]))
+        f = splits["test"].features
+        probe.append(AvalancheDataset([PairFeatures(f[step.pair[0]], f[step.pair[1]])]))
+    streams = dict(train=train, test=test, **({"probe": probe} if probe else {}))
+    return Scenario(spec, tasks, benchmark_from_datasets(**streams), probes)

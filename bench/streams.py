@@ -42,6 +42,8 @@ class StreamSpec:
     modalities: dict[str, dict] = field(default_factory=dict)
     train: dict = field(default_factory=dict)     # training defaults of this stream (CLI flags override)
     encoders: dict[str, int] = field(default_factory=dict)   # expected feature width per known encoder
+    head_dim: int | None = None      # width of the joint space (default: the widest input)
+    probes: list[Step] = field(default_factory=list)   # evaluation-only pairs (emergent alignment), never trained
 
     @property
     def bank_sources(self) -> list[str]:
@@ -101,7 +103,13 @@ def load(name_or_path: str) -> StreamSpec:
         raise BenchError(f"stream file {path}: not valid TOML ({e})") from None
     where = f"stream file {path}"
     _check_keys(where, raw, {"name", "description", "simulation", "modalities", "sources", "steps", "train",
-                             "encoders"})
+                             "encoders", "heads", "probes"})
+    heads = raw.get("heads", {})
+    if not isinstance(heads, dict):
+        raise BenchError(f"{where}: [heads] must be a table")
+    _check_keys(f"{where} [heads]", heads, {"dim"})
+    if "dim" in heads and (not isinstance(heads["dim"], int) or isinstance(heads["dim"], bool) or heads["dim"] < 1):
+        raise BenchError(f"{where} [heads]: key 'dim' must be a positive integer, got {heads['dim']!r}")
     encoders = raw.get("encoders", {})
     if not isinstance(encoders, dict) or not all(isinstance(v, int) and v > 0 for v in encoders.values()):
         raise BenchError(f"{where}: [encoders] must map encoder names to positive feature widths")
@@ -157,30 +165,37 @@ def load(name_or_path: str) -> StreamSpec:
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise BenchError(f"{where}: needs at least one [[steps]] entry")
-    steps = []
-    for i, st in enumerate(steps_raw):
-        w = f"{where} steps[{i}]"
-        if not isinstance(st, dict):
-            raise BenchError(f"{w}: must be a table")
-        _check_keys(w, st, {"source", "pair", "metrics"})
-        src = _req(w, st, "source", str, "a source name")
-        if src not in sources:
-            raise BenchError(f"{w}: unknown source {src!r} (sources: {', '.join(sources)})")
-        pair = _req(w, st, "pair", list, "a list of two modality names")
-        if len(pair) != 2 or pair[0] == pair[1]:
-            raise BenchError(f"{w}: 'pair' must name two different modalities, got {pair!r}")
-        for m in pair:
-            if m not in sources[src]["modalities"]:
-                raise BenchError(f"{w}: source {src!r} has no modality {m!r} (it has {', '.join(sources[src]['modalities'])})")
-        metrics = st.get("metrics", ["recall"])
-        if not isinstance(metrics, list) or not metrics or any(m not in METRICS for m in metrics):
-            raise BenchError(f"{w}: 'metrics' must be a non-empty list from {', '.join(METRICS)}, got {metrics!r}")
-        if "acc" in metrics and ("text" not in pair or not sources[src].get("class_texts", "text" in sources[src]["modalities"])):
-            raise BenchError(f"{w}: metric 'acc' needs 'text' in the pair and class texts in source {src!r}")
-        steps.append(Step(i, src, (pair[0], pair[1]), tuple(metrics)))
-    names = [s.name for s in steps]
+    steps = [_step(where, f"steps[{i}]", i, st, sources) for i, st in enumerate(steps_raw)]
+    probes_raw = raw.get("probes", [])
+    if not isinstance(probes_raw, list):
+        raise BenchError(f"{where}: 'probes' must be an array of tables ([[probes]])")
+    probes = [_step(where, f"probes[{i}]", i, st, sources) for i, st in enumerate(probes_raw)]
+    names = [s.name for s in steps] + [p.name for p in probes]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        raise BenchError(f"{where}: step {sorted(dup)[0]!r} appears twice")
+        raise BenchError(f"{where}: step or probe {sorted(dup)[0]!r} appears twice")
     return StreamSpec(name=name, path=path, description=raw.get("description", ""), steps=steps, sources=sources,
-                      simulation=sim, modalities=mods, train=train, encoders=encoders)
+                      simulation=sim, modalities=mods, train=train, encoders=encoders,
+                      head_dim=heads.get("dim"), probes=probes)
+
+
+def _step(where: str, label: str, i: int, st, sources: dict) -> Step:
+    w = f"{where} {label}"
+    if not isinstance(st, dict):
+        raise BenchError(f"{w}: must be a table")
+    _check_keys(w, st, {"source", "pair", "metrics"})
+    src = _req(w, st, "source", str, "a source name")
+    if src not in sources:
+        raise BenchError(f"{w}: unknown source {src!r} (sources: {', '.join(sources)})")
+    pair = _req(w, st, "pair", list, "a list of two modality names")
+    if len(pair) != 2 or pair[0] == pair[1]:
+        raise BenchError(f"{w}: 'pair' must name two different modalities, got {pair!r}")
+    for m in pair:
+        if m not in sources[src]["modalities"]:
+            raise BenchError(f"{w}: source {src!r} has no modality {m!r} (it has {', '.join(sources[src]['modalities'])})")
+    metrics = st.get("metrics", ["recall"])
+    if not isinstance(metrics, list) or not metrics or any(m not in METRICS for m in metrics):
+        raise BenchError(f"{w}: 'metrics' must be a non-empty list from {', '.join(METRICS)}, got {metrics!r}")
+    if "acc" in metrics and ("text" not in pair or not sources[src].get("class_texts", "text" in sources[src]["modalities"])):
+        raise BenchError(f"{w}: metric 'acc' needs 'text' in the pair and class texts in source {src!r}")
+    return Step(i, src, (pair[0], pair[1]), tuple(metrics))

@@ -14,9 +14,15 @@ COLUMNS = (("acc", "Acc", True, 2), ("bwt_acc", "BWT_A", True, 2), ("r1", "R@1",
            ("fwt_r10", "FWT_R10", True, 2), ("forgetting_r10", "Forget_R10", False, 2),
            ("plasticity_r10", "Plast_R10", True, 2), ("stability_dev", "AlignDev", False, 4),
            ("train_seconds", "Train s", False, 1))
+EMERGENT_COLUMNS = (("emergent_r10", "Emergent_R10", True, 2), ("emergent_gain_r10", "EmergGain_R10", True, 2))
 NOTE = ("Percent, except AlignDev (mean relative deviation of old tasks' alignment scores after the last step; "
         "lower is more stable) and Train s (training seconds per run). Best continual-learning method per "
         "column in bold; frozen (zero-shot) and joint (sees old data) are references.")
+
+
+def columns(runs: list[dict]) -> tuple:
+    """The paper's columns and ours; with probes (pairs never trained together) their emergent R@10 too."""
+    return COLUMNS + tuple(c for c in EMERGENT_COLUMNS if any(c[0] in r["summary"] for r in runs))
 
 
 def _is_reference(order: int) -> bool:
@@ -27,7 +33,7 @@ def best(runs: list[dict]) -> dict[str, set[str]]:
     """column key -> methods holding the best printed mean among non-reference methods."""
     agg, orders = aggregate(runs), method_orders(runs)
     out = {}
-    for key, _, higher, dec in COLUMNS:
+    for key, _, higher, dec in columns(runs):
         cands = {m: round(v[key][0], dec) for m, v in agg.items()
                  if v[key][0] is not None and not _is_reference(orders[m])}
         if not cands:
@@ -44,7 +50,7 @@ def _cells(runs, bold_fmt, pm):
     for m, vals in agg.items():
         n = max(c for _, _, c in vals.values())
         cells = []
-        for key, _, _, dec in COLUMNS:
+        for key, _, _, dec in columns(runs):
             mean, std, _ = vals[key]
             if mean is None:
                 cells.append("–")
@@ -58,8 +64,8 @@ def _cells(runs, bold_fmt, pm):
 def table_md(runs: list[dict], stream: str) -> str:
     seeds = sorted({r["seed"] for r in runs})
     lines = [f"# {stream}: mean ± std over seeds {', '.join(map(str, seeds))}", "", NOTE, "",
-             "| method | seeds | " + " | ".join(c[1] for c in COLUMNS) + " |",
-             "|---|---|" + "---|" * len(COLUMNS)]
+             "| method | seeds | " + " | ".join(c[1] for c in columns(runs)) + " |",
+             "|---|---|" + "---|" * len(columns(runs))]
     for m, n, cells in _cells(runs, lambda s: f"**{s}**", " ± "):
         lines.append(f"| {m} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -71,9 +77,10 @@ def _tex_escape(s: str) -> str:
 
 def table_tex(runs: list[dict], stream: str) -> str:
     seeds = sorted({r["seed"] for r in runs})
-    head = " & ".join(["Method"] + [_tex_escape(c[1]) for c in COLUMNS]) + r" \\"
+    cols = columns(runs)
+    head = " & ".join(["Method"] + [_tex_escape(c[1]) for c in cols]) + r" \\"
     lines = [f"% {stream}: mean $\\pm$ std over seeds {', '.join(map(str, seeds))}. {_tex_escape(NOTE)}",
-             r"\begin{tabular}{l" + "r" * len(COLUMNS) + "}", r"\toprule", head, r"\midrule"]
+             r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule", head, r"\midrule"]
     orders, prev = method_orders(runs), None
     for m, _, cells in _cells(runs, lambda s: rf"\textbf{{{s}}}", r"$\pm$"):
         group = orders[m] // 10

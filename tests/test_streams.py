@@ -73,3 +73,27 @@ def test_acc_needs_class_texts(tmp_path):
                  .replace('metrics = ["recall"]', 'metrics = ["acc"]'))
     with pytest.raises(BenchError, match="metric 'acc' needs 'text' in the pair and class texts in source 'b'"):
         streams.load(str(p))
+
+
+def test_probes_and_head_width(tmp_path):
+    """[[probes]]: pairs evaluated at every row but never trained (emergent alignment); [heads] dim."""
+    from bench import run
+    import json
+    text = TWO_STEP.replace('[sources.b]\nmodalities = ["text", "audio"]', '[sources.b]\nmodalities = ["text", "audio", "video"]')
+    text += '\n[heads]\ndim = 16\n\n[[probes]]\nsource = "b"\npair = ["audio", "video"]\nmetrics = ["recall"]\n'
+    p = tmp_path / "probe.toml"
+    p.write_text(text)
+    spec = streams.load(str(p))
+    assert spec.head_dim == 16 and [q.name for q in spec.probes] == ["b:audio-video"]
+    assert run.main(["--stream", str(p), "--methods", "vanilla", "--seeds", "1", "--epochs", "1",
+                     "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+    r = json.loads((tmp_path / "out" / "two-step" / "runs" / "vanilla" / "seed0.json").read_text())
+    assert [q["name"] for q in r["probes"]] == ["b:audio-video"]
+    assert len(r["probe_matrices"]["r10"]) == 3 and len(r["probe_matrices"]["r10"][0]) == 1
+    assert len(r["matrices"]["r10"][0]) == 2                        # the steps' matrices are unchanged
+    assert "emergent_r10" in r["summary"] and "emergent_gain_r10" in r["summary"]
+    assert "Emergent_R10" in (tmp_path / "out" / "two-step" / "table.md").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('pair = ["audio", "video"]', 'pair = ["audio", "depth"]'))
+    with pytest.raises(BenchError, match=r"probes\[0\]: source 'b' has no modality 'depth'"):
+        streams.load(str(bad))
