@@ -11,7 +11,7 @@ import torch
 THRESHOLDS = ("abs", "rel", "energy")
 # Eigenvalues below this fraction of the largest are numerical zeros (float round-off of a rank-deficient
 # covariance), never part of a principal subspace, whatever the threshold.
-_NUMERICAL_ZERO = 1e-12
+NUMERICAL_ZERO = 1e-12
 
 
 def principal_mask(evals: torch.Tensor, kind: str, value: float) -> torch.Tensor:
@@ -19,7 +19,7 @@ def principal_mask(evals: torch.Tensor, kind: str, value: float) -> torch.Tensor
     ``abs``: λ > value (the paper's λ_min); ``rel``: λ > value · λ_max; ``energy``: the leading eigenvalues
     holding a fraction ``value`` of the trace (GPM's criterion)."""
     top = evals.max().clamp(min=0)
-    mask = evals > _NUMERICAL_ZERO * top
+    mask = evals > NUMERICAL_ZERO * top
     if kind == "abs":
         return mask & (evals > value)
     if kind == "rel":
