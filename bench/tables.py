@@ -1,7 +1,7 @@
 """The comparison table, as Markdown and LaTeX: mean ± std over seeds, the best value of each column in bold.
 
 "Best" is taken among the continual-learning methods only: the references (``frozen`` below, ``joint``
-above, whose recorded ``order`` is < 10 or >= 30) are shown but never bolded, as in the paper's table.
+above, whose recorded ``order`` is < 5 or >= 30) are shown but never bolded, as in the paper's table.
 Means are compared at the precision they are printed with, so ties are bolded alike.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def columns(runs: list[dict]) -> tuple:
 
 
 def _is_reference(order: int) -> bool:
-    return order < 10 or order >= 30
+    return order < 5 or order >= 30
 
 
 def best(runs: list[dict]) -> dict[str, set[str]]:

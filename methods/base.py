@@ -67,8 +67,8 @@ def _parse(value: str, default, key: str):
 
 class Method:
     """Base class. Subclasses set ``defaults`` (hyper-parameters, overridable with ``--set name.key=value``),
-    ``choices`` (allowed values of string options) and ``order`` (position in tables: 0 lower references,
-    10 baselines, 20 DNS variants, 30 upper references)."""
+    ``choices`` (allowed values of string options) and ``order`` (position in tables: 0–4 lower references,
+    5 Vanilla, 10 baselines, 20 DNS variants, 30 upper references; references are never bolded)."""
 
     name: ClassVar[str] = "?"
     uses_closure: ClassVar[bool] = False   # True: the trainer calls optimizer.step(closure) (see wrap_optimizer)
