@@ -6,3 +6,17 @@ class BenchError(Exception):
     names what is wrong and where; the CLI prints it as ``error: <message>`` and exits with code 2."""
 
     exit_code = 2
+
+
+def run_cli(body, interrupted: str = "interrupted: rerun the same command to continue") -> int:
+    """Run a CLI's body: a ``BenchError`` becomes ``error: <message>`` on stderr and its exit code (2), an
+    interrupt a one-line note and 130 — never a traceback. ``body()`` returns the exit code (None = 0)."""
+    import sys
+    try:
+        return body() or 0
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

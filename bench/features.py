@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import BenchError
+from .errors import BenchError, run_cli
 
 
 def parse_args(argv):
@@ -49,7 +49,8 @@ def check(paths: list[str]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
+
+    def body():
         if args.command == "import-official":
             from .official import import_official
             only = [s.strip() for s in args.only.split(",")] if args.only else None
@@ -60,13 +61,8 @@ def main(argv=None) -> int:
             run(args)
         else:
             check(args.paths)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to continue", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from .errors import BenchError
+from .errors import BenchError, run_cli
 from .results import aggregate, load_runs, method_order, summary_csv, write_atomic
 from .tables import table_md, table_tex
 
@@ -280,14 +280,13 @@ def main(argv=None) -> int:
     p.add_argument("--methods", help="comma-separated methods to include (default: all found)")
     p.add_argument("--no-figures", action="store_true", help="tables and report only")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
+
+    def body():
         methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
         for d in stream_dirs(Path(args.dir), args.stream):
             print(rebuild(d, methods, figures=not args.no_figures))
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import BenchError
+from .errors import BenchError, run_cli
 
 DEFAULT_STREAM = "sim-paper"
 DEFAULT_SEEDS = "3"
@@ -101,14 +101,7 @@ def _run_job(job):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return _main(args)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are saved; rerun the same command to continue", file=sys.stderr)
-        return 130
+    return run_cli(lambda: _main(args), "interrupted: finished runs are saved; rerun the same command to continue")
 
 
 def _main(args) -> int:
