@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +58,6 @@ class Plotter:
         self.tasks = runs[0]["tasks"]
         cmap = plt.get_cmap("tab10" if len(self.methods) <= 10 else "tab20")
         self.color = {m: cmap(i % cmap.N) for i, m in enumerate(self.methods)}
-        self.written: list[str] = []
 
     def save(self, fig, name: str, tight: bool = True):
         """PNG and PDF, each written under a temporary name and renamed. ``tight`` crops to the drawn
@@ -67,7 +68,6 @@ class Plotter:
             fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None)
             tmp.replace(path)
         self.plt.close(fig)
-        self.written.append(name)
 
     def task_labels(self, cols=None):
         cols = range(len(self.tasks)) if cols is None else cols
@@ -225,16 +225,33 @@ class Plotter:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         self.save(fig, "final_r10_by_pair")
 
-    def all(self):
-        self.heatmaps("r10")
-        self.heatmaps("acc")
-        self.summary_bars()
-        self.stability_plasticity()
-        self.curves()
-        self.final_by_pair()
-        self.alignment()
-        self.train_time()
-        return self.written
+    def draw(self, job: str):
+        getattr(self, job.split(":")[0])(*job.split(":")[1:])
+
+    def all(self, workers: int = 2):
+        """Every figure. Drawing text-heavy figures is CPU-bound matplotlib work, so the figures are split
+        over ``workers`` forked processes (each inherits the loaded runs); the files are the same."""
+        jobs = ["heatmaps:r10", "heatmaps:acc", "summary_bars", "stability_plasticity", "curves", "final_by_pair",
+                "alignment", "train_time"]
+        workers = min(workers, os.cpu_count() or 1)
+        if workers > 1 and "fork" in mp.get_all_start_methods():
+            global _FORKED
+            _FORKED = self          # the workers inherit it: nothing (matplotlib included) is pickled
+            try:
+                with mp.get_context("fork").Pool(workers) as pool:
+                    pool.map(_draw_in_worker, jobs, chunksize=1)
+            finally:
+                _FORKED = None
+        else:
+            for job in jobs:
+                self.draw(job)
+
+
+_FORKED: Plotter | None = None
+
+
+def _draw_in_worker(job: str):
+    _FORKED.draw(job)
 
 
 def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = True) -> str:
