@@ -213,7 +213,8 @@ def load_stream_banks(spec, encoder: str | None, root: Path | str) -> tuple[dict
                          f"bank files under {root}/ ({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''}); "
                          f"make them with `python -m bench.features import-official --features DIR --datasets DIR "
                          f"--encoder {encoder} --out {root}` or `python -m bench.features extract` (datasets/README.md)")
-    used = {s: sorted({m for st in spec.steps if st.source == s for m in st.pair}) for s in spec.bank_sources}
+    used = {s: sorted({m for st in spec.steps + spec.probes if st.source == s for m in st.pair})
+            for s in spec.bank_sources}
     acc = {st.source for st in spec.steps if "acc" in st.metrics}
     width = spec.encoders.get(encoder)
     out, shas = {}, {}
