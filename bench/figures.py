@@ -58,6 +58,8 @@ class Plotter:
         self.tasks = runs[0]["tasks"]
         cmap = plt.get_cmap("tab10" if len(self.methods) <= 10 else "tab20")
         self.color = {m: cmap(i % cmap.N) for i, m in enumerate(self.methods)}
+        # colours repeat or look alike past ten methods: markers keep every method distinct
+        self.marker = {m: "osD^vP*Xph<>"[i % 12] for i, m in enumerate(self.methods)}
 
     def save(self, fig, name: str, tight: bool = True):
         """PNG and PDF, each written under a temporary name and renamed. ``tight`` crops to the drawn
@@ -90,7 +92,7 @@ class Plotter:
         fig, axes = self.plt.subplots(nrow, ncol, figsize=(pw * ncol + 1.2, ph * nrow + 1.0), squeeze=False)
         # fixed margins: constrained layout costs seconds once there are a dozen panels
         fig.subplots_adjust(left=0.6 / (pw * ncol + 1.2), right=1 - 1.1 / (pw * ncol + 1.2), bottom=0.5 / (ph * nrow + 1.0),
-                            top=1 - 0.75 / (ph * nrow + 1.0), wspace=0.18, hspace=0.28)
+                            top=1 - 1.1 / (ph * nrow + 1.0), wspace=0.18, hspace=0.28)
         mid = (vmin + vmax) / 2
         for k, m in enumerate(self.methods):
             ax = axes[k // ncol][k % ncol]
@@ -113,9 +115,11 @@ class Plotter:
             axes[k // ncol][k % ncol].axis("off")
         cax = fig.add_axes([1 - 0.9 / (pw * ncol + 1.2), 0.25, 0.15 / (pw * ncol + 1.2), 0.5])
         fig.colorbar(im, cax=cax, label=label)
-        names = "; ".join(f"{j + 1} {self.tasks[j]['name']}" for j in cols)
+        labels = [f"{j + 1} {self.tasks[j]['name']}" for j in cols]
+        names = "\n".join("; ".join(labels[i:i + 6]) for i in range(0, len(labels), 6))
         fig.suptitle(f"{self.stream}: {label}, mean over seeds; rows = evaluated after step (0 = zero-shot)\n"
-                     f"test sets: {names}", fontsize=8 if C > 4 else 9)
+                     f"test sets: {names}", fontsize=8 if C > 4 else 9, va="top",
+                     y=1 - 0.12 / (ph * nrow + 1.0))
         self.save(fig, f"heatmaps_{key}", tight=False)
 
     def summary_bars(self):
@@ -140,19 +144,21 @@ class Plotter:
 
     def stability_plasticity(self):
         agg = aggregate(self.runs)
-        fig, ax = self.plt.subplots(figsize=(6.5, 5))
-        for m in self.methods:
+        fig, ax = self.plt.subplots(figsize=(7.5, 5))
+        font = 8 if len(self.methods) <= 10 else 6     # many methods crowd the plane: the legend disambiguates
+        for k, m in enumerate(self.methods):
             (x, xs, _), (y, ys, _) = agg[m]["bwt_r10"], agg[m]["plasticity_r10"]
             if x is None or y is None:
                 continue
-            ax.errorbar(x, y, xerr=xs, yerr=ys, fmt="o", color=self.color[m], capsize=3, label=m)
-            ax.annotate(m, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.errorbar(x, y, xerr=xs, yerr=ys, fmt=self.marker[m], color=self.color[m], capsize=3, label=m,
+                        ms=6)
+            ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=font)
         ax.axvline(0, color="black", lw=0.6, ls=":")
         ax.set_xlabel("stability: BWT on R@10 (%, higher = less forgetting)")
         ax.set_ylabel("plasticity: R@10 right after learning each task (%)")
         ax.set_title(f"{self.stream}: stability–plasticity (mean ± std over seeds)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         self.save(fig, "stability_plasticity")
 
     def _lines(self, series, xs, name, ylabel, title, xlabel="after step", logy=False, methods=None):
