@@ -33,7 +33,10 @@ class DNS(Method):
     - ``counts``: ``modality`` keeps one sample count per modality for the running covariances;
       ``global`` scales all of them by one counter across modalities (official code).
     - ``columns``: ``pair`` updates covariances from the pair's own features; ``first_two`` reads the
-      source's first two modalities instead (the official code's mix-up on 3-modality sources).
+      source's first two modalities instead (the official code's mix-up on 3-modality sources). Where those
+      columns do not fit the pair's heads (towers of different widths — impossible in the official code,
+      which has one width), the step falls back to the pair's own columns and the run file lists it under
+      ``method_state.columns_fallback``.
     """
 
     order = 20
@@ -50,6 +53,7 @@ class DNS(Method):
         self.n_out: dict[str, int] = {}
         self.n_global = 0
         self.ranks: list[dict] = []
+        self.columns_fallback: list[int] = []
         self.proj: dict[str, tuple[Projector, Projector]] = {}
         self._old: dict[str, torch.Tensor] = {}
 
@@ -138,7 +142,10 @@ class DNS(Method):
         if self.columns == "first_two":
             f = ctx.task.train_source.features
             first = [m for m in MODALITY_ORDER if m in f][:2]
-            xa, xb = f[first[0]].to(ctx.device), f[first[1]].to(ctx.device)
+            if (f[first[0]].shape[1], f[first[1]].shape[1]) == (xa.shape[1], xb.shape[1]):
+                xa, xb = f[first[0]].to(ctx.device), f[first[1]].to(ctx.device)
+            else:
+                self.columns_fallback.append(ctx.step)
         n = len(xa)
 
         def embed(m, x):
@@ -158,4 +165,7 @@ class DNS(Method):
         self.n_global += n
 
     def state_summary(self):
-        return {"projector_ranks": self.ranks}
+        out = {"projector_ranks": self.ranks}
+        if self.columns == "first_two":
+            out["columns_fallback"] = self.columns_fallback
+        return out

@@ -280,3 +280,30 @@ def test_probe_modalities_of_bank_sources_are_loaded(banks, tmp_path):
                      "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "res"), "--no-figures"]) == 0
     r = json.loads((tmp_path / "res" / "probe-tiny" / "runs" / "vanilla" / "seed0.json").read_text())
     assert r["probes"][0]["modalities"] == ["audio", "video"]
+
+
+def test_every_method_runs_with_towers_of_different_widths(tmp_path):
+    """Non-square heads: text 12-d, audio 6-d, video 9-d into an 8-d joint space (as in real-offline)."""
+    import methods
+    g = torch.Generator().manual_seed(0)
+    widths = {"text": 12, "audio": 6, "video": 9}
+    sources = {"s1": ("text", "audio", "video"), "s2": ("audio", "text")}
+    for s, mods in sources.items():
+        for split, n in (("train", 96), ("test", 24)):
+            data = bank.SplitFeatures(features={m: torch.randn(n, widths[m], generator=g) for m in mods},
+                                      ids=[f"{s}{split}{i}" for i in range(n)],
+                                      labels=torch.arange(n) % 3, class_texts=torch.randn(3, 12, generator=g))
+            bank.write_split(bank.bank_file(tmp_path / "banks", "mixed", s, split), data, source=s, split=split,
+                             encoder="mixed")
+    stream = tmp_path / "mixed.toml"
+    stream.write_text('name = "mixed"\n[heads]\ndim = 8\n'
+                      '[sources.s1]\nkind = "bank"\nmodalities = ["text", "audio", "video"]\n'
+                      '[sources.s2]\nkind = "bank"\nmodalities = ["audio", "text"]\n'
+                      '[[steps]]\nsource = "s1"\npair = ["text", "video"]\nmetrics = ["acc", "recall"]\n'
+                      '[[steps]]\nsource = "s2"\npair = ["audio", "text"]\n'
+                      '[[steps]]\nsource = "s1"\npair = ["audio", "video"]\n')
+    assert run.main(["--stream", str(stream), "--encoder", "mixed", "--banks", str(tmp_path / "banks"),
+                     "--methods", "all", "--seeds", "1", "--epochs", "1", "--batch-size", "16",
+                     "--out", str(tmp_path / "res"), "--no-figures"]) == 0
+    done = {p.parent.name for p in (tmp_path / "res" / "mixed-mixed" / "runs").glob("*/seed0.json")}
+    assert done == set(methods.names())
