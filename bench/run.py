@@ -170,12 +170,19 @@ def _main(args) -> int:
     print(f"{spec.name}: {len(spec.steps)} steps, methods {', '.join(names)}, seeds {', '.join(map(str, seeds))}; "
           f"{len(jobs)} runs to do, {skipped} already done", file=sys.stderr)
     if jobs:
-        with tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr) as bar:
+        # a live bar on a terminal; in logs (CI, redirected stderr) one line per finished run instead
+        finished = []
+        with tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
 
             def save(job, result):
                 write_atomic(job["path"], json_dump(result))
-                bar.set_postfix_str(f"{job['method']} seed {job['seed']}: R@10 {fmt(result['summary']['r10'])}")
+                done = f"{job['method']} seed {job['seed']}: R@10 {fmt(result['summary']['r10'])}"
+                bar.set_postfix_str(done)
                 bar.update(1)
+                finished.append(job["path"])
+                if bar.disable:
+                    print(f"[{len(finished)}/{len(jobs)}] {done} "
+                          f"({result['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
 
             if args.jobs == 1:
                 for job in jobs:
