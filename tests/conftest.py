@@ -53,3 +53,16 @@ def two_step(tmp_path):
     p = tmp_path / "two-step.toml"
     p.write_text(TWO_STEP)
     return p
+
+
+def scalar(x) -> float:
+    """A loss or penalty as a float, whether a method returned a tensor or a plain 0.0."""
+    return float(x.detach()) if torch.is_tensor(x) else float(x)
+
+
+def perturb(lin, scale=0.3, seed=7):
+    """Move a head's weight and bias by a seeded random amount (a model that has changed)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        lin.weight.add_(scale * torch.randn(lin.weight.shape, generator=g))
+        lin.bias.add_(scale * torch.randn(lin.bias.shape, generator=g))

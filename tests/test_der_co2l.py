@@ -14,6 +14,7 @@ from methods.cila import CILA, adaptive_coefficient
 from methods.co2l import Co2L, asymmetric_info_nce, relation_distillation
 from methods.der import DER
 from methods.derpp import DERpp
+from conftest import scalar, perturb
 
 # distinct widths: a group given to the wrong head, or a pair swapped, fails on the shapes
 WIDTH = {"text": 5, "video": 6, "audio": 7, "vision": 9}
@@ -32,13 +33,6 @@ def _heads(seed=1):
         for lin in heads.linears.values():
             lin.weight.add_(0.3 * torch.randn(lin.weight.shape, generator=g))
     return heads
-
-
-def _perturb(lin, scale=0.3, seed=7):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        lin.weight.add_(scale * torch.randn(lin.weight.shape, generator=g))
-        lin.bias.add_(scale * torch.randn(lin.bias.shape, generator=g))
 
 
 def _ctx(heads, pairs):
@@ -82,10 +76,6 @@ def _run_steps(method, ctx, steps):
     return method
 
 
-def _v(x):
-    return float(x.detach()) if torch.is_tensor(x) else float(x)
-
-
 # --- DER / DER++ ----------------------------------------------------------------------------------------------
 def test_der_stores_the_step_end_embeddings_and_distils_them():
     heads = _heads()
@@ -97,20 +87,20 @@ def test_der_stores_the_step_end_embeddings_and_distils_them():
     assert t == 0 and pair == ("text", "video") and za_old.shape == (len(xa), OUT)
     # what is stored is the model's output for the pair when the step ended: nothing moved since
     assert torch.equal(za_old, heads["text"](xa).detach()) and torch.equal(zb_old, heads["video"](xb).detach())
-    assert _v(der.logit_term(heads, groups)) == 0.0
-    _perturb(heads["text"])
+    assert scalar(der.logit_term(heads, groups)) == 0.0
+    perturb(heads["text"])
     term = der.logit_term(heads, groups)
-    assert _v(term) > 1e-3
+    assert scalar(term) > 1e-3
     # heads = pair: the shared text head is distilled; the video head (not trained this step) gets no gradient
     term.backward()
     assert heads["text"].weight.grad.abs().sum() > 0 and heads["video"].weight.grad is None
     # the loss gets alpha times the term
     ctx = _batch(ctx)
     der._gen = torch.Generator().manual_seed(5)
-    before = _v(ctx.loss)
+    before = scalar(ctx.loss)
     der.before_backward(ctx)
     der._gen = torch.Generator().manual_seed(5)
-    assert _v(ctx.loss) == pytest.approx(before + 3.0 * _v(der.logit_term(heads, der.draw())), rel=1e-6)
+    assert scalar(ctx.loss) == pytest.approx(before + 3.0 * scalar(der.logit_term(heads, der.draw())), rel=1e-6)
 
 
 @pytest.mark.parametrize("same_batch", [True, False])
@@ -121,7 +111,7 @@ def test_derpp_is_der_plus_beta_times_the_replayed_infonce(same_batch):
     dpp = _run_steps(DERpp(seed=0, alpha=2.0, beta=0.7, buffer_size=40, replay_batch=16, same_batch=same_batch),
                      _ctx(heads, pairs), [0, 1, 2])
     assert der._eligible == dpp._eligible == [0, 1]          # both pairs share a modality with text–audio
-    _perturb(heads["text"]), _perturb(heads["audio"], seed=8)
+    perturb(heads["text"]), perturb(heads["audio"], seed=8)
     state = dpp._gen.get_state()
     c1, c2 = _current(heads, pairs, 2), _current(heads, pairs, 2)
     der.before_backward(c1)
@@ -135,8 +125,8 @@ def test_derpp_is_der_plus_beta_times_the_replayed_infonce(same_batch):
     nce = dpp.replay_infonce(heads, second, c2.loss_cfg)
     manual = sum(len(g[2]) * info_nce(heads[g[1][0]](g[2]), heads[g[1][1]](g[3]), c2.loss_cfg) for g in second) \
         / sum(len(g[2]) for g in second)
-    assert _v(nce) == pytest.approx(_v(manual), rel=1e-6) and _v(nce) > 0.1
-    assert _v(c2.loss) - _v(c1.loss) == pytest.approx(0.7 * _v(nce), rel=1e-5)
+    assert scalar(nce) == pytest.approx(scalar(manual), rel=1e-6) and scalar(nce) > 0.1
+    assert scalar(c2.loss) - scalar(c1.loss) == pytest.approx(0.7 * scalar(nce), rel=1e-5)
 
 
 # --- Co2L -----------------------------------------------------------------------------------------------------
@@ -149,12 +139,12 @@ def test_asymmetric_infonce_anchors_only_the_current_pairs():
     lab = torch.arange(6)
     ce = torch.nn.functional.cross_entropy
     manual = 0.5 * (ce(za @ torch.cat([zb, nb]).T / 0.2, lab) + ce(zb @ torch.cat([za, na]).T / 0.2, lab))
-    assert _v(asymmetric_info_nce(za, zb, na, nb, cfg)) == pytest.approx(_v(manual), rel=1e-6)
+    assert scalar(asymmetric_info_nce(za, zb, na, nb, cfg)) == pytest.approx(scalar(manual), rel=1e-6)
     # extra negatives can only make the anchors' task harder; one-way loss uses only the b-side negatives
-    assert _v(asymmetric_info_nce(za, zb, na, nb, cfg)) > _v(info_nce(za, zb, cfg))
+    assert scalar(asymmetric_info_nce(za, zb, na, nb, cfg)) > scalar(info_nce(za, zb, cfg))
     one_way = LossConfig(temperature=0.2, direction="a2b")
     a2b = ce(za @ torch.cat([zb, nb]).T / 0.2, lab)
-    assert _v(asymmetric_info_nce(za, zb, na * 100, nb, one_way)) == pytest.approx(_v(a2b))
+    assert scalar(asymmetric_info_nce(za, zb, na * 100, nb, one_way)) == pytest.approx(scalar(a2b))
 
 
 def test_co2l_extra_negatives_come_only_from_buffered_pairs_of_the_same_modality_pair():
@@ -179,7 +169,7 @@ def test_co2l_extra_negatives_come_only_from_buffered_pairs_of_the_same_modality
             na = heads["text"](torch.cat([xa for _, xa, _ in same]))
             nb = heads["audio"](torch.cat([xb for _, _, xb in same]))
             expect = asymmetric_info_nce(ctx.za, ctx.zb, na, nb, ctx.loss_cfg)
-            assert _v(contrastive) == pytest.approx(_v(expect), rel=1e-6)
+            assert scalar(contrastive) == pytest.approx(scalar(expect), rel=1e-6)
         else:
             assert contrastive is ctx.loss
     assert seen == {1, 2}
@@ -205,10 +195,10 @@ def test_co2l_ird_is_zero_for_an_unchanged_model_and_positive_after_a_change(rel
     groups = co2l.replay_buffer.sample(32, co2l._gen, 0, co2l._eligible)
     assert [p for _, p, *_ in groups] == [("text", "video")]                  # a replayed group of the old pair
     _, ird, _ = co2l.losses(_batch(ctx), groups)
-    assert abs(_v(ird)) < 1e-6
-    _perturb(heads["text"])
+    assert abs(scalar(ird)) < 1e-6
+    perturb(heads["text"])
     _, ird, _ = co2l.losses(_batch(ctx), groups)
-    assert _v(ird) > 1e-3
+    assert scalar(ird) > 1e-3
     ird.backward()
     assert heads["text"].weight.grad.abs().sum() > 0 and heads["video"].weight.grad is None
     # the paper's κ* = 0.01 < κ = 0.2: the target is sharper than the current rows, so the term is not zero at
@@ -218,16 +208,16 @@ def test_co2l_ird_is_zero_for_an_unchanged_model_and_positive_after_a_change(rel
     sharp.before_training_exp(ctx), sharp.after_training_exp(ctx)
     _enter(ctx, 1)
     sharp.before_training_exp(ctx)
-    assert _v(sharp.losses(_batch(ctx), [])[1]) > 1e-2
+    assert scalar(sharp.losses(_batch(ctx), [])[1]) > 1e-2
     # the loss: contrastive + λ · IRD
-    _perturb(heads["audio"], seed=9)
+    perturb(heads["audio"], seed=9)
     co2l.ird = co2l._lambda = 2.5
     _batch(ctx)
     co2l._gen = torch.Generator().manual_seed(3)
     contrastive, ird, _ = co2l.losses(ctx, co2l.replay_buffer.sample(64, torch.Generator().manual_seed(3), 0,
                                                                       co2l._eligible))
     co2l.before_backward(ctx)
-    assert _v(ctx.loss) == pytest.approx(_v(contrastive) + 2.5 * _v(ird), rel=1e-6)
+    assert scalar(ctx.loss) == pytest.approx(scalar(contrastive) + 2.5 * scalar(ird), rel=1e-6)
 
 
 @pytest.mark.parametrize("relation", ["cross", "views"])
@@ -241,7 +231,7 @@ def test_relation_distillation_never_relates_samples_of_different_groups(relatio
     one_by_one = [relation_distillation(*z, 0.2, 0.01, relation) for z in zip(za, zb, oa, ob)]
     kl, rows = relation_distillation(*(torch.cat(z) for z in (za, zb, oa, ob)), 0.2, 0.01, relation, sizes=sizes)
     assert rows == sum(r for _, r in one_by_one) == 2 * sum(sizes)
-    assert _v(kl) == pytest.approx(sum(_v(k) for k, _ in one_by_one), rel=1e-5)
+    assert scalar(kl) == pytest.approx(sum(scalar(k) for k, _ in one_by_one), rel=1e-5)
 
 
 # --- CILA -----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from bench.loss import LossConfig
 from bench.run import main
 from bench.trainer import TrainConfig
 from methods.lwf import LwF
+from conftest import scalar, perturb
 
 D = 8
 
@@ -37,10 +38,6 @@ class _Ctx:
         return self
 
 
-def _v(x):
-    return float(x.detach()) if torch.is_tensor(x) else float(x)
-
-
 def _heads():
     heads = Heads({m: D for m in ("text", "video", "audio")}, D)
     g = torch.Generator().manual_seed(1)
@@ -48,13 +45,6 @@ def _heads():
         for lin in heads.linears.values():
             lin.weight.add_(0.3 * torch.randn(D, D, generator=g))
     return heads
-
-
-def _perturb(lin, scale=0.2, seed=7):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        lin.weight.add_(scale * torch.randn(lin.weight.shape, generator=g))
-        lin.bias.add_(scale * torch.randn(lin.bias.shape, generator=g))
 
 
 def _after_step1(heads, **params):
@@ -76,10 +66,10 @@ def test_terms_are_zero_at_the_snapshot_and_positive_after_a_head_moves(normaliz
     lwf, ctx = _after_step1(heads)
     ctx.loss_cfg = LossConfig(normalize=normalize)
     t1, t2 = lwf.distillation(ctx.forward())
-    assert abs(_v(t1)) < 1e-6 and abs(_v(t2)) < 1e-6
-    _perturb(heads["text"])
+    assert abs(scalar(t1)) < 1e-6 and abs(scalar(t2)) < 1e-6
+    perturb(heads["text"], scale=0.2)
     t1, t2 = lwf.distillation(ctx.forward())
-    assert _v(t1) > 1e-3 and _v(t2) > 1e-3
+    assert scalar(t1) > 1e-3 and scalar(t2) > 1e-3
     # the snapshot is a frozen copy: moving the head did not move it, and it receives no gradient
     w_old, b_old = lwf.old["text"]
     assert not w_old.requires_grad and not torch.equal(w_old, heads["text"].weight)
@@ -92,30 +82,30 @@ def test_term2_only_for_modalities_an_earlier_step_trained():
     lwf, ctx = _after_step1(heads)
     assert lwf.shared == ("text",)                        # audio is new at step 2; video is not in the pair
     assert set(lwf.old) == {"text", "audio"}              # only the pair's heads are copied
-    _perturb(heads["audio"])                              # a never-trained modality moves: only term 1 sees it
+    perturb(heads["audio"], scale=0.2)                              # a never-trained modality moves: only term 1 sees it
     t1, t2 = lwf.distillation(ctx.forward())
-    assert _v(t1) > 1e-3 and _v(t2) == 0.0
-    _perturb(heads["text"])
+    assert scalar(t1) > 1e-3 and scalar(t2) == 0.0
+    perturb(heads["text"], scale=0.2)
     t1, t2 = lwf.distillation(ctx.forward())
-    assert _v(t2) > 1e-3
+    assert scalar(t2) > 1e-3
     # the switches: without term 1 only the shared head is copied; without term 2 it is off
     only2, ctx2 = _after_step1(_heads(), cross_modal=False)
     assert set(only2.old) == {"text"}
     only1, ctx1 = _after_step1(heads, shared_modalities=False)
-    _perturb(heads["text"], seed=8)
+    perturb(heads["text"], scale=0.2, seed=8)
     t1, t2 = only1.distillation(ctx1.forward())
-    assert only1.shared == () and _v(t1) > 1e-3 and _v(t2) == 0.0
+    assert only1.shared == () and scalar(t1) > 1e-3 and scalar(t2) == 0.0
 
 
 def test_loss_gets_alpha_times_the_terms():
     heads = _heads()
     lwf, ctx = _after_step1(heads, alpha=2.5)
-    _perturb(heads["text"])
+    perturb(heads["text"], scale=0.2)
     ctx.forward()
     t1, t2 = lwf.distillation(ctx)
     ctx.loss = torch.tensor(1.0)
     lwf.before_backward(ctx)
-    assert _v(ctx.loss) == pytest.approx(1.0 + 2.5 * _v(t1 + t2), rel=1e-6)
+    assert scalar(ctx.loss) == pytest.approx(1.0 + 2.5 * scalar(t1 + t2), rel=1e-6)
     lwf.after_training_exp(ctx)
     log = lwf.state_summary()["distillation"]
     assert log[-1]["step"] == 1 and log[-1]["shared"] == ["text"] and log[-1]["term2"] > 0

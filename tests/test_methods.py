@@ -12,6 +12,7 @@ from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.trainer import TrainConfig, epoch_batches
 from methods.l2 import L2Anchor
+from conftest import scalar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,21 +39,17 @@ def test_option_parsing_by_type():
         methods.get("vanilla")(strength="1")
 
 
-def _value(x):
-    return float(x.detach()) if torch.is_tensor(x) else float(x)
-
-
 def test_l2_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
     heads = Heads({"text": 4, "audio": 4}, 4)
     l2 = L2Anchor(strength=2.0)
     ctx = type("C", (), {"pair": ("text", "audio"), "heads": heads})()
-    assert _value(l2.penalty(ctx)) == 0.0                     # nothing anchored yet: a new modality is free
+    assert scalar(l2.penalty(ctx)) == 0.0                     # nothing anchored yet: a new modality is free
     l2.after_training_exp(ctx)
-    assert _value(l2.penalty(ctx)) == 0.0
+    assert scalar(l2.penalty(ctx)) == 0.0
     with torch.no_grad():
         heads["text"].weight.add_(0.1)
     # 2/2 * 16 entries * 0.1² = 0.16
-    assert _value(l2.penalty(ctx)) == pytest.approx(0.16, rel=1e-5)
+    assert scalar(l2.penalty(ctx)) == pytest.approx(0.16, rel=1e-5)
 
 
 def test_l2_moves_old_alignment_scores_less_than_vanilla(two_step):

@@ -7,14 +7,11 @@ from bench import run, runner, streams
 from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.trainer import TrainConfig, Trainer
+from conftest import scalar
 
 NAMES = ["ewc", "ewc-online", "si", "mas"]
 # strengths high enough on the two_step stream (lr 1e-2, 3 epochs) to show the mechanism
 STRONG = {"ewc": 1e4, "ewc-online": 1e4, "si": 10.0, "mas": 100.0}
-
-
-def _value(x):
-    return float(x.detach()) if torch.is_tensor(x) else float(x)
 
 
 def _trained(two_step, name, steps=1, **params):
@@ -41,14 +38,14 @@ def test_penalty_zero_at_anchor_positive_away_and_new_modality_free(two_step, na
     tr, m, scenario = _trained(two_step, name, strength=1.0)
     ctx = _at_step(tr, scenario, 1)                         # step 2: (text, audio); text anchored, audio new
     assert ctx.pair == ("text", "audio")
-    assert _value(m.penalty(ctx)) == 0.0                    # at the anchor
+    assert scalar(m.penalty(ctx)) == 0.0                    # at the anchor
     with torch.no_grad():
         ctx.heads["audio"].weight.add_(0.1)
-    assert _value(m.penalty(ctx)) == 0.0                    # a modality no step trained is free
+    assert scalar(m.penalty(ctx)) == 0.0                    # a modality no step trained is free
     with torch.no_grad():
         ctx.heads["text"].weight.add_(0.1)
         ctx.heads["text"].bias.sub_(0.1)
-    assert _value(m.penalty(ctx)) > 0.0
+    assert scalar(m.penalty(ctx)) > 0.0
     video = [p.detach().clone() for p in ctx.heads["video"].parameters()]
     tr.train_experience(1)                                  # heads outside the pair do not move
     assert all(torch.equal(a, b) for a, b in zip(video, ctx.heads["video"].parameters()))
