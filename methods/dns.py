@@ -55,7 +55,8 @@ class DNS(Method):
         self.ranks: list[dict] = []
         self.columns_fallback: list[int] = []
         self.proj: dict[str, tuple[Projector, Projector]] = {}
-        self._old: dict[str, torch.Tensor] = {}
+        self._old: dict[str, torch.Tensor] = {}      # [W | b] before the optimiser step, per head
+        self._delta: dict[str, torch.Tensor] = {}
 
     # -- helpers -------------------------------------------------------------------------------------
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,37 +104,42 @@ class DNS(Method):
             elif self.bias == "freeze":
                 lin.bias.grad = None
 
+    def _constrained(self, m: str) -> bool:
+        p_in, p_out = self.proj[m]
+        return not (p_in.is_zero or p_out.is_zero)
+
     def before_update(self, ctx):
-        if self.project == "update" or self.bias == "freeze":
-            for m in ctx.pair:
-                lin = ctx.heads[m]
-                buf = self._old.get(m)
-                cur = self._joint_full(lin)
-                if buf is None or buf.shape != cur.shape:
-                    buf = self._old[m] = torch.empty_like(cur)
-                buf.copy_(cur)
+        for m in ctx.pair:
+            if self.bias != "freeze" and not (self.project == "update" and self._constrained(m)):
+                continue
+            lin = ctx.heads[m]
+            d = lin.in_features
+            buf = self._old.get(m)
+            if buf is None or buf.shape != (lin.out_features, d + 1):
+                buf = self._old[m] = lin.weight.data.new_empty(lin.out_features, d + 1)
+                self._delta[m] = lin.weight.data.new_empty(lin.out_features, d + (1 if self.bias == "fold" else 0))
+            buf[:, :d].copy_(lin.weight.data)       # [W | b] before the step, in a reused buffer
+            buf[:, d].copy_(lin.bias.data)
 
-    @staticmethod
-    def _joint_full(lin) -> torch.Tensor:
-        return torch.cat([lin.weight.data, lin.bias.data.unsqueeze(1)], dim=1)
-
+    @torch.no_grad()
     def after_update(self, ctx):
-        if not (self.project == "update" or self.bias == "freeze"):
-            return
-        with torch.no_grad():
-            for m in ctx.pair:
-                lin, old = ctx.heads[m], self._old[m]
-                d = lin.in_features
-                if self.bias == "freeze":
-                    lin.bias.data.copy_(old[:, d])
-                if self.project != "update":
-                    continue
-                cols = d + 1 if self.bias == "fold" else d
-                delta = self._joint_full(lin)[:, :cols] - old[:, :cols]
-                removed = self._removed(m, delta)
-                lin.weight.data.sub_(removed[:, :d])
-                if self.bias == "fold":
-                    lin.bias.data.sub_(removed[:, d])
+        for m in ctx.pair:
+            lin, old = ctx.heads[m], self._old.get(m)
+            if old is None:
+                continue
+            d = lin.in_features
+            if self.bias == "freeze":
+                lin.bias.data.copy_(old[:, d])
+            if self.project != "update" or not self._constrained(m):
+                continue
+            delta = self._delta[m]                  # the optimiser's change of [W | b] (or W)
+            delta[:, :d].copy_(lin.weight.data).sub_(old[:, :d])
+            if self.bias == "fold":
+                delta[:, d].copy_(lin.bias.data).sub_(old[:, d])
+            removed = self._removed(m, delta)
+            lin.weight.data.sub_(removed[:, :d])
+            if self.bias == "fold":
+                lin.bias.data.sub_(removed[:, d])
 
     @torch.no_grad()
     def after_training_exp(self, ctx):
