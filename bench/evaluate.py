@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from . import seeds
 from .heads import Heads
 from .scenario import Task
 
@@ -23,7 +24,7 @@ def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> list[float]:
 class Evaluator:
     def __init__(self, tasks: list[Task], seed: int, n_pairs: int = 1000, repeats: int = 5, align_pairs: int = 256,
                  probes: list[Task] | None = None):
-        gen = torch.Generator().manual_seed(10_007 * seed + 1)
+        gen = seeds.generator(seed, "evaluation")
         self.n_steps = len(tasks)
         self.tasks = tasks + list(probes or [])      # probes: evaluated like steps, never learned
         self.subsets, self.align_idx = [], []

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import seeds
+
 
 class Heads(nn.Module):
     """``W^m`` (out×in) and ``b^m`` per modality. Square heads start at the identity with zero bias (the
@@ -13,7 +15,7 @@ class Heads(nn.Module):
 
     def __init__(self, in_dims: dict[str, int], out_dim: int, seed: int = 0):
         super().__init__()
-        gen = torch.Generator().manual_seed(seed)
+        gen = seeds.generator(seed, "heads")
         self.linears = nn.ModuleDict()
         for m in sorted(in_dims):
             lin = nn.Linear(in_dims[m], out_dim)

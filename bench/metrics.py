@@ -3,12 +3,16 @@
 ``R[t][j]``: the metric on task ``j`` (0-based column; it is learned in step ``j+1``) evaluated after
 step ``t`` (row 0 = before any training). ``None``/NaN marks an undefined entry (e.g. Acc on a task
 without class texts); every summary ignores undefined entries and returns ``None`` when nothing is left.
-The definitions follow shared/DESIGN.md with steps counted from 1 there and tasks from 0 here.
+In docs and tables steps are counted from 1; here task ``j`` is column ``j`` (0-based), learned in row ``j+1``.
+
+``SUMMARY`` below declares every summary metric once — key, title, matrix, function, direction, unit,
+decimals — and the run records, the tables, the report and the figures all read it from there.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 Matrix = Sequence[Sequence[float | None]]
 
@@ -80,9 +84,9 @@ def gain(R: Matrix) -> float | None:
     return _mean(_diff(last, first) for last, first in zip(R[-1], R[0]))
 
 
-def final_old_tasks(R: Matrix) -> float | None:
-    """mean over tasks j < T of R[T][j]: used for the alignment-score deviation, which is 0 by definition
-    on the last task."""
+def final_old_average(R: Matrix) -> float | None:
+    """mean over tasks j < T of R[T][j]: the final value on the old tasks (for the alignment-score deviation,
+    which is 0 by definition on the last task)."""
     T = _shape(R)
     return _mean(_val(R[T][j]) for j in range(T - 1))
 
@@ -96,3 +100,57 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
     if len(vals) == 1:
         return m, 0.0
     return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One summary metric of a run. ``matrix`` names the metric matrix it reads (``probe_matrices`` when
+    ``probe``; ``None``: the value comes from the run's timings), ``fn`` is the pure function above, ``higher``
+    says which way is better (``None``: not a quality, never ranked or bolded, e.g. a time)."""
+
+    key: str
+    title: str
+    matrix: str | None
+    fn: Callable[[Matrix], float | None] | None
+    higher: bool | None
+    unit: str            # "%", "ratio" or "s"
+    decimals: int
+    description: str
+    probe: bool = False  # read from the probes' matrices (streams with [[probes]]; absent otherwise)
+
+
+# The paper's six columns first, then ours; the table, summary.csv, the report and the figures follow this order.
+SUMMARY: tuple[Metric, ...] = (
+    Metric("acc", "Acc", "acc", final_average, True, "%", 2, "zero-shot accuracy after the last step, mean over tasks"),
+    Metric("bwt_acc", "BWT_A", "acc", bwt, True, "%", 2, "backward transfer of Acc"),
+    Metric("r1", "R@1", "r1", final_average, True, "%", 2, "Recall@1 after the last step (both directions)"),
+    Metric("r5", "R@5", "r5", final_average, True, "%", 2, "Recall@5 after the last step (both directions)"),
+    Metric("r10", "R@10", "r10", final_average, True, "%", 2, "Recall@10 after the last step (both directions)"),
+    Metric("bwt_r10", "BWT_R10", "r10", bwt, True, "%", 2, "backward transfer of R@10"),
+    Metric("fwt_r10", "FWT_R10", "r10", fwt, True, "%", 2, "forward transfer of R@10"),
+    Metric("forgetting_r10", "Forget_R10", "r10", forgetting, False, "%", 2, "forgetting of R@10"),
+    Metric("plasticity_r10", "Plast_R10", "r10", plasticity, True, "%", 2, "R@10 right after each task is learned"),
+    Metric("align_dev", "AlignDev", "align_dev", final_old_average, False, "ratio", 4,
+           "old tasks' alignment-score deviation after the last step, ||A_jT - A_jj||_F / ||A_jj||_F"),
+    Metric("train_seconds", "Train s", None, None, None, "s", 1, "training time of the run (evaluation excluded)"),
+    Metric("emergent_r10", "Emergent_R10", "r10", final_average, True, "%", 2,
+           "R@10 of the probes (pairs never trained) after the last step", probe=True),
+    Metric("emergent_gain_r10", "EmergGain_R10", "r10", gain, True, "%", 2,
+           "probes' R@10 after the last step minus before training", probe=True),
+    Metric("emergent_acc", "Emergent_Acc", "acc", final_average, True, "%", 2,
+           "zero-shot Acc of the probes after the last step", probe=True),
+)
+BY_KEY: dict[str, Metric] = {m.key: m for m in SUMMARY}
+
+
+def summarize(matrices: dict, train_seconds: float, probes: dict | None = None) -> dict[str, float | None]:
+    """A run's summary: every metric of ``SUMMARY`` (the probe metrics only when the stream has probes)."""
+    out = {}
+    for m in SUMMARY:
+        if m.probe and not probes:
+            continue
+        if m.matrix is None:
+            out[m.key] = train_seconds
+        else:
+            out[m.key] = m.fn((probes if m.probe else matrices)[m.matrix])
+    return out

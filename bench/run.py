@@ -1,9 +1,15 @@
-"""``python -m bench.run``: run methods on a stream over seeds; write run files, summary, table, figures."""
+"""``python -m bench.run``: run methods on a stream over seeds; write run records, summary, table, figures.
+
+Three stages: ``plan`` turns the arguments into ``RunSpec``s (validating everything before any work and
+skipping finished runs), ``execute`` trains the rest and saves each record as it finishes, ``rebuild``
+writes the derived files (``bench.reporting``).
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BenchError, run_cli
@@ -79,10 +85,10 @@ def parse_sets(sets: list[str], known: list[str]) -> dict[str, dict[str, str]]:
 
 
 def list_all() -> str:
-    import methods
+    from . import registry
     from .streams import builtin_streams, load
     lines = ["methods:"]
-    for name, cls in methods.registry().items():
+    for name, cls in registry.registry().items():
         lines.append(f"  {name:14s} {cls.describe()}")
     lines.append("streams:")
     for name in builtin_streams():
@@ -91,12 +97,96 @@ def list_all() -> str:
     return "\n".join(lines)
 
 
-def _run_job(job):
-    from .runner import run_one
+@dataclass
+class Plan:
+    stream: object      # StreamSpec
+    stream_dir: Path
+    todo: list          # RunSpec, in order
+    skipped: int
+    methods: list[str]
+    seeds: list[int]
+
+
+def plan(args) -> Plan:
+    """Every run the arguments ask for, validated before any work; finished runs (same configuration hash)
+    are skipped unless ``--force``."""
+    from . import registry, streams
+    from .config import OFFICIAL_LOSS, LossConfig, RunSpec, TrainConfig
+    from .reporting.records import read_run
+    from .runner import get_scenario
+
+    known = registry.names()
+    names = known if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not names:
+        raise BenchError("--methods is empty")
+    for m in names:
+        registry.get(m)
+    if args.jobs < 1 or args.threads < 1:
+        raise BenchError("--jobs and --threads must be >= 1")
+    seeds = parse_seeds(args.seeds)
+    sets = parse_sets(args.sets, known)
+    for m in sets:                  # validates names and values, also of methods not run
+        registry.get(m).resolve(sets[m])
+    options = {m: registry.get(m).resolve(sets.get(m, {})) for m in names}
+    spec = streams.load(args.stream)
+    base = OFFICIAL_LOSS if args.loss == "official" else LossConfig()
+    loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
+                      direction=base.direction if args.direction is None else args.direction,
+                      normalize=base.normalize if args.normalize is None else args.normalize)
+    cli = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+               optimizer=args.optimizer)
+    train = TrainConfig(**{**spec.train, **{k: v for k, v in cli.items() if v is not None}})
     import torch
-    torch.set_num_threads(job["threads"])
-    return run_one(job["spec"], job["method"], job["overrides"], job["seed"], job["train"], job["loss"],
-                   job["device"], encoder=job["encoder"], banks=job["banks"])
+    try:
+        torch.empty(1, device=args.device)
+    except (RuntimeError, AssertionError) as e:
+        raise BenchError(f"--device {args.device!r} is not usable here ({str(e).splitlines()[0]})") from None
+
+    scenario = get_scenario(spec, args.encoder, args.banks)   # validates banks before any work; workers inherit it
+    todo, skipped = [], 0
+    stream_dir = Path(args.out) / RunSpec(spec, names[0], {}, 0, encoder=args.encoder).result_name
+    for m in names:
+        for seed in seeds:
+            run = RunSpec(spec, m, options[m], seed, train, loss, device=args.device, encoder=args.encoder,
+                          banks=args.banks, bank_shas=scenario.bank_shas)
+            path = run.path(args.out)
+            if path.exists() and not args.force:
+                try:
+                    if read_run(path)["config_hash"] == run.hash:
+                        skipped += 1
+                        continue
+                except BenchError:
+                    pass                     # unreadable: run it again
+            todo.append(run)
+    return Plan(spec, stream_dir, todo, skipped, names, seeds)
+
+
+def execute(p: Plan, args) -> None:
+    """Train the planned runs; each record is written atomically as soon as its run finishes."""
+    from tqdm import tqdm
+
+    from .executor import run_local
+    from .reporting.records import write_run
+    if not p.todo:
+        return
+    # a live bar on a terminal; in logs (CI, redirected stderr) one line per finished run instead
+    finished = []
+    with tqdm(total=len(p.todo), desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
+
+        def started(run):
+            bar.set_postfix_str(f"{run.method} seed {run.seed}")
+
+        def save(run, record):
+            write_run(run.path(args.out), record)
+            done = f"{run.method} seed {run.seed}: R@10 {fmt(record['summary']['r10'])}"
+            bar.set_postfix_str(done)
+            bar.update(1)
+            finished.append(run)
+            if bar.disable:
+                print(f"[{len(finished)}/{len(p.todo)}] {done} "
+                      f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
+
+        run_local(p.todo, args.jobs, args.threads, started, save)
 
 
 def main(argv=None) -> int:
@@ -111,107 +201,16 @@ def _main(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     torch.set_num_threads(args.threads)
-    import methods
-    from . import streams
-    from .loss import OFFICIAL_LOSS, LossConfig
-    from .results import read_run, run_path, write_atomic
-    from .trainer import TrainConfig
-
-    known = methods.names()
-    names = known if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    for m in names:
-        methods.get(m)
-    if not names:
-        raise BenchError("--methods is empty")
-    if args.jobs < 1 or args.threads < 1:
-        raise BenchError("--jobs and --threads must be >= 1")
-    seeds = parse_seeds(args.seeds)
-    sets = parse_sets(args.sets, known)
-    for m, params in sets.items():
-        methods.get(m)(**params)            # validates names and values before any work
-    spec = streams.load(args.stream)
-    base = OFFICIAL_LOSS if args.loss == "official" else LossConfig()
-    loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
-                      direction=base.direction if args.direction is None else args.direction,
-                      normalize=base.normalize if args.normalize is None else args.normalize)
-    cli = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-               optimizer=args.optimizer)
-    train = TrainConfig(**{**spec.train, **{k: v for k, v in cli.items() if v is not None}})
-    try:
-        torch.empty(1, device=args.device)
-    except (RuntimeError, AssertionError) as e:
-        raise BenchError(f"--device {args.device!r} is not usable here ({str(e).splitlines()[0]})") from None
-
-    from .runner import get_scenario, result_name, run_config
-    from tqdm import tqdm
-
-    scenario = get_scenario(spec, args.encoder, args.banks)   # validates banks before any work; workers inherit it
-    stream_dir = Path(args.out) / result_name(spec, args.encoder)
-    jobs, skipped = [], 0
-    for m in names:
-        params = methods.get(m)(**sets.get(m, {})).params
-        chash = None
-        for seed in seeds:
-            path = run_path(stream_dir, m, seed)
-            if path.exists() and not args.force:
-                if chash is None:
-                    from .results import config_hash
-                    chash = config_hash(run_config(spec, m, params, train, loss, args.device, None, args.encoder,
-                                                   scenario.bank_shas))
-                try:
-                    if read_run(path)["config_hash"] == chash:
-                        skipped += 1
-                        continue
-                except BenchError:
-                    pass                     # unreadable: run it again
-            jobs.append(dict(spec=spec, method=m, overrides=sets.get(m, {}), seed=seed, train=train, loss=loss,
-                             device=args.device, threads=args.threads, path=path, encoder=args.encoder,
-                             banks=args.banks))
-    print(f"{spec.name}: {len(spec.steps)} steps, methods {', '.join(names)}, seeds {', '.join(map(str, seeds))}; "
-          f"{len(jobs)} runs to do, {skipped} already done", file=sys.stderr)
-    if jobs:
-        # a live bar on a terminal; in logs (CI, redirected stderr) one line per finished run instead
-        finished = []
-        with tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
-
-            def save(job, result):
-                write_atomic(job["path"], json_dump(result))
-                done = f"{job['method']} seed {job['seed']}: R@10 {fmt(result['summary']['r10'])}"
-                bar.set_postfix_str(done)
-                bar.update(1)
-                finished.append(job["path"])
-                if bar.disable:
-                    print(f"[{len(finished)}/{len(jobs)}] {done} "
-                          f"({result['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
-
-            if args.jobs == 1:
-                for job in jobs:
-                    bar.set_postfix_str(f"{job['method']} seed {job['seed']}")
-                    save(job, _run_job(job))
-            else:
-                import multiprocessing as mp
-                from concurrent.futures import ProcessPoolExecutor, as_completed
-                with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("fork")) as pool:
-                    futures = {pool.submit(_run_job, job): job for job in jobs}
-                    failed = None
-                    for fut in as_completed(futures):
-                        try:                 # keep saving the other runs; report the first failure at the end
-                            save(futures[fut], fut.result())
-                        except BenchError as e:
-                            failed = failed or e
-                    if failed:
-                        raise failed
-
-    from .figures import rebuild
-    table = rebuild(stream_dir, figures=not args.no_figures)
+    p = plan(args)
+    print(f"{p.stream.name}: {len(p.stream.steps)} steps, methods {', '.join(p.methods)}, "
+          f"seeds {', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done",
+          file=sys.stderr)
+    execute(p, args)
+    from .reporting.rebuild import rebuild
+    table = rebuild(p.stream_dir, figures=not args.no_figures)
     print(table)
-    print(f"results in {stream_dir}/", file=sys.stderr)
+    print(f"results in {p.stream_dir}/", file=sys.stderr)
     return 0
-
-
-def json_dump(obj) -> str:
-    import json
-    return json.dumps(obj, indent=1, sort_keys=False) + "\n"
 
 
 def fmt(v) -> str:

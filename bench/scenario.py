@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from .bank import SplitFeatures
+from .features.bank import SplitFeatures
 from .streams import Step, StreamSpec
 
 

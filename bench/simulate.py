@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from .bank import SplitFeatures
+from .features.bank import SplitFeatures
 from .streams import StreamSpec
 
 SIM_DEFAULTS = dict(seed=0, dim=128, common_dim=16, specific_dim=16, floor_noise=0.02, domain_shift=0.5,

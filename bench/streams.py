@@ -2,7 +2,7 @@
 
 A spec is declarative. Each step names a source, the pair of modalities it trains, and the test metrics it
 reports (``recall``, ``acc``). Each source is simulated (``kind = "simulated"``, generator parameters in
-the file, see ``bench.simulate``) or a feature bank on disk (``kind = "bank"``, see ``bench.bank``), read
+the file, see ``bench.simulate``) or a feature bank on disk (``kind = "bank"``, see ``bench.features.bank``), read
 for the encoder chosen at run time (``--encoder``).
 """
 from __future__ import annotations

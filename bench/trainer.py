@@ -7,32 +7,16 @@ calls only the hooks a method overrides, so Vanilla costs what a bare PyTorch lo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 
-from methods.base import HOOKS, Context, Method
-
+from . import seeds
+from .config import LossConfig, TrainConfig
 from .errors import BenchError
 from .heads import Heads
-from .loss import LossConfig, info_nce
+from .loss import info_nce
+from .method import HOOKS, Context, Method
 from .scenario import Scenario, pair_tensors
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
-    optimizer: str = "adamw"
-    momentum: float = 0.0       # SGD only
-
-    def __post_init__(self):
-        if self.optimizer not in ("adamw", "sgd"):
-            raise BenchError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
-        if self.epochs < 0 or self.batch_size < 2 or self.lr < 0 or self.weight_decay < 0:
-            raise BenchError("--epochs must be >= 0, --batch-size >= 2, --lr and --weight-decay >= 0")
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -54,13 +38,31 @@ def epoch_batches(sizes: list[int], batch_size: int, gen: torch.Generator) -> li
     return out
 
 
+class SourceView(dict):
+    """The current step's source, every modality's training features, moved to the heads' device on first
+    access (most methods never read it)."""
+
+    def __init__(self, features: dict[str, torch.Tensor], device: torch.device):
+        super().__init__(features)
+        self._device, self._moved = device, set()
+
+    def __getitem__(self, m: str) -> torch.Tensor:
+        x = super().__getitem__(m)
+        if m not in self._moved:
+            x = x.to(self._device)
+            super().__setitem__(m, x)
+            self._moved.add(m)
+        return x
+
+
 class Trainer:
     def __init__(self, scenario: Scenario, method: Method, heads: Heads, train_cfg: TrainConfig,
                  loss_cfg: LossConfig, seed: int, device: torch.device | str = "cpu"):
         self.scenario, self.method, self.heads = scenario, method, heads
         self.cfg, self.loss_cfg, self.seed = train_cfg, loss_cfg, seed
         self.device = torch.device(device)
-        self.ctx = Context(heads=heads, loss_cfg=loss_cfg, device=self.device, tasks=scenario.tasks)
+        self.ctx = Context(heads=heads, loss_cfg=loss_cfg, device=self.device, seed=seed,
+                           tasks=tuple(t.step for t in scenario.tasks))
         self.hooks = {h: getattr(method, h) for h in HOOKS if getattr(type(method), h) is not getattr(Method, h)}
         self._train = [None] * len(scenario.tasks)
 
@@ -78,9 +80,13 @@ class Trainer:
     def train_experience(self, step: int) -> dict:
         """Train on experience ``step``; returns its timing record."""
         ctx, cfg = self.ctx, self.cfg
-        ctx.step, ctx.task = step, self.scenario.tasks[step]
+        ctx.step, ctx.task = step, self.scenario.tasks[step].step
         ctx.train = self.train_data(step)
+        ctx.source_features = SourceView(self.scenario.tasks[step].train_source.features, self.device)
         tasks = self.method.train_tasks(ctx)
+        if any(j != step for j in tasks) and not self.method.sees_old_data:
+            raise BenchError(f"method {self.method.name!r} asked to train on steps {tasks} at step {step + 1}: "
+                             "only a method declaring sees_old_data (a reference such as joint) may")
         mods = self.method.trainable_modalities(ctx, tasks) if tasks else []
         ctx.optimizer = make_optimizer(self.heads.parameters_of(mods), cfg) if mods else None
         if ctx.optimizer is not None:
@@ -92,7 +98,7 @@ class Trainer:
             data = [self.train_data(j) for j in tasks]
             pairs = [self.scenario.tasks[j].pair for j in tasks]
             linears = self.heads.linears
-            gen = torch.Generator().manual_seed(1_000_003 * self.seed + step)
+            gen = seeds.generator(self.seed, "batches", step)
             opt, loss_cfg, call, hooks = ctx.optimizer, self.loss_cfg, self._call, self.hooks
             closure_step = self.method.uses_closure
             for _ in range(cfg.epochs):
@@ -120,7 +126,7 @@ class Trainer:
                         call("after_update")
                     iters += 1
         self._call("after_training_exp")
-        ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = None
+        ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = ctx.source_features = None
         return {"step": step, "train_seconds": time.perf_counter() - t0, "iterations": iters}
 
     def _closure_step(self, opt, task, a, b, xa, xb):

@@ -27,11 +27,6 @@ import torch
 POLICIES = ("reservoir", "per_step")
 
 
-def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
-    """A generator for one (seed, step, purpose): independent streams without global RNG state."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7919 + salt)
-
-
 def reservoir_winners(n_seen: int, n_new: int, capacity: int, gen: torch.Generator) -> torch.Tensor:
     """Algorithm R for ``n_new`` items arriving after ``n_seen``, decided at once.
 
@@ -196,13 +191,12 @@ def group_loss(heads, groups, loss_cfg) -> torch.Tensor:
 class ReplayMixin:
     """Buffer, seeds, heads in play and flat-gradient helpers shared by ``er``, ``agem`` and ``gem``.
 
-    Options read: ``seed`` (None: the run's seed, i.e. ``torch.initial_seed()`` when the method is built — the
-    runner seeds torch with the run's seed just before) and ``heads`` (``all``: every head of a buffered pair
+    Options read: ``seed`` (None: the run's seed; the buffer's draws are the ``buffer`` stream of
+    ``bench.seeds``, salt 1 when storing, 2 when drawing) and ``heads`` (``all``: every head of a buffered pair
     is in play and trainable; ``pair``: only the step's two heads are, and only buffered pairs sharing a
     modality with the step are replayed)."""
 
     def _init_replay(self, policy: str, capacity: int, per_step: int):
-        self.rng_seed = int(torch.initial_seed() if self.seed is None else self.seed) % (2 ** 62)
         self.replay_buffer = PairBuffer(policy, int(capacity), int(per_step))
         self._gen = None
         self._params = []
@@ -212,7 +206,7 @@ class ReplayMixin:
         """The step's heads plus (``heads=all``) every head of a buffered pair: replay, or a projected
         gradient, moves them too."""
         out = super().trainable_modalities(ctx, tasks)
-        if self.heads == "all":
+        if self.options.heads == "all":
             for m in self.replay_buffer.modalities():
                 if m not in out:
                     out.append(m)
@@ -221,7 +215,7 @@ class ReplayMixin:
     def _start_step(self, ctx):
         """Per step: the replay-sampling generator, the replayable tasks, the parameters in play and a flat
         gradient vector."""
-        self._gen = step_generator(self.rng_seed, ctx.step, salt=2)
+        self._gen = ctx.rng("buffer", salt=2, seed=self.options.seed)
         mods = self.trainable_modalities(ctx, [ctx.step])
         buf = self.replay_buffer
         self._eligible = [t for t in buf.tasks if set(buf.pairs[t]) & set(mods)]
@@ -286,7 +280,7 @@ class ReplayMixin:
 
     def after_training_exp(self, ctx):
         xa, xb = ctx.train
-        self.replay_buffer.add_step(ctx.step, ctx.pair, xa, xb, step_generator(self.rng_seed, ctx.step, salt=1))
+        self.replay_buffer.add_step(ctx.step, ctx.pair, xa, xb, ctx.rng("buffer", salt=1, seed=self.options.seed))
 
     def buffer_summary(self) -> dict:
         buf = self.replay_buffer

@@ -28,10 +28,10 @@ def head_params(ctx, m: str) -> list[torch.nn.Parameter]:
     return list(ctx.heads[m].parameters())
 
 
-def batches(n: int, size: int, step: int, min_size: int = 1) -> list[torch.Tensor]:
-    """A fixed shuffle of ``range(n)`` cut into batches of ``size`` (deterministic per step, no global RNG);
-    a last batch smaller than ``min_size`` is dropped."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(7_919 * step + 17))
+def batches(ctx, n: int, size: int, min_size: int = 1) -> list[torch.Tensor]:
+    """A shuffle of ``range(n)`` cut into batches of ``size``, from the run's seed and the step (the
+    ``importance`` stream of ``bench.seeds``); a last batch smaller than ``min_size`` is dropped."""
+    perm = torch.randperm(n, generator=ctx.rng("importance"))
     return [idx for idx in perm.split(size) if len(idx) >= min_size]
 
 
@@ -67,7 +67,7 @@ class QuadraticPenalty(Method):
 
     @property
     def factor(self) -> float:
-        return 0.5 * self.strength if self.factor_half else self.strength
+        return 0.5 * self.options.strength if self.factor_half else self.options.strength
 
     def terms(self, m: str) -> list[Term]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -84,7 +84,7 @@ class QuadraticPenalty(Method):
 
     def before_training_exp(self, ctx):
         self._active = []
-        if self.strength == 0:
+        if self.options.strength == 0:
             return
         for m in dict.fromkeys(ctx.pair):
             terms = self.terms(m)

@@ -45,11 +45,12 @@ class AGEM(ReplayMixin, Method):
 
     defaults = dict(buffer="per_step", memory_per_step=256, buffer_size=2500, replay_batch=1024, groups=0,
                     heads="pair", project="update", seed=None)
+    types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS, project=PROJECT)
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        self._init_replay(self.buffer, self.buffer_size, self.memory_per_step)
+        self._init_replay(self.options.buffer, self.options.buffer_size, self.options.memory_per_step)
         self.iterations = 0
         self.projected = 0
 
@@ -63,7 +64,7 @@ class AGEM(ReplayMixin, Method):
         self._have_ref = False
         if not self._eligible:
             return
-        groups = self.replay_buffer.sample(int(self.replay_batch), self._gen, int(self.groups), self._eligible)
+        groups = self.replay_buffer.sample(int(self.options.replay_batch), self._gen, int(self.options.groups), self._eligible)
         if not groups:
             return
         self.iterations += 1
@@ -71,18 +72,18 @@ class AGEM(ReplayMixin, Method):
             ref = torch.autograd.grad(group_loss(ctx.heads, groups, ctx.loss_cfg), self._params, allow_unused=True)
         self._tuple_to_flat(ref, self._ref)
         self._have_ref = True
-        if self.project == "gradient":
+        if self.options.project == "gradient":
             g, projected = agem_project(self._grads_to_flat(self._g), self._ref)
             if projected:
                 self.projected += 1
                 self._flat_to_grads(g)
 
     def before_update(self, ctx):
-        if self.project == "update" and self._have_ref:
+        if self.options.project == "update" and self._have_ref:
             self._params_to_flat(self._old)
 
     def after_update(self, ctx):
-        if self.project == "update" and self._have_ref:
+        if self.options.project == "update" and self._have_ref:
             d = self._old - self._params_to_flat(self._g)       # the step taken, as a descent direction
             d, projected = agem_project(d, self._ref)
             if projected:

@@ -176,7 +176,7 @@ class CFlat(Method):
 
     def wrap_optimizer(self, optimizer, ctx):
         self._collect()
-        self._opt = CFlatOptimizer(optimizer, self.rho, self.lam, self.variant)
+        self._opt = CFlatOptimizer(optimizer, self.options.rho, self.options.lam, self.options.variant)
         return self._opt
 
     def _collect(self):
@@ -189,5 +189,5 @@ class CFlat(Method):
         self._collect()
 
     def state_summary(self):
-        return {"closure_calls_per_step": CLOSURE_CALLS[self.variant], "closure_calls": self.closure_calls,
+        return {"closure_calls_per_step": CLOSURE_CALLS[self.options.variant], "closure_calls": self.closure_calls,
                 "optimizer_steps": self.steps}

@@ -64,8 +64,8 @@ class CILA(Co2L):
     choices = dict(Co2L.choices, ratio=RATIOS)
 
     def coefficient(self) -> float:
-        if not self.adaptive:
-            return float(self.ird)
+        if not self.options.adaptive:
+            return float(self.options.ird)
         done = [h for h in self.history if h["ird"] is not None]
-        return adaptive_coefficient([h["contrastive"] for h in done], [h["ird"] for h in done], self.alpha,
-                                    self.ratio, initial=self.ird)
+        return adaptive_coefficient([h["contrastive"] for h in done], [h["ird"] for h in done], self.options.alpha,
+                                    self.options.ratio, initial=self.options.ird)

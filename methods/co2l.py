@@ -146,11 +146,12 @@ class Co2L(ReplayMixin, Method):
     defaults = dict(ird=1.0, current_temp=0.2, past_temp=0.01, relation="cross", normalize=True, negatives=True,
                     replay_anchors=False, buffer="reservoir", buffer_size=2500, memory_per_step=256,
                     replay_batch=64, groups=0, heads="pair", seed=None)
+    types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS, relation=RELATIONS)
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        self._init_replay(self.buffer, self.buffer_size, self.memory_per_step)
+        self._init_replay(self.options.buffer, self.options.buffer_size, self.options.memory_per_step)
         self.in_play: set[str] | None = None
         self.old: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}   # modality -> frozen (W, b) at step start
         self.steps_done = 0
@@ -162,7 +163,7 @@ class Co2L(ReplayMixin, Method):
     # -- pieces ----------------------------------------------------------------------------------------
     def coefficient(self) -> float:
         """The IRD weight of the current step (Co2L: the fixed λ)."""
-        return float(self.ird)
+        return float(self.options.ird)
 
     def split_replay(self, groups, pair):
         """``(same, others)``: the replayed groups of the current modality pair, oriented as ``pair`` (a
@@ -184,7 +185,7 @@ class Co2L(ReplayMixin, Method):
         ``replay_anchors``."""
         a, b = ctx.pair
         same, others = self.split_replay(groups, (a, b)) if groups else ([], [])
-        if not self.negatives:
+        if not self.options.negatives:
             same = []
         self.last_negative_tasks = [t for t, *_ in same]
         za, zb, xa, xb = ctx.za, ctx.zb, ctx.xa, ctx.xb
@@ -200,16 +201,16 @@ class Co2L(ReplayMixin, Method):
             (_, old_a), (_, old_b) = self._embeddings(ctx.heads, a, xa, za), self._embeddings(ctx.heads, b, xb, zb)
             parts = [(za, zb, old_a, old_b)]
         nce, n = 0.0, 0
-        if distil or self.replay_anchors:
+        if distil or self.options.replay_anchors:
             for _, (c, d), gxa, gxb in others:       # every other replayed pair, on its own
                 (gza, old_a), (gzb, old_b) = self._embeddings(ctx.heads, c, gxa), self._embeddings(ctx.heads, d, gxb)
                 if distil:
                     parts.append((gza, gzb, old_a, old_b))
-                if self.replay_anchors:
+                if self.options.replay_anchors:
                     nce, n = nce + len(gxa) * info_nce(gza, gzb, ctx.loss_cfg), n + len(gxa)
         if distil:
             cat = [torch.cat(z) if len(parts) > 1 else z[0] for z in zip(*parts)]
-            kl, rows = relation_distillation(*cat, self.current_temp, self.past_temp, self.relation, self.normalize,
+            kl, rows = relation_distillation(*cat, self.options.current_temp, self.options.past_temp, self.options.relation, self.options.normalize,
                                              sizes=[len(p[0]) for p in parts])
             ird = kl / rows
         if n:
@@ -243,7 +244,7 @@ class Co2L(ReplayMixin, Method):
     def before_backward(self, ctx):
         groups = []
         if self._eligible:
-            groups = self.replay_buffer.sample(int(self.replay_batch), self._gen, int(self.groups), self._eligible)
+            groups = self.replay_buffer.sample(int(self.options.replay_batch), self._gen, int(self.options.groups), self._eligible)
         if not groups and not self.old:
             self._record(ctx.loss, None)
             return

@@ -6,7 +6,7 @@ import torch
 from bench.loss import info_nce
 
 from . import Method, register
-from ._buffer import HEADS, POLICIES, ReplayMixin, step_generator
+from ._buffer import HEADS, POLICIES, ReplayMixin
 
 
 def embed(heads, m: str, x: torch.Tensor, in_play) -> torch.Tensor:
@@ -61,11 +61,12 @@ class DER(ReplayMixin, Method):
 
     defaults = dict(alpha=3.0, buffer="reservoir", buffer_size=2500, memory_per_step=256, replay_batch=64,
                     groups=0, heads="pair", seed=None)
+    types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS)
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        self._init_replay(self.buffer, self.buffer_size, self.memory_per_step)
+        self._init_replay(self.options.buffer, self.options.buffer_size, self.options.memory_per_step)
         self.width: dict[str, int] = {}       # modality -> feature width (where a stored row's embedding starts)
         self.in_play: set[str] | None = None  # heads the optimiser updates this step
         self.replayed = 0
@@ -78,7 +79,7 @@ class DER(ReplayMixin, Method):
         """A replay batch from the eligible buffered pairs, split into features and stored embeddings."""
         if not self._eligible:
             return []
-        groups = self.replay_buffer.sample(int(self.replay_batch), self._gen, int(self.groups), self._eligible,
+        groups = self.replay_buffer.sample(int(self.options.replay_batch), self._gen, int(self.options.groups), self._eligible,
                                            min_group=min_group)
         return split_rows(groups, self.width)
 
@@ -113,7 +114,7 @@ class DER(ReplayMixin, Method):
         return [self.logit_term(ctx.heads, groups)] if groups else []
 
     def weights(self) -> tuple[float, ...]:
-        return (float(self.alpha),)
+        return (float(self.options.alpha),)
 
     # -- hooks -----------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):
@@ -143,7 +144,7 @@ class DER(ReplayMixin, Method):
         rows_a = torch.cat([xa, ctx.heads[a](xa)], 1)
         rows_b = torch.cat([xb, ctx.heads[b](xb)], 1)
         self.replay_buffer.add_step(ctx.step, ctx.pair, rows_a, rows_b,
-                                    step_generator(self.rng_seed, ctx.step, salt=1))
+                                    ctx.rng("buffer", salt=1, seed=self.options.seed))
         if self._sums is not None:
             means = (self._sums / self._batches).tolist()
             self.log.append({"step": ctx.step, **dict(zip(self.term_names, means))})

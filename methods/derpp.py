@@ -30,7 +30,7 @@ class DERpp(DER):
 
     def replay_terms(self, ctx) -> list:
         first = self.draw()
-        second = first if self.same_batch else self.draw(min_group=2)
+        second = first if self.options.same_batch else self.draw(min_group=2)
         if not first and not second:
             return []
         mse = self.logit_term(ctx.heads, first) if first else 0.0
@@ -38,4 +38,4 @@ class DERpp(DER):
         return [mse, nce]
 
     def weights(self) -> tuple[float, ...]:
-        return (float(self.alpha), float(self.beta))
+        return (float(self.options.alpha), float(self.options.beta))

@@ -39,9 +39,10 @@ class DNS(Method):
       ``method_state.columns_fallback``.
     """
 
-    order = 20
+    role = "proposed"
     defaults = dict(lambda_min=0.01, left_lambda_min=None, threshold="abs", project="update", bias="fold",
                     counts="modality", columns="pair")
+    types = dict(left_lambda_min=float)
     choices = dict(threshold=THRESHOLDS, project=("update", "gradient"), bias=("fold", "freeze", "free"),
                    counts=("modality", "global"), columns=("pair", "first_two"))
 
@@ -60,12 +61,12 @@ class DNS(Method):
 
     # -- helpers -------------------------------------------------------------------------------------
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, x.new_ones(len(x), 1)], dim=1) if self.bias == "fold" else x
+        return torch.cat([x, x.new_ones(len(x), 1)], dim=1) if self.options.bias == "fold" else x
 
     def _joint(self, lin, attr: str) -> torch.Tensor:
         """[W | b] (fold) or W, as one matrix, of the weights (attr='data') or gradients (attr='grad')."""
         w = getattr(lin.weight, attr)
-        if self.bias != "fold":
+        if self.options.bias != "fold":
             return w
         return torch.cat([w, getattr(lin.bias, attr).unsqueeze(1)], dim=1)
 
@@ -76,13 +77,13 @@ class DNS(Method):
     # -- hooks ---------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):
         self.proj = {}
-        left = self.lambda_min if self.left_lambda_min is None else self.left_lambda_min
+        left = self.options.lambda_min if self.options.left_lambda_min is None else self.options.left_lambda_min
         for m in ctx.pair:
             lin = ctx.heads[m]
-            d_in = lin.in_features + (1 if self.bias == "fold" else 0)
+            d_in = lin.in_features + (1 if self.options.bias == "fold" else 0)
             if m in self.cov_in:
-                p_in = Projector.from_covariance(self.cov_in[m], self.threshold, self.lambda_min)
-                p_out = Projector.from_covariance(self.cov_out[m], self.threshold, left)
+                p_in = Projector.from_covariance(self.cov_in[m], self.options.threshold, self.options.lambda_min)
+                p_out = Projector.from_covariance(self.cov_out[m], self.options.threshold, left)
             else:   # a modality never seen before: no constraint
                 p_in, p_out = Projector.zero(d_in), Projector.zero(lin.out_features)
             self.proj[m] = (p_in, p_out)
@@ -90,7 +91,7 @@ class DNS(Method):
                                "output_rank": p_out.rank, "output_dim": p_out.dim})
 
     def after_backward(self, ctx):
-        if self.project != "gradient":
+        if self.options.project != "gradient":
             return
         for m in ctx.pair:
             lin = ctx.heads[m]
@@ -99,9 +100,9 @@ class DNS(Method):
             removed = self._removed(m, self._joint(lin, "grad"))
             d = lin.in_features
             lin.weight.grad.sub_(removed[:, :d])
-            if self.bias == "fold":
+            if self.options.bias == "fold":
                 lin.bias.grad.sub_(removed[:, d])
-            elif self.bias == "freeze":
+            elif self.options.bias == "freeze":
                 lin.bias.grad = None
 
     def _constrained(self, m: str) -> bool:
@@ -110,14 +111,14 @@ class DNS(Method):
 
     def before_update(self, ctx):
         for m in ctx.pair:
-            if self.bias != "freeze" and not (self.project == "update" and self._constrained(m)):
+            if self.options.bias != "freeze" and not (self.options.project == "update" and self._constrained(m)):
                 continue
             lin = ctx.heads[m]
             d = lin.in_features
             buf = self._old.get(m)
             if buf is None or buf.shape != (lin.out_features, d + 1):
                 buf = self._old[m] = lin.weight.data.new_empty(lin.out_features, d + 1)
-                self._delta[m] = lin.weight.data.new_empty(lin.out_features, d + (1 if self.bias == "fold" else 0))
+                self._delta[m] = lin.weight.data.new_empty(lin.out_features, d + (1 if self.options.bias == "fold" else 0))
             buf[:, :d].copy_(lin.weight.data)       # [W | b] before the step, in a reused buffer
             buf[:, d].copy_(lin.bias.data)
 
@@ -128,41 +129,41 @@ class DNS(Method):
             if old is None:
                 continue
             d = lin.in_features
-            if self.bias == "freeze":
+            if self.options.bias == "freeze":
                 lin.bias.data.copy_(old[:, d])
-            if self.project != "update" or not self._constrained(m):
+            if self.options.project != "update" or not self._constrained(m):
                 continue
             delta = self._delta[m]                  # the optimiser's change of [W | b] (or W)
             delta[:, :d].copy_(lin.weight.data).sub_(old[:, :d])
-            if self.bias == "fold":
+            if self.options.bias == "fold":
                 delta[:, d].copy_(lin.bias.data).sub_(old[:, d])
             removed = self._removed(m, delta)
             lin.weight.data.sub_(removed[:, :d])
-            if self.bias == "fold":
+            if self.options.bias == "fold":
                 lin.bias.data.sub_(removed[:, d])
 
     @torch.no_grad()
     def after_training_exp(self, ctx):
         a, b = ctx.pair
         xa, xb = ctx.train
-        if self.columns == "first_two":
-            f = ctx.task.train_source.features
+        if self.options.columns == "first_two":
+            f = ctx.source_features
             first = [m for m in MODALITY_ORDER if m in f][:2]
             if (f[first[0]].shape[1], f[first[1]].shape[1]) == (xa.shape[1], xb.shape[1]):
-                xa, xb = f[first[0]].to(ctx.device), f[first[1]].to(ctx.device)
+                xa, xb = f[first[0]], f[first[1]]
             else:
                 self.columns_fallback.append(ctx.step)
         n = len(xa)
 
         def embed(m, x):
             lin = ctx.heads[m]
-            return x @ lin.weight.T if self.bias == "free" else lin(x)
+            return x @ lin.weight.T if self.options.bias == "free" else lin(x)
 
         updates = [(self.cov_in, self.n_in, a, self._augment(xa)), (self.cov_in, self.n_in, b, self._augment(xb)),
                    (self.cov_out, self.n_out, a, embed(b, xb)), (self.cov_out, self.n_out, b, embed(a, xa))]
         for covs, counts, m, x in updates:
             x = x.double()
-            old_n = self.n_global if self.counts == "global" else counts.get(m, 0)
+            old_n = self.n_global if self.options.counts == "global" else counts.get(m, 0)
             new_n = old_n + n
             prev = covs.get(m)
             cov = x.T @ x / new_n
@@ -172,6 +173,6 @@ class DNS(Method):
 
     def state_summary(self):
         out = {"projector_ranks": self.ranks}
-        if self.columns == "first_two":
+        if self.options.columns == "first_two":
             out["columns_fallback"] = self.columns_fallback
         return out

@@ -15,6 +15,6 @@ class DNSOfficial(DNS):
     projection callback never runs and the official DNS trains as ``vanilla``.
     """
 
-    order = 21
+    role = "proposed"
     defaults = dict(DNS.defaults, lambda_min=0.1, left_lambda_min=0.0, project="gradient", bias="free",
                     counts="global", columns="first_two")

@@ -28,11 +28,12 @@ class ER(ReplayMixin, Method):
 
     defaults = dict(buffer="reservoir", buffer_size=2500, memory_per_step=256, replay_batch=64, groups=0,
                     weight=1.0, heads="pair", seed=None)
+    types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS)
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        self._init_replay(self.buffer, self.buffer_size, self.memory_per_step)
+        self._init_replay(self.options.buffer, self.options.buffer_size, self.options.memory_per_step)
         self.replayed = 0
 
     def before_training_exp(self, ctx):
@@ -41,9 +42,9 @@ class ER(ReplayMixin, Method):
     def before_backward(self, ctx):
         if not self._eligible:
             return
-        groups = self.replay_buffer.sample(int(self.replay_batch), self._gen, int(self.groups), self._eligible)
+        groups = self.replay_buffer.sample(int(self.options.replay_batch), self._gen, int(self.options.groups), self._eligible)
         if groups:
-            ctx.loss = ctx.loss + self.weight * group_loss(ctx.heads, groups, ctx.loss_cfg)
+            ctx.loss = ctx.loss + self.options.weight * group_loss(ctx.heads, groups, ctx.loss_cfg)
             self.replayed += 1
 
     def state_summary(self):

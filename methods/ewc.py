@@ -35,7 +35,7 @@ class EWC(QuadraticPenalty):
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        if self.fisher_batch < 2:
+        if self.options.fisher_batch < 2:
             raise BenchError("option ewc.fisher_batch must be >= 2 (InfoNCE needs negatives)")
         self.steps: list[dict[str, Term]] = []     # per finished step: modality -> [(F, θ*) per parameter]
 
@@ -51,7 +51,7 @@ class EWC(QuadraticPenalty):
         la, lb = ctx.heads[a], ctx.heads[b]
         params = head_params(ctx, a) + head_params(ctx, b)
         sums = [torch.zeros_like(p) for p in params]
-        idxs = batches(len(xa), self.fisher_batch, ctx.step, min_size=2)
+        idxs = batches(ctx, len(xa), self.options.fisher_batch, min_size=2)
         for idx in idxs:
             idx = idx.to(xa.device)
             loss = info_nce(la(xa[idx]), lb(xb[idx]), ctx.loss_cfg)

@@ -35,5 +35,5 @@ class OnlineEWC(EWC):
     def store(self, ctx, fisher):
         for m, fs in fisher.items():
             old = self.running.get(m)
-            new_f = fs if old is None else [self.gamma * f_old + f for (f_old, _), f in zip(old, fs)]
+            new_f = fs if old is None else [self.options.gamma * f_old + f for (f_old, _), f in zip(old, fs)]
             self.running[m] = [(f, p.detach().clone()) for f, p in zip(new_f, head_params(ctx, m))]

@@ -9,7 +9,7 @@ class Frozen(Method):
     a method which forgets can end below the untrained model.
     """
 
-    order = 0
+    role = "lower-reference"
 
     def train_tasks(self, ctx):
         return []

@@ -59,11 +59,12 @@ class GEM(ReplayMixin, Method):
 
     defaults = dict(memory_per_step=256, margin=0.0, eps=1e-6, ref_batch=0, heads="pair", project="update",
                     seed=None)
+    types = dict(seed=int)
     choices = dict(heads=HEADS, project=PROJECT)
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        self._init_replay("per_step", 0, self.memory_per_step)
+        self._init_replay("per_step", 0, self.options.memory_per_step)
         self.iterations = 0
         self.qp_solves = 0
         self.per_step = []
@@ -91,7 +92,7 @@ class GEM(ReplayMixin, Method):
         """Row k: the gradient of past pair k's memory InfoNCE, in place in the preallocated K×P matrix (the
         columns of heads outside pair k stay zero)."""
         from bench.loss import info_nce
-        refs, n = self._refs, int(self.ref_batch)
+        refs, n = self._refs, int(self.options.ref_batch)
         with torch.enable_grad():
             for k, (t, a, b, mods, params, fixed) in enumerate(self._ref_slots):
                 xa, xb = self.replay_buffer.task_rows(t)
@@ -124,25 +125,25 @@ class GEM(ReplayMixin, Method):
         self.per_step[-1]["iterations"] += 1
         refs = self._reference_gradients(ctx)
         g = self._grads_to_flat(self._g)
-        if self.project == "gradient":
+        if self.options.project == "gradient":
             if bool((refs @ g < 0).any()):
                 self._solved()
-                self._flat_to_grads(gem_project(g, refs, self.margin, self.eps))
+                self._flat_to_grads(gem_project(g, refs, self.options.margin, self.options.eps))
         else:
             self._gnorm = float(g.norm())
 
     def before_update(self, ctx):
-        if self.project == "update" and self._refs is not None:
+        if self.options.project == "update" and self._refs is not None:
             self._params_to_flat(self._old)
 
     def after_update(self, ctx):
-        if self.project == "update" and self._refs is not None:
+        if self.options.project == "update" and self._refs is not None:
             d = self._old - self._params_to_flat(self._g)       # the step taken, as a descent direction
             if bool((self._refs @ d < 0).any()):
                 self._solved()
                 c = float(d.norm()) / max(self._gnorm, 1e-30)     # step size per unit of gradient
                 if c > 0:
-                    d = gem_project(d / c, self._refs, self.margin, self.eps) * c
+                    d = gem_project(d / c, self._refs, self.options.margin, self.options.eps) * c
                 self._flat_to_params(self._old.sub_(d))
 
     def state_summary(self):

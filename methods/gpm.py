@@ -124,12 +124,12 @@ class InputSideProjection(Method):
 
     # -- helpers -------------------------------------------------------------------------------------
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, x.new_ones(len(x), 1)], dim=1) if self.bias == "fold" else x
+        return torch.cat([x, x.new_ones(len(x), 1)], dim=1) if self.options.bias == "fold" else x
 
     def _factors(self, p: Projector, d: int):
         """(U_w, u_b, thin_is_basis): the weight rows and (fold) the bias row of the projector's thin basis."""
         u = p.basis if p.basis is not None else p.complement
-        return u[:d], (u[d] if self.bias == "fold" else None), p.basis is not None
+        return u[:d], (u[d] if self.options.bias == "fold" else None), p.basis is not None
 
     def _project_(self, m: str, w: torch.Tensor, b: torch.Tensor | None, base: tuple | None = None,
                   key=None) -> None:
@@ -173,7 +173,7 @@ class InputSideProjection(Method):
         self.proj = {}
         for m in ctx.pair:
             lin = ctx.heads[m]
-            dim = lin.in_features + (1 if self.bias == "fold" else 0)
+            dim = lin.in_features + (1 if self.options.bias == "fold" else 0)
             p = self._projector(m, dim)
             self.proj[m] = p
             self.ranks.append({"step": ctx.step, "modality": m, "input_rank": p.rank, "input_dim": dim})
@@ -189,7 +189,7 @@ class InputSideProjection(Method):
         return 2 * batch * k + lin.out_features * batch < 2 * lin.out_features * k
 
     def before_backward(self, ctx):
-        if self.project != "gradient":
+        if self.options.project != "gradient":
             return
         for m, x, z in zip(ctx.pair, (ctx.xa, ctx.xb), (ctx.za, ctx.zb)):
             use = self._factor[m] = self._use_factors(ctx.heads[m], self.proj[m], len(x)) and z.requires_grad
@@ -197,13 +197,13 @@ class InputSideProjection(Method):
                 z.retain_grad()
 
     def after_backward(self, ctx):
-        if self.project != "gradient":
+        if self.options.project != "gradient":
             return
         for m, x, z in zip(ctx.pair, (ctx.xa, ctx.xb), (ctx.za, ctx.zb)):
             p, lin = self.proj[m], ctx.heads[m]
             if p.is_zero or lin.weight.grad is None:
                 continue
-            if self.bias == "freeze":
+            if self.options.bias == "freeze":
                 lin.bias.grad = None
             dz = z.grad if self._factor.get(m) and z is not None else None
             if dz is None:
@@ -215,15 +215,15 @@ class InputSideProjection(Method):
                 self._xbuf[m] = (xw, xb)
             xw.copy_(x)
             xb.fill_(1.0)
-            self._project_(m, xw, xb if self.bias == "fold" else None, key=(m, "x"))    # X (I − P)
+            self._project_(m, xw, xb if self.options.bias == "fold" else None, key=(m, "x"))    # X (I − P)
             torch.mm(dz.T, xw, out=lin.weight.grad)
             if lin.bias.grad is not None:
-                if self.bias == "fold":
+                if self.options.bias == "fold":
                     torch.mv(dz.T, xb, out=lin.bias.grad)
                 # free: the bias gradient Δᵀ1 is left as autograd computed it
 
     def before_update(self, ctx):
-        if self.project != "update":
+        if self.options.project != "update":
             return
         for m in ctx.pair:
             if self.proj[m].is_zero:
@@ -237,13 +237,13 @@ class InputSideProjection(Method):
 
     @torch.no_grad()
     def after_update(self, ctx):
-        if self.project != "update":
+        if self.options.project != "update":
             return
         for m in ctx.pair:
             if self.proj[m].is_zero:
                 continue
             lin, old = ctx.heads[m], self._old[m]
-            if self.bias == "freeze":
+            if self.options.bias == "freeze":
                 lin.bias.data.copy_(old[1])
             self._project_(m, lin.weight.data, lin.bias.data, base=old)
 
@@ -300,18 +300,18 @@ class GPM(InputSideProjection):
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        if not 0.0 <= self.energy <= 1.0:
-            raise BenchError(f"option gpm.energy must be in [0, 1], got {self.energy}")
+        if not 0.0 <= self.options.energy <= 1.0:
+            raise BenchError(f"option gpm.energy must be in [0, 1], got {self.options.energy}")
         self.basis: dict[str, torch.Tensor] = {}   # modality -> orthonormal d_in [+1] × k, float64
 
     def _projector(self, m, dim):
         return projector_from_basis(self.basis.get(m), dim)
 
     def _absorb(self, m, x, ctx):
-        if self.samples and len(x) > self.samples:
-            gen = torch.Generator().manual_seed(1_000_003 + ctx.step)
-            x = x[torch.randperm(len(x), generator=gen)[: int(self.samples)]]
-        threshold = min(1.0, self.energy + self.energy_step * ctx.step)
+        if self.options.samples and len(x) > self.options.samples:
+            gen = ctx.rng("subspace")
+            x = x[torch.randperm(len(x), generator=gen)[: int(self.options.samples)]]
+        threshold = min(1.0, self.options.energy + self.options.energy_step * ctx.step)
         self.basis[m], info = gpm_expand(self.basis.get(m), x, threshold)
         return {"basis_rank": self.basis[m].shape[1], "added": info["added"],
                 "captured_before": round(info["captured_before"], 6),

@@ -11,7 +11,8 @@ class Joint(Method):
     and the batches of all seen pairs are interleaved; every head of a seen modality is trainable.
     """
 
-    order = 30
+    role = "upper-reference"
+    sees_old_data = True
 
     def train_tasks(self, ctx):
         return list(range(ctx.step + 1))

@@ -23,7 +23,7 @@ class L2Anchor(Method):
         for m in ctx.pair:
             for p, p_old in zip(ctx.heads[m].parameters(), self.anchor.get(m, ())):
                 total = total + (p - p_old).pow(2).sum()
-        return 0.5 * self.strength * total
+        return 0.5 * self.options.strength * total
 
     def before_backward(self, ctx):
         ctx.loss = ctx.loss + self.penalty(ctx)

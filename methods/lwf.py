@@ -51,6 +51,7 @@ class LwF(Method):
     """
 
     defaults = dict(alpha=3.0, temperature=None, cross_modal=True, shared_modalities=True)
+    types = dict(temperature=float)
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
@@ -64,7 +65,7 @@ class LwF(Method):
 
     # -- the distillation ------------------------------------------------------------------------------
     def _temperature(self, ctx) -> float:
-        return self.temperature if self.temperature is not None else 4.0 * ctx.loss_cfg.temperature
+        return self.options.temperature if self.options.temperature is not None else 4.0 * ctx.loss_cfg.temperature
 
     def _old_embed(self, m: str, x: torch.Tensor) -> torch.Tensor:
         w, b = self.old[m]
@@ -86,7 +87,7 @@ class LwF(Method):
                 old = {m: F.normalize(v, dim=-1) for m, v in old.items()}
         if norm:
             z = {m: F.normalize(v, dim=-1) for m, v in z.items()}
-        if self.cross_modal:
+        if self.options.cross_modal:
             with torch.no_grad():
                 target = (old[a] @ old[b].T) * inv_t
             logits = (z[a] @ z[b].T) * inv_t
@@ -102,11 +103,11 @@ class LwF(Method):
         self.old = {}
         self.shared = ()
         self._sums, self._batches = None, 0
-        if self.steps_done == 0 or self.alpha == 0:
+        if self.steps_done == 0 or self.options.alpha == 0:
             return                                   # no previous model (or nothing to distil)
         a, b = ctx.pair
-        self.shared = tuple(m for m in dict.fromkeys((a, b)) if m in self.trained) if self.shared_modalities else ()
-        need = (a, b) if self.cross_modal else self.shared
+        self.shared = tuple(m for m in dict.fromkeys((a, b)) if m in self.trained) if self.options.shared_modalities else ()
+        need = (a, b) if self.options.cross_modal else self.shared
         for m in dict.fromkeys(need):
             lin = ctx.heads[m]
             self.old[m] = (lin.weight.detach().clone(), lin.bias.detach().clone())
@@ -115,7 +116,7 @@ class LwF(Method):
         if not self.old:
             return
         t1, t2 = self.distillation(ctx)
-        ctx.loss = ctx.loss + self.alpha * (t1 + t2)
+        ctx.loss = ctx.loss + self.options.alpha * (t1 + t2)
         terms = torch.stack([torch.as_tensor(t, dtype=ctx.loss.dtype).detach() for t in (t1, t2)])
         self._sums = terms if self._sums is None else self._sums + terms
         self._batches += 1

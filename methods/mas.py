@@ -33,7 +33,7 @@ class MAS(QuadraticPenalty):
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        if self.importance_batch < 1:
+        if self.options.importance_batch < 1:
             raise BenchError("option mas.importance_batch must be >= 1")
         self.omega: dict[str, list[torch.Tensor]] = {}     # modality -> running-average Ω per parameter
         self.count: dict[str, int] = {}                   # modality -> samples behind Ω
@@ -51,7 +51,7 @@ class MAS(QuadraticPenalty):
                 continue
             lin, params = ctx.heads[m], head_params(ctx, m)
             sums = [torch.zeros_like(p) for p in params]
-            for idx in batches(len(x), self.importance_batch, ctx.step):
+            for idx in batches(ctx, len(x), self.options.importance_batch):
                 z = lin(x[idx.to(x.device)])
                 grads = torch.autograd.grad(z.pow(2).sum(1).mean(), params)
                 for s, g in zip(sums, grads):

@@ -65,8 +65,8 @@ class NSCL(InputSideProjection):
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        if self.value < 0:
-            raise BenchError(f"option nscl.value must be >= 0, got {self.value}")
+        if self.options.value < 0:
+            raise BenchError(f"option nscl.value must be >= 0, got {self.options.value}")
         self.cov: dict[str, torch.Tensor] = {}   # modality -> d_in [+1] square, float64
         self.count: dict[str, int] = {}
 
@@ -75,7 +75,7 @@ class NSCL(InputSideProjection):
         if cov is None:
             return projector_from_mask(torch.eye(dim), torch.zeros(dim, dtype=torch.bool))
         evals, evecs = torch.linalg.eigh(cov)
-        return projector_from_mask(evecs, ~null_mask(evals, self.threshold, self.value))
+        return projector_from_mask(evecs, ~null_mask(evals, self.options.threshold, self.options.value))
 
     def _absorb(self, m, x, ctx):
         x = x.double()

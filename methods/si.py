@@ -55,7 +55,7 @@ class SI(QuadraticPenalty):
     @torch.no_grad()
     def before_training_exp(self, ctx):
         super().before_training_exp(ctx)
-        pen = {id(p): buf for p, _, _, buf in self._active} if self.omega_grad == "task" else {}
+        pen = {id(p): buf for p, _, _, buf in self._active} if self.options.omega_grad == "task" else {}
         self._track = []
         for m in dict.fromkeys(ctx.pair):
             for p, (omega, prev, delta, start) in zip(head_params(ctx, m), self._buffers(ctx, m)):
@@ -84,8 +84,8 @@ class SI(QuadraticPenalty):
             params = head_params(ctx, m)
             contrib = []
             for p, (omega, _, _, start) in zip(params, self._buffers(ctx, m)):
-                c = omega / ((p - start).pow(2) + self.xi)
-                contrib.append(c.clamp_min(0) if self.clamp else c)
+                c = omega / ((p - start).pow(2) + self.options.xi)
+                contrib.append(c.clamp_min(0) if self.options.clamp else c)
             old = self.big_omega.get(m)
             self.big_omega[m] = contrib if old is None else [o + c for o, c in zip(old, contrib)]
             self.anchor[m] = [p.detach().clone() for p in params]

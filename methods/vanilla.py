@@ -10,4 +10,4 @@ class Vanilla(Method):
     optimiser.
     """
 
-    order = 5     # first of the baselines, as in the paper's table
+    role = "naive"

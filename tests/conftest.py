@@ -66,3 +66,11 @@ def perturb(lin, scale=0.3, seed=7):
     with torch.no_grad():
         lin.weight.add_(scale * torch.randn(lin.weight.shape, generator=g))
         lin.bias.add_(scale * torch.randn(lin.bias.shape, generator=g))
+
+
+def run_method(stream, method, options=None, seed=0, train=None, loss=None, **settings) -> dict:
+    """One run through the runner, as the CLI plans it (options resolved from the method's defaults)."""
+    from bench.config import LossConfig, RunSpec, TrainConfig
+    from bench.runner import run_one
+    return run_one(RunSpec.create(stream, method, options or {}, seed, train=train or TrainConfig(),
+                                  loss=loss or LossConfig(), **settings))

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench import bank, run
-from bench.features import main as features_main
-from bench.official import OFFICIAL
+from bench import run
+from bench.features import bank
+from bench.features.__main__ import main as features_main
+from bench.features.official import OFFICIAL
 
 DIM, N = {"train": 14, "test": 12}, None
 WIDTH = 8
@@ -82,7 +83,7 @@ def test_import_round_trips_features_ids_classes_and_columns(banks):
 
 MEMORY_PROBE = """
 import sys, torch
-from bench import bank
+from bench.features import bank
 def rss_anon_mb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024

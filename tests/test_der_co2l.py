@@ -9,12 +9,13 @@ from bench import run, runner, streams
 from bench.heads import Heads
 from bench.loss import LossConfig, info_nce
 from bench.trainer import TrainConfig
-from methods.base import Context
+from bench.method import Context, Options
 from methods.cila import CILA, adaptive_coefficient
 from methods.co2l import Co2L, asymmetric_info_nce, relation_distillation
 from methods.der import DER
 from methods.derpp import DERpp
 from conftest import scalar, perturb
+from conftest import run_method
 
 # distinct widths: a group given to the wrong head, or a pair swapped, fails on the shapes
 WIDTH = {"text": 5, "video": 6, "audio": 7, "vision": 9}
@@ -36,7 +37,7 @@ def _heads(seed=1):
 
 
 def _ctx(heads, pairs):
-    return Context(heads=heads, loss_cfg=LossConfig(), device=torch.device("cpu"), tasks=[_Task(p) for p in pairs])
+    return Context(heads=heads, loss_cfg=LossConfig(), device=torch.device("cpu"), seed=0, tasks=[_Task(p) for p in pairs])
 
 
 def _enter(ctx, step, n=24):
@@ -174,7 +175,7 @@ def test_co2l_extra_negatives_come_only_from_buffered_pairs_of_the_same_modality
             assert contrastive is ctx.loss
     assert seen == {1, 2}
     # switched off: the plain InfoNCE of the current batch
-    co2l.negatives = False
+    co2l.options = Options({**co2l.params, "negatives": False})
     assert co2l.losses(ctx, co2l.replay_buffer.sample(48, co2l._gen, 0, co2l._eligible))[0] is ctx.loss
 
 
@@ -211,7 +212,8 @@ def test_co2l_ird_is_zero_for_an_unchanged_model_and_positive_after_a_change(rel
     assert scalar(sharp.losses(_batch(ctx), [])[1]) > 1e-2
     # the loss: contrastive + λ · IRD
     perturb(heads["audio"], seed=9)
-    co2l.ird = co2l._lambda = 2.5
+    co2l.options = Options({**co2l.params, "ird": 2.5})
+    co2l._lambda = 2.5
     _batch(ctx)
     co2l._gen = torch.Generator().manual_seed(3)
     contrastive, ird, _ = co2l.losses(ctx, co2l.replay_buffer.sample(64, torch.Generator().manual_seed(3), 0,
@@ -276,7 +278,7 @@ def two_step_runs(tmp_path_factory):
     spec = streams.load(str(path))
     # plain SGD, a moderate step (as tests/test_replay.py)
     train = TrainConfig(epochs=3, lr=0.1, weight_decay=0.0, optimizer="sgd")
-    go = lambda m, p: runner.run_one(spec, m, p, seed=0, train=train, loss=LossConfig(temperature=0.1))  # noqa: E731
+    go = lambda m, p: run_method(spec, m, p, seed=0, train=train, loss=LossConfig(temperature=0.1))  # noqa: E731
     out = {"vanilla": go("vanilla", {})}
     for m, p in STRONG.items():
         out[m] = go(m, {})

@@ -8,6 +8,7 @@ from bench.loss import LossConfig
 from bench.trainer import TrainConfig
 from methods._projection import Projector, principal_mask
 from methods.dns import DNS
+from conftest import run_method
 
 
 def _cov(d=10, rank=4, seed=0):
@@ -104,7 +105,7 @@ def test_official_variant_is_one_sided():
 
 def _run(spec, method, **params):
     train = TrainConfig(epochs=3, lr=0.5, weight_decay=0.0, optimizer="sgd")
-    return runner.run_one(spec, method, params, seed=0, train=train, loss=LossConfig(temperature=0.1))
+    return run_method(spec, method, params, seed=0, train=train, loss=LossConfig(temperature=0.1))
 
 
 def test_dns_keeps_step1_alignment_scores_while_vanilla_moves_them(two_step):
@@ -126,8 +127,8 @@ def test_dns_with_adam_projects_the_update(two_step):
     code's choice) does not, because Adam rescales the projected gradient per coordinate."""
     spec = streams.load(str(two_step))
     train = TrainConfig(epochs=3, lr=1e-2, weight_decay=0.0)
-    upd = runner.run_one(spec, "dns", {"lambda_min": 1e-6}, 0, train, LossConfig(temperature=0.1))
-    grad = runner.run_one(spec, "dns", {"lambda_min": 1e-6, "project": "gradient"}, 0, train,
+    upd = run_method(spec, "dns", {"lambda_min": 1e-6}, 0, train, LossConfig(temperature=0.1))
+    grad = run_method(spec, "dns", {"lambda_min": 1e-6, "project": "gradient"}, 0, train,
                           LossConfig(temperature=0.1))
     assert upd["matrices"]["align_dev"][2][0] < 1e-3
     assert grad["matrices"]["align_dev"][2][0] > 10 * upd["matrices"]["align_dev"][2][0]

@@ -10,6 +10,7 @@ from bench.run import main
 from bench.trainer import TrainConfig
 from methods.lwf import LwF
 from conftest import scalar, perturb
+from conftest import run_method
 
 D = 8
 
@@ -112,7 +113,7 @@ def test_loss_gets_alpha_times_the_terms():
 
 
 def _align_dev(spec, method, params):
-    r = runner.run_one(spec, method, params, 0, TrainConfig(epochs=3, lr=1e-2), LossConfig())
+    r = run_method(spec, method, params, 0, TrainConfig(epochs=3, lr=1e-2), LossConfig())
     return r["matrices"]["align_dev"][2][0]
 
 

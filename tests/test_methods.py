@@ -13,6 +13,7 @@ from bench.loss import LossConfig
 from bench.trainer import TrainConfig, epoch_batches
 from methods.l2 import L2Anchor
 from conftest import scalar
+from conftest import run_method
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +35,23 @@ def test_every_method_cites_and_explains_itself():
 
 def test_option_parsing_by_type():
     m = methods.get("dns")(lambda_min="0.5", left_lambda_min="none", project="gradient")
-    assert m.lambda_min == 0.5 and m.left_lambda_min is None and m.project == "gradient"
+    o = m.options
+    assert o.lambda_min == 0.5 and o.left_lambda_min is None and o.project == "gradient"
+    # an option whose default is None declares its type: a seed stays an integer, a temperature a float
+    assert methods.get("er").resolve({"seed": "3"})["seed"] == 3
+    assert isinstance(methods.get("er").resolve({"seed": "3"})["seed"], int)
+    assert methods.get("lwf").resolve({"temperature": "2"})["temperature"] == 2.0
+    with pytest.raises(BenchError, match="expects an integer"):
+        methods.get("er").resolve({"seed": "1.5"})
+
+
+def test_options_are_kept_apart_from_state():
+    m = methods.get("dns")()
+    with pytest.raises(AttributeError, match="is an option"):
+        m.lambda_min = 0.3
+    with pytest.raises(AttributeError, match="read-only"):
+        m.options.lambda_min = 0.3
+    assert m.options.lambda_min == 0.01
     with pytest.raises(BenchError, match="has no option"):
         methods.get("vanilla")(strength="1")
 
@@ -55,7 +72,7 @@ def test_l2_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
 def test_l2_moves_old_alignment_scores_less_than_vanilla(two_step):
     spec = streams.load(str(two_step))
     train = TrainConfig(epochs=3, lr=1e-2)
-    dev = {m: runner.run_one(spec, m, p, 0, train, LossConfig())["matrices"]["align_dev"][2][0]
+    dev = {m: run_method(spec, m, p, 0, train, LossConfig())["matrices"]["align_dev"][2][0]
            for m, p in (("vanilla", {}), ("l2", {"strength": 10.0}))}
     assert dev["l2"] < 0.5 * dev["vanilla"]
 
@@ -73,7 +90,7 @@ def test_batches_never_mix_pairs_and_cover_each_task():
 
 def test_joint_trains_on_every_seen_pair(two_step):
     spec = streams.load(str(two_step))
-    r = runner.run_one(spec, "joint", {}, 0, TrainConfig(epochs=1), LossConfig())
+    r = run_method(spec, "joint", {}, 0, TrainConfig(epochs=1), LossConfig())
     its = [s["iterations"] for s in r["timings"]["steps"]]
     assert its[1] > its[0]                                   # step 2 iterates over steps 1 and 2
 
@@ -95,7 +112,7 @@ def test_trainer_supports_closure_based_optimisers(two_step):
     method's loss terms and backward each time it is called."""
     from bench.runner import get_scenario
     from bench.trainer import Trainer
-    from methods.base import Method
+    from bench.method import Method
 
     class TwiceEvaluated:
         def __init__(self, opt):

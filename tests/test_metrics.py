@@ -43,9 +43,9 @@ def test_undefined_entries_are_skipped():
     assert M.final_average([[math.nan, 1.0], [math.nan, 3.0], [math.nan, 5.0]]) == 5.0
 
 
-def test_final_old_tasks_ignores_last_task():
+def test_final_old_average_ignores_last_task():
     D = [[None, None], [0.0, None], [0.2, 0.0]]
-    assert M.final_old_tasks(D) == pytest.approx(0.2)
+    assert M.final_old_average(D) == pytest.approx(0.2)
 
 
 def test_shape_is_checked():

@@ -6,12 +6,14 @@ import pytest
 import torch
 
 import methods
+from bench import registry
 from bench import run, runner, streams
 from bench.heads import Heads
 from bench.loss import LossConfig, info_nce
 from bench.trainer import TrainConfig
 from methods.gpm import GPM, gpm_expand
 from methods.nscl import NSCL, null_mask
+from conftest import run_method
 
 D = 8
 
@@ -233,8 +235,8 @@ def _probed_runs(spec, train, monkeypatch):
     out = {}
     for name, params in TINY.items():
         cls = _probe(methods.get(name))
-        monkeypatch.setitem(methods._REGISTRY, cls.name, cls)
-        out[name] = runner.run_one(spec, cls.name, params, 0, train, LossConfig(temperature=0.1))
+        monkeypatch.setitem(registry._REGISTRY, cls.name, cls)
+        out[name] = run_method(spec, cls.name, params, 0, train, LossConfig(temperature=0.1))
     return out
 
 

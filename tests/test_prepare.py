@@ -1,7 +1,7 @@
 """``python -m bench.prepare real-offline``: real data encoded by packaged towers, offline.
 
 The end-to-end tests run the whole preparation on a tiny subset (``--limit``) and need the optional
-dependencies (the pip line in ``bench.prepare.PIP_LINE``) and the Debian data packages (installed, or unpacked
+dependencies (the pip line in ``bench.features.towers.PIP_LINE``) and the Debian data packages (installed, or unpacked
 in the default cache by an earlier ``python -m bench.prepare real-offline``); without them they are skipped.
 The error paths run everywhere.
 """
@@ -13,7 +13,10 @@ import tarfile
 import pytest
 import torch
 
-from bench import bank, prepare, run
+from bench import run
+from bench.errors import BenchError
+from bench.features import bank, debian, towers
+from bench.features import real_offline as prepare
 
 LIMIT = 24
 WIDTH = {"vision": 1280, "text": 384, "audio": 256}
@@ -41,8 +44,8 @@ def _fake_deb(path, files: dict[str, bytes]):
 
 
 def test_missing_package_is_one_line_error_before_any_work(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(prepare, "SYSTEM_ROOT", tmp_path / "root")       # nothing installed
-    monkeypatch.setattr(prepare, "check_python_deps", lambda: None)
+    monkeypatch.setattr(debian, "SYSTEM_ROOT", tmp_path / "root")       # nothing installed
+    monkeypatch.setattr(prepare, "check_python_deps", lambda recipe: None)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))                       # no apt-get, no dpkg
     out = tmp_path / "out"
     assert prepare.main(["real-offline", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 2
@@ -64,53 +67,53 @@ def test_missing_python_dependencies_name_the_pip_line(monkeypatch):
     """Only what is missing is named, whatever is installed here (with or without the [real] extra)."""
     present = object()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "resemblyzer" else present)
-    with pytest.raises(prepare.BenchError, match=r"^missing Python packages for real-offline: resemblyzer; "
+    with pytest.raises(BenchError, match=r"^missing Python packages for real-offline: resemblyzer; "
                                                  r"install them with `pip install .*--no-deps resemblyzer`$"):
-        prepare.check_python_deps()
+        towers.check_python_deps(prepare.RECIPE)
 
 
 def test_every_missing_python_dependency_is_named(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    monkeypatch.setattr(prepare.shutil, "which", lambda name: None)
-    with pytest.raises(prepare.BenchError) as e:
-        prepare.check_python_deps()
+    monkeypatch.setattr(towers.shutil, "which", lambda name: None)
+    with pytest.raises(BenchError) as e:
+        towers.check_python_deps(prepare.RECIPE)
     named = str(e.value).split(": ", 1)[1].split("; install", 1)[0]
-    assert named.split(", ") == list(prepare.PY_DEPS.values()) + ["cairosvg (or Debian's librsvg2-bin)"]
+    assert named.split(", ") == list(towers.PY_DEPS.values()) + ["cairosvg (or Debian's librsvg2-bin)"]
 
 
 def test_a_deb_put_in_the_cache_is_unpacked_without_dpkg(tmp_path, monkeypatch):
     """The documented manual route: a .deb in <cache>/debs/ is used as it is; without dpkg it is unpacked in
     Python; the unpacked tree appears atomically (no leftover temporary folder)."""
-    monkeypatch.setattr(prepare, "SYSTEM_ROOT", tmp_path / "root")
-    monkeypatch.setattr(prepare, "PACKAGES", {"fake-data": "usr/share/fake/data.txt"})
+    monkeypatch.setattr(debian, "SYSTEM_ROOT", tmp_path / "root")
+    monkeypatch.setattr(debian, "PACKAGES", {"fake-data": "usr/share/fake/data.txt"})
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     cache = tmp_path / "cache"
     (cache / "debs").mkdir(parents=True)
     _fake_deb(cache / "debs" / "fake-data_1.0-1_all.deb", {"usr/share/fake/data.txt": b"hello\n"})
-    root = prepare.locate("fake-data", cache)
+    root = debian.locate("fake-data", cache)
     assert root == cache / "pkgs" / "fake-data" and (root / "usr/share/fake/data.txt").read_text() == "hello\n"
     assert sorted(p.name for p in (cache / "pkgs").iterdir()) == ["fake-data"]
-    assert prepare.missing_packages(cache) == []
+    assert debian.missing_packages(cache) == []
     # a .deb that lacks the expected file is an error, and leaves nothing behind
-    monkeypatch.setattr(prepare, "PACKAGES", {"other-data": "usr/share/other/x"})
+    monkeypatch.setattr(debian, "PACKAGES", {"other-data": "usr/share/other/x"})
     _fake_deb(cache / "debs" / "other-data_1_all.deb", {"usr/share/wrong/x": b""})
-    with pytest.raises(prepare.BenchError, match="does not contain usr/share/other/x"):
-        prepare.locate("other-data", cache)
+    with pytest.raises(BenchError, match="does not contain usr/share/other/x"):
+        debian.locate("other-data", cache)
     assert sorted(p.name for p in (cache / "pkgs").iterdir()) == ["fake-data"]
 
 
 # ----------------------------------------------------------------------------- end to end (optional deps)
 def _require_real_data(cache):
     try:
-        prepare.check_python_deps()
-    except prepare.BenchError as e:
+        towers.check_python_deps(prepare.RECIPE)
+    except BenchError as e:
         pytest.skip(f"optional dependencies: {e}")
-    default = prepare.default_cache()
-    for pkg in prepare.PACKAGES:
-        if prepare.find_local(pkg, cache) is None and prepare.find_local(pkg, default) is not None:
+    default = debian.default_cache(prepare.RECIPE)
+    for pkg in debian.PACKAGES:
+        if debian.find_local(pkg, cache) is None and debian.find_local(pkg, default) is not None:
             (cache / "pkgs").mkdir(parents=True, exist_ok=True)
             (cache / "pkgs" / pkg).symlink_to(default / "pkgs" / pkg)      # unpacked by an earlier preparation
-    missing = prepare.missing_packages(cache)
+    missing = debian.missing_packages(cache)
     if missing:
         pytest.skip(f"Debian data packages not installed: apt-get install {' '.join(missing)}")
 

@@ -8,6 +8,7 @@ from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.trainer import TrainConfig, Trainer
 from conftest import scalar
+from conftest import run_method
 
 NAMES = ["ewc", "ewc-online", "si", "mas"]
 # strengths high enough on the two_step stream (lr 1e-2, 3 epochs) to show the mechanism
@@ -160,7 +161,7 @@ _VANILLA = {}
 
 
 def _matrices(spec, name, params):
-    r = runner.run_one(spec, name, params, 0, TrainConfig(epochs=3, lr=1e-2), LossConfig())
+    r = run_method(spec, name, params, 0, TrainConfig(epochs=3, lr=1e-2), LossConfig())
     return r["matrices"]
 
 

@@ -8,9 +8,10 @@ from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.trainer import TrainConfig
 from methods._buffer import PairBuffer, reservoir_winners
-from methods.base import Context
+from bench.method import Context
 from methods.agem import agem_project
 from methods.gem import gem_project
+from conftest import run_method
 
 PAIRS = [("text", "video"), ("text", "audio"), ("vision", "depth"), ("audio", "video")]
 WIDTH = {"text": 3, "video": 4, "audio": 5, "vision": 6, "depth": 7}
@@ -169,7 +170,7 @@ def test_gem_projection_leaves_a_compatible_gradient_alone():
 def _two_step_run(spec, method, **params):
     # plain SGD (each method's update is then exactly what it computes), a moderate step
     train = TrainConfig(epochs=3, lr=0.1, weight_decay=0.0, optimizer="sgd")
-    return runner.run_one(spec, method, params, seed=0, train=train, loss=LossConfig(temperature=0.1))
+    return run_method(spec, method, params, seed=0, train=train, loss=LossConfig(temperature=0.1))
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +213,7 @@ def test_heads_all_makes_buffered_pairs_heads_trainable():
     from methods.er import ER
     heads = Heads({m: 4 for m in ("text", "video", "audio", "depth", "vision")}, 4)
     tasks = [type("T", (), {"pair": p})() for p in PAIRS[:3]]
-    ctx = Context(heads=heads, loss_cfg=LossConfig(), device=torch.device("cpu"), tasks=tasks)
+    ctx = Context(heads=heads, loss_cfg=LossConfig(), device=torch.device("cpu"), seed=0, tasks=tasks)
     for heads_opt, expect in (("all", ["text", "audio", "video", "vision", "depth"]), ("pair", ["text", "audio"])):
         er = ER(heads=heads_opt, seed=0)
         for t in (0, 2):

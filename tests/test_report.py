@@ -4,7 +4,7 @@ import json
 import pytest
 
 from bench import figures
-from bench.results import summarize
+from bench.metrics import summarize
 
 TASKS = [{"name": "s1:text-video", "source": "s1", "modalities": ["text", "video"], "metrics": ["acc", "recall"]},
          {"name": "s2:text-audio", "source": "s2", "modalities": ["text", "audio"], "metrics": ["recall"]}]

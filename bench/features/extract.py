@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .bank import SplitFeatures, bank_file, write_split
-from .errors import BenchError
+from ..errors import BenchError
+from ..files import atomic_path
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -132,12 +132,6 @@ def _fingerprint(args, samples: list[Sample]) -> str:
     return h.hexdigest()[:12]
 
 
-def _save_atomic(obj, path: Path):
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def run(args) -> None:
     from tqdm import tqdm
     model_name, pretrained = parse_encoder(args.encoder)
@@ -193,8 +187,9 @@ def run(args) -> None:
             print(f"stopped after {new} new batches (--max-batches); rerun to continue", file=sys.stderr)
             return
         chunk = samples[b * args.batch_size:(b + 1) * args.batch_size]
-        _save_atomic({"vision": encode_images([s.image for s in chunk]), "text": encode_text([s.caption for s in chunk])},
-                     work / f"batch_{b:05d}.pt")
+        with atomic_path(work / f"batch_{b:05d}.pt") as tmp:
+            torch.save({"vision": encode_images([s.image for s in chunk]),
+                        "text": encode_text([s.caption for s in chunk])}, tmp)
         new += 1
     parts = [torch.load(work / f"batch_{b:05d}.pt") for b in range(n_batches)]
     feats = {m: torch.cat([p[m] for p in parts]).contiguous() for m in ("vision", "text")}

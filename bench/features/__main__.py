@@ -1,7 +1,7 @@
 """``python -m bench.features``: make feature banks.
 
 - ``import-official``: convert the official CMCL code's feature cache (per-sample HDF5) into banks.
-- ``extract``: encode an image–text source with an open_clip model into a bank (``bench.extract``).
+- ``extract``: encode an image–text source with an open_clip model into a bank (``bench.features.extract``).
 - ``check``: open and validate bank files, print their shapes.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import BenchError, run_cli
+from ..errors import BenchError, run_cli
 
 
 def parse_args(argv):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .bank import SPLITS, SplitFeatures, bank_file, write_split
-from .errors import BenchError
+from ..errors import BenchError
 
 # dataset -> (modalities in the official column order, folder under --datasets, zero-shot classes)
 OFFICIAL = {

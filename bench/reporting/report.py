@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .results import method_order
+from .records import label, row_order
 
 FIGURE_NOTES = [
     ("summary_bars", "Summary", "final R@10 and zero-shot Acc with their backward transfer, mean ± std over seeds."),
@@ -23,7 +23,7 @@ def _json(obj) -> str:
 
 
 def report_md(runs: list[dict], stream: str, table: str, figures: list[str]) -> str:
-    methods = method_order(runs)
+    methods = row_order(runs)
     seeds = sorted({r["seed"] for r in runs})
     first = runs[0]
     lines = [f"# cmcl-bench report: {stream}", "",
@@ -50,8 +50,8 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str]) -> 
     shared = {k: first["config"].get(k) for k in ("stream", "stream_sha256", "train", "loss", "eval", "device")}
     lines += [f"- {k}: `{_json(v)}`" for k, v in shared.items()]
     for m in methods:
-        cfgs = {_json({k: r["config"].get(k) for k in shared}) for r in runs if r["method"] == m}
-        params = next(r["config"]["method_params"] for r in runs if r["method"] == m)
+        cfgs = {_json({k: r["config"].get(k) for k in shared}) for r in runs if label(r) == m}
+        params = next(r["config"]["method_params"] for r in runs if label(r) == m)
         extra = "" if cfgs == {_json(shared)} else f" (differs from the above: {sorted(cfgs)})"
         lines.append(f"- `{m}` options: `{_json(params)}`{extra}")
     lines += ["", "## Environment", ""]

@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import BenchError
+from ..errors import BenchError
+from ..files import atomic_path
 
 FORMAT, VERSION = "cmcl-bench-bank", 1
 SPLITS = ("train", "test")
@@ -85,29 +85,21 @@ def write_split(path: Path | str, data: SplitFeatures, *, source: str, split: st
     import h5py
     path = Path(path)
     data.validate(f"bank {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     arrays = [(f"features/{m}", x.numpy()) for m, x in sorted(data.features.items())]
     if data.labels is not None:
         arrays.append(("labels", data.labels.numpy().astype(np.int64)))
     if data.class_texts is not None:
         arrays.append(("class_texts", data.class_texts.numpy()))
-    try:
-        with h5py.File(tmp, "w") as f:
-            for name, a in arrays:
-                f.create_dataset(name, data=a)           # contiguous: readers memory-map it
-            f.create_dataset("ids", data=np.array(data.ids, dtype=object), dtype=h5py.string_dtype())
-            if data.class_names is not None:
-                f.create_dataset("class_names", data=np.array(data.class_names, dtype=object),
-                                 dtype=h5py.string_dtype())
-            f.attrs.update(format=FORMAT, version=VERSION, source=source, split=split, encoder=encoder,
-                           content_sha256=_sha(arrays + [("ids", np.array(data.ids, dtype=object).astype(str))]),
-                           meta=json.dumps(meta or {}, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for name, a in arrays:
+            f.create_dataset(name, data=a)           # contiguous: readers memory-map it
+        f.create_dataset("ids", data=np.array(data.ids, dtype=object), dtype=h5py.string_dtype())
+        if data.class_names is not None:
+            f.create_dataset("class_names", data=np.array(data.class_names, dtype=object),
+                             dtype=h5py.string_dtype())
+        f.attrs.update(format=FORMAT, version=VERSION, source=source, split=split, encoder=encoder,
+                       content_sha256=_sha(arrays + [("ids", np.array(data.ids, dtype=object).astype(str))]),
+                       meta=json.dumps(meta or {}, sort_keys=True))
     return path
 
 

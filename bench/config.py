@@ -1,0 +1,125 @@
+"""The settings of one run, as typed frozen objects: training, loss, evaluation, and the ``RunSpec`` that
+holds them with the stream, the method and its options, the seed, the device and the feature banks.
+
+A ``RunSpec`` is what the CLI plans, what an executor hands to a worker (it pickles) and what a run record
+stores as its ``config``; its ``hash`` decides whether a finished run can be skipped. Torch-free.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import BenchError
+from .streams import StreamSpec
+
+OPTIMIZERS = ("adamw", "sgd")
+DIRECTIONS = ("both", "a2b")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Per step: ``epochs`` over the step's pairs in batches of ``batch_size``, ``optimizer`` at ``lr``
+    with ``weight_decay`` (and ``momentum``, SGD only). Defaults are the paper's; a stream's ``[train]``
+    table and the command line override them."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    optimizer: str = "adamw"
+    momentum: float = 0.0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise BenchError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.epochs < 0 or self.batch_size < 2 or self.lr < 0 or self.weight_decay < 0:
+            raise BenchError("--epochs must be >= 0, --batch-size >= 2, --lr and --weight-decay >= 0")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """InfoNCE between the two modalities of a pair. ``both``: symmetric CLIP loss (mean of a→b and b→a
+    cross-entropy); ``a2b``: one-way, as in the official CMCL code. ``normalize`` L2-normalises embeddings
+    before the dot product."""
+
+    temperature: float = 0.05
+    direction: str = "both"
+    normalize: bool = False
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise BenchError(f"loss direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        if not self.temperature > 0:
+            raise BenchError(f"loss temperature must be > 0, got {self.temperature}")
+
+
+# The official code's loss: cross-entropy m1→m2, temperature 1, raw head outputs.
+OFFICIAL_LOSS = LossConfig(temperature=1.0, direction="a2b", normalize=False)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The paper's retrieval protocol: Recall@k on ``n_pairs`` random test pairs, ``repeats`` times, when a
+    test set is larger; the alignment-score deviation on ``align_pairs`` fixed test pairs."""
+
+    n_pairs: int = 1000
+    repeats: int = 5
+    align_pairs: int = 256
+
+
+def stream_hash(spec: StreamSpec) -> str:
+    return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: one stream × one method (with its resolved options) × one seed, and every setting."""
+
+    stream: StreamSpec
+    method: str
+    options: Mapping[str, Any]
+    seed: int
+    train: TrainConfig = TrainConfig()
+    loss: LossConfig = LossConfig()
+    eval: EvalConfig = EvalConfig()
+    device: str = "cpu"
+    encoder: str | None = None
+    banks: str = "features"
+    bank_shas: Mapping[str, str] | None = field(default=None, compare=False)   # filled when banks are read
+
+    @classmethod
+    def create(cls, stream: StreamSpec, method: str, overrides: Mapping | None = None, seed: int = 0,
+               **settings) -> "RunSpec":
+        """A spec with the method's options resolved (defaults, then ``overrides``); validates both."""
+        from .registry import get
+        return cls(stream, method, get(method).resolve(dict(overrides or {})), seed, **settings)
+
+    @property
+    def result_name(self) -> str:
+        """Folder and label of the stream's results: the stream name, plus the encoder for banks."""
+        return f"{self.stream.name}-{self.encoder}" if self.stream.bank_sources and self.encoder else self.stream.name
+
+    def config(self) -> dict:
+        """The run's configuration as stored in its record (everything that changes its results)."""
+        cfg = {"stream": self.stream.name, "stream_sha256": stream_hash(self.stream), "method": self.method,
+               "method_params": dict(self.options), "train": asdict(self.train), "loss": asdict(self.loss),
+               "eval": asdict(self.eval), "device": self.device}
+        if self.stream.bank_sources:
+            cfg["encoder"], cfg["banks_sha256"] = self.encoder, dict(self.bank_shas or {})
+        return cfg
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.config())
+
+    def path(self, out: Path | str) -> Path:
+        """Where this run's record goes under the output folder ``out``."""
+        return Path(out) / self.result_name / "runs" / self.method / f"seed{self.seed}.json"
+
+
+def config_hash(config: dict) -> str:
+    """A short, stable hash of a run's configuration (key order does not matter)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]

@@ -1,0 +1,38 @@
+"""Atomic file output: readers never see a half-written file, and a failure leaves nothing behind.
+
+Every file the suite writes (run records, tables, figures, feature banks, extraction batches) goes through
+``atomic_path``: the writer fills a temporary file in the destination folder, which is renamed over the
+destination only once it is complete. Torch-free: the results rebuild imports it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: Path | str):
+    """Yield a temporary path next to ``path``; on a clean exit it replaces ``path``, on an error it is
+    removed. The temporary keeps ``path``'s suffix (matplotlib and h5py choose formats by it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path | str, content: str | bytes) -> None:
+    """Write text (UTF-8, ``\\n`` line ends) or bytes to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                f.write(content)

@@ -1,0 +1,57 @@
+"""The method registry: every module of the ``methods`` package is imported on first use, and each method
+class registers itself by name with ``@register``. Adding a method is adding one file.
+
+``bench`` never imports ``methods`` statically (methods depend on ``bench``, not the reverse): the package
+is discovered here, at run time.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .errors import BenchError
+from .roles import role_rank
+
+_REGISTRY: dict[str, type] = {}
+_loaded = False
+PACKAGE = "methods"
+
+
+def register(name: str):
+    """Class decorator: ``@register("ewc") class EWC(Method): ...``."""
+
+    def deco(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method name {name!r} is registered twice ({_REGISTRY[name].__module__}, {cls.__module__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_all():
+    global _loaded
+    if not _loaded:
+        pkg = importlib.import_module(PACKAGE)
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"{PACKAGE}.{mod.name}")
+        _loaded = True
+
+
+def registry() -> dict[str, type]:
+    """All methods, in table order: by role (lower reference, naive, baselines, proposed, upper reference),
+    then by name."""
+    _load_all()
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (role_rank(kv[1].role), kv[0])))
+
+
+def names() -> list[str]:
+    return list(registry())
+
+
+def get(name: str) -> type:
+    reg = registry()
+    if name not in reg:
+        raise BenchError(f"unknown method {name!r}; available: {', '.join(reg)}")
+    return reg[name]

@@ -1,0 +1,84 @@
+"""Run records: the one module that writes and reads run files (``<stream>/runs/<label>/seed<k>.json``).
+
+A record carries ``schema`` (its format version). Files written before versions existed (schema 0) are
+read and brought up to date in memory; a file of an unknown, newer schema is refused with one line.
+Torch-free: ``python -m bench.figures`` rebuilds everything from these files alone.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import BenchError
+from ..files import write_atomic
+from ..roles import role_from_order, role_rank
+
+SCHEMA = 1
+REQUIRED = ("method", "seed", "config_hash", "matrices", "summary", "tasks")
+
+
+def dumps(record: dict) -> str:
+    return json.dumps({"schema": SCHEMA, **record}, indent=1) + "\n"
+
+
+def write_run(path: Path, record: dict) -> None:
+    """Write one run record atomically, stamped with the current schema."""
+    write_atomic(path, dumps(record))
+
+
+def _upgrade(data: dict) -> dict:
+    """Schema 0 → 1: the alignment deviation's summary key was ``stability_dev``; the table position was a
+    numeric ``order``."""
+    summary = data["summary"]
+    if "stability_dev" in summary and "align_dev" not in summary:
+        summary["align_dev"] = summary.pop("stability_dev")
+    if "role" not in data:
+        data["role"] = role_from_order(int(data.get("order", 10)))
+    data.pop("order", None)
+    data["schema"] = SCHEMA
+    return data
+
+
+def read_run(path: Path) -> dict:
+    """One run record, validated; a one-line ``BenchError`` naming the file and the problem otherwise."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BenchError(f"run file {path}: unreadable ({e.__class__.__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"run file {path}: not a run record (a JSON object), got {type(data).__name__}")
+    schema = data.get("schema", 0)
+    if not isinstance(schema, int) or isinstance(schema, bool) or not 0 <= schema <= SCHEMA:
+        raise BenchError(f"run file {path}: key 'schema' is {schema!r}; this version of cmcl-bench reads "
+                         f"schemas 0 to {SCHEMA} (upgrade cmcl-bench to read it)")
+    for key in REQUIRED:
+        if key not in data:
+            raise BenchError(f"run file {path}: missing key {key!r}")
+    return _upgrade(data) if schema < SCHEMA else data
+
+
+def label(run: dict) -> str:
+    """The row a run belongs to: its method (and, for variants, its label)."""
+    return run.get("label", run["method"])
+
+
+def load_runs(stream_dir: Path, labels: list[str] | None = None) -> list[dict]:
+    runs = []
+    for p in sorted((Path(stream_dir) / "runs").glob("*/seed*.json")):
+        run = read_run(p)
+        if labels is None or label(run) in labels:
+            runs.append(run)
+    return runs
+
+
+def row_order(runs: list[dict]) -> list[str]:
+    """Stable table order: by role (lower reference, naive, baselines, proposed, upper reference), then name."""
+    roles = roles_of(runs)
+    return sorted(roles, key=lambda m: (role_rank(roles[m]), m))
+
+
+def roles_of(runs: list[dict]) -> dict[str, str]:
+    roles = {}
+    for r in runs:
+        roles.setdefault(label(r), r["role"])
+    return roles

@@ -1,0 +1,45 @@
+"""What is derived from run records: the tidy ``summary.csv`` and the mean ± std over seeds per method.
+
+The metrics and their order come from ``bench.metrics.SUMMARY``. ``summary.csv`` is tidy (method, seed,
+metric, value): ``pandas.read_csv`` gives a frame ready for ``groupby``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+
+from .. import metrics as M
+from .records import label, row_order
+
+
+def metrics_of(runs: list[dict]) -> tuple[M.Metric, ...]:
+    """The summary metrics these runs report: every non-probe metric, and a probe metric when some run has a
+    value for it (streams with [[probes]])."""
+    return tuple(m for m in M.SUMMARY
+                 if not m.probe or any(r["summary"].get(m.key) is not None for r in runs))
+
+
+def summary_csv(runs: list[dict]) -> str:
+    order = {m: i for i, m in enumerate(row_order(runs))}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "seed", "metric", "value"])
+    keys = [m.key for m in metrics_of(runs)]
+    for r in sorted(runs, key=lambda r: (order[label(r)], r["seed"])):
+        for k in keys:
+            v = r["summary"].get(k)
+            w.writerow([label(r), r["seed"], k, "" if v is None else repr(round(v, 6))])
+    return buf.getvalue()
+
+
+def aggregate(runs: list[dict]) -> dict[str, dict[str, tuple[float | None, float | None, int]]]:
+    """row label -> metric key -> (mean, std, number of seeds with a value)."""
+    out, keys = {}, [m.key for m in metrics_of(runs)]
+    for name in row_order(runs):
+        rs = [r for r in runs if label(r) == name]
+        out[name] = {}
+        for k in keys:
+            vals = [r["summary"].get(k) for r in rs]
+            mean, std = M.mean_std(vals)
+            out[name][k] = (mean, std, sum(v is not None for v in vals))
+    return out
