@@ -13,8 +13,9 @@ from pathlib import Path
 
 from .errors import BenchError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STREAMS_DIR = REPO_ROOT / "datasets"
+# The built-in stream files: the top-level datasets/ folder of a checkout (or an editable install), shipped in
+# a wheel as the data package bench.streamspecs (pyproject.toml maps one onto the other).
+CHECKOUT_STREAMS = Path(__file__).resolve().parent.parent / "datasets"
 METRICS = ("recall", "acc")
 MODALITY_ORDER = ("vision", "text", "audio", "thermal", "depth", "imu", "video", "tactile", "point")
 
@@ -55,16 +56,26 @@ class StreamSpec:
 
 
 def builtin_streams() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(STREAMS_DIR.glob("*.toml"))}
+    """name -> file of every built-in stream: read from the installed ``bench.streamspecs`` data package,
+    else (a checkout, an editable install) from the repository's ``datasets/`` folder."""
+    import importlib.resources
+    import importlib.util
+    if importlib.util.find_spec("bench.streamspecs") is not None:
+        files = [Path(str(p)) for p in importlib.resources.files("bench.streamspecs").iterdir()]
+    else:
+        files = list(CHECKOUT_STREAMS.glob("*.toml"))
+    return {p.stem: p for p in sorted(files) if p.suffix == ".toml"}
 
 
 def resolve(name_or_path: str) -> Path:
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
+    streams = builtin_streams()
+    if p.suffix == ".toml" or "/" in name_or_path or name_or_path not in streams and p.exists():
+        if p.is_dir():
+            raise BenchError(f"--stream {p} is a folder, not a stream file (.toml)")
         if not p.is_file():
             raise BenchError(f"stream file {p} does not exist")
         return p
-    streams = builtin_streams()
     if name_or_path not in streams:
         raise BenchError(f"unknown stream {name_or_path!r}; built-in streams: {', '.join(streams) or 'none'} "
                          f"(or pass the path of a .toml file)")
