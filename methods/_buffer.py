@@ -172,8 +172,7 @@ class PairBuffer:
 
 
 # --- what the three replay methods share --------------------------------------------------------------------
-HEADS = ("all", "pair")
-PROJECT = ("gradient", "update")
+HEADS = ("all", "pair")         # heads in play in a replay step: every buffered pair's, or the step's two
 
 
 def group_loss(heads, groups, loss_cfg) -> torch.Tensor:

@@ -1,14 +1,25 @@
-"""Subspace projectors for the null-space methods (DNS here; GPM and Adam-NSCL can share it).
+"""What the null-space methods (``dns``, ``dns-official``, ``gpm``, ``nscl``) share, written once.
 
-A projector ``P = U Uᵀ`` is kept as the thinner of its basis ``U`` (d×k) or the basis ``Q`` of its
-complement (``P = I − Q Qᵀ``), and applied as ``(M U) Uᵀ`` or ``M − (M Q) Qᵀ``: never a dense d×d product
-per iteration (shared/DESIGN.md, "Projection methods").
+- ``Projector``: an orthogonal projector ``P = U Uᵀ`` kept as the thinner of its basis ``U`` (d×k) or the
+  basis ``Q`` of its complement (``P = I − Q Qᵀ``), applied as ``(M U) Uᵀ`` or ``M − (M Q) Qᵀ``: never a
+  dense d×d product per iteration.
+- ``HeadProjection``: how a head's change is constrained — the raw gradient before the optimiser
+  (``project = gradient``) or the optimiser's actual change after it (``update``), with the bias folded into
+  [W | b] acting on [x; 1], frozen, or left free. Each method supplies only *what* to remove from a change
+  Δ = [ΔW | Δb]: DNS the dual-sided part P̃ Δ P, GPM and Adam-NSCL the one-sided Δ P.
+- ``OneSidedProjection``: the base of GPM and Adam-NSCL (input side only).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
+from bench.method import Method
+
 THRESHOLDS = ("abs", "rel", "energy")
+BIAS = ("fold", "freeze", "free")          # the bias: part of [W | b] on [x; 1], fixed, or unconstrained
+PROJECT = ("update", "gradient")           # what is projected: the optimiser's change, or the raw gradient
 # Eigenvalues below this fraction of the largest are numerical zeros (float round-off of a rank-deficient
 # covariance), never part of a principal subspace, whatever the threshold.
 NUMERICAL_ZERO = 1e-12
@@ -96,3 +107,193 @@ class Projector:
             # Ũ (Ũᵀ M U) Uᵀ: about (k̃ + k)·d² flops instead of 2(k̃ + k)·d² for two separate projections
             return left.basis @ ((left.basis.T @ m) @ self.basis) @ self.basis.T
         return left.left(self.right(m))
+
+
+def projector_from_basis(basis: torch.Tensor | None, dim: int, dtype=torch.float32) -> Projector:
+    """The projector onto span(``basis``) (orthonormal columns, d×k), kept as the thinner of the basis and
+    a basis of its orthogonal complement."""
+    k = 0 if basis is None else basis.shape[1]
+    if k == 0:
+        return Projector.zero(dim)
+    if k <= dim - k:
+        return Projector(dim, basis=basis.to(dtype).contiguous(), rank=k)
+    q, _ = torch.linalg.qr(basis.double(), mode="complete")
+    return Projector(dim, complement=q[:, k:].to(dtype).contiguous(), rank=k)
+
+
+def projector_from_mask(evecs: torch.Tensor, principal: torch.Tensor, dtype=torch.float32) -> Projector:
+    """The projector onto the eigenvectors selected by the boolean mask ``principal`` (columns of ``evecs``),
+    kept as the thinner of the selected and the remaining eigenvectors."""
+    d, k = evecs.shape[0], int(principal.sum())
+    if k == 0:
+        return Projector.zero(d)
+    if k <= d - k:
+        return Projector(d, basis=evecs[:, principal].to(dtype).contiguous(), rank=k)
+    return Projector(d, complement=evecs[:, ~principal].to(dtype).contiguous(), rank=k)
+
+
+Removed = Callable[[torch.Tensor], torch.Tensor]   # Δ ([out, d (+1 with fold)]) -> the part of Δ to remove
+
+
+class HeadProjection:
+    """A head's change constrained: Δ ← Δ − removed(Δ), on the gradient or on the optimiser's update.
+
+    ``bias``: ``fold`` — Δ = [ΔW | Δb] (the bias is W's last column on inputs [x; 1]) is projected as one
+    matrix; ``freeze`` — a constrained head's bias does not move (its gradient is dropped, or its update
+    undone) and ΔW is projected; ``free`` — ΔW is projected and the bias moves freely. Only constrained heads
+    come here: a head with nothing to protect is left alone. Buffers are reused across iterations."""
+
+    def __init__(self, bias: str):
+        self.bias = bias
+        self._old: dict[str, torch.Tensor] = {}      # [W | b] before the optimiser step, per head
+        self._delta: dict[str, torch.Tensor] = {}
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The inputs the constrained map sees: [x; 1] with ``fold``, else x."""
+        return torch.cat([x, x.new_ones(len(x), 1)], dim=1) if self.bias == "fold" else x
+
+    def in_dim(self, lin) -> int:
+        return lin.in_features + (1 if self.bias == "fold" else 0)
+
+    def gradient(self, lin, removed: Removed) -> None:
+        """Before the optimiser: project ``.grad`` in place."""
+        g = lin.weight.grad
+        if g is None:
+            return
+        if self.bias == "freeze":
+            lin.bias.grad = None
+        fold = self.bias == "fold" and lin.bias.grad is not None
+        d = lin.in_features
+        r = removed(torch.cat([g, lin.bias.grad.unsqueeze(1)], dim=1) if fold else g)
+        g.sub_(r[:, :d])
+        if fold:
+            lin.bias.grad.sub_(r[:, d])
+
+    def snapshot(self, m: str, lin) -> None:
+        """Before the optimiser step: remember [W | b]."""
+        d = lin.in_features
+        buf = self._old.get(m)
+        if buf is None or buf.shape != (lin.out_features, d + 1):
+            buf = self._old[m] = lin.weight.data.new_empty(lin.out_features, d + 1)
+            self._delta[m] = lin.weight.data.new_empty(lin.out_features, d + (1 if self.bias == "fold" else 0))
+        buf[:, :d].copy_(lin.weight.data)
+        buf[:, d].copy_(lin.bias.data)
+
+    @torch.no_grad()
+    def update(self, m: str, lin, removed: Removed) -> None:
+        """After the optimiser step: replace its change Δ by Δ − removed(Δ) (and undo a frozen bias's)."""
+        old, d = self._old[m], lin.in_features
+        if self.bias == "freeze":
+            lin.bias.data.copy_(old[:, d])
+        delta = self._delta[m]
+        delta[:, :d].copy_(lin.weight.data).sub_(old[:, :d])
+        if self.bias == "fold":
+            delta[:, d].copy_(lin.bias.data).sub_(old[:, d])
+        r = removed(delta)
+        lin.weight.data.sub_(r[:, :d])
+        if self.bias == "fold":
+            lin.bias.data.sub_(r[:, d])
+
+
+class OneSidedProjection(Method):
+    """Shared machinery of the single-sided (input-side) null-space methods, GPM and Adam-NSCL; not
+    registered itself. Each head's change is replaced by Δ (I − P), where P (``_projector``) projects onto
+    the subspace of the modality's past inputs that must not be disturbed, so that ΔW x = 0 for every input
+    x in it; ``bias`` and ``project`` as in ``HeadProjection``. A gradient can instead be projected on the
+    batch's factors (G = Dᵀ X, so G (I − P) = Dᵀ (X (I − P))), cheaper for wide heads (``_use_factors``)."""
+
+    defaults: dict = {}
+
+    def __init__(self, **overrides):
+        super().__init__(**overrides)
+        self.projection = HeadProjection(self.options.bias)
+        self.proj: dict[str, Projector] = {}
+        self.ranks: list[dict] = []     # per step and head: the projector's rank when the step starts
+        self.updates: list[dict] = []   # per step and head: how the memory changed when the step ended
+        self._factor: dict[str, bool] = {}
+
+    # -- what a subclass provides ----------------------------------------------------------------------
+    def _projector(self, m: str, dim: int) -> Projector:
+        """The projector P (dim = d_in [+1 with fold]) of modality m's protected input subspace."""
+        raise NotImplementedError
+
+    def _absorb(self, m: str, x: torch.Tensor, ctx) -> dict:
+        """Add the step's inputs ``x`` of modality m (bias column appended with fold) to the memory; return
+        facts to record."""
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _removed(self, m: str):
+        return self.proj[m].right                     # Δ P
+
+    def _constrained(self, ctx) -> list[str]:
+        return [m for m in ctx.pair if not self.proj[m].is_zero]
+
+    def _use_factors(self, lin, p: Projector, batch: int) -> bool:
+        """Gradient projection on the batch's factors: a linear head's gradient is G = Dᵀ X (D = ∂L/∂z, b×out),
+        so G (I − P) = Dᵀ (X (I − P)), costing 2·b·d·k + out·b·d (projecting X, then recomputing the product)
+        instead of 2·out·d·k (projecting G). Chosen per head when cheaper (k the thin basis' width), i.e. for
+        wide heads and large subspaces (d = 1024, k ≳ 40 at batch 64); never at sim-paper's d = 128."""
+        if p.is_zero:
+            return False
+        k = (p.basis if p.basis is not None else p.complement).shape[1]
+        return 2 * batch * k + lin.out_features * batch < 2 * lin.out_features * k
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def before_training_exp(self, ctx):
+        self.proj = {}
+        for m in ctx.pair:
+            dim = self.projection.in_dim(ctx.heads[m])
+            p = self.proj[m] = self._projector(m, dim)
+            self.ranks.append({"step": ctx.step, "modality": m, "input_rank": p.rank, "input_dim": dim})
+
+    def before_backward(self, ctx):
+        if self.options.project != "gradient":
+            return
+        for m, x, z in zip(ctx.pair, (ctx.xa, ctx.xb), (ctx.za, ctx.zb)):
+            use = self._factor[m] = self._use_factors(ctx.heads[m], self.proj[m], len(x)) and z.requires_grad
+            if use:
+                z.retain_grad()
+
+    def after_backward(self, ctx):
+        if self.options.project != "gradient":
+            return
+        for m, x, z in zip(ctx.pair, (ctx.xa, ctx.xb), (ctx.za, ctx.zb)):
+            if self.proj[m].is_zero:
+                continue
+            lin = ctx.heads[m]
+            dz = z.grad if self._factor.get(m) and z is not None else None
+            if dz is None or lin.weight.grad is None:
+                self.projection.gradient(lin, self._removed(m))
+                continue
+            if self.options.bias == "freeze":
+                lin.bias.grad = None
+            xa = self.projection.augment(x)
+            xp = xa - self.proj[m].right(xa)                                    # X (I − P)
+            torch.mm(dz.T, xp[:, :lin.in_features], out=lin.weight.grad)
+            if self.options.bias == "fold" and lin.bias.grad is not None:
+                torch.mv(dz.T, xp[:, lin.in_features], out=lin.bias.grad)
+            # free: the bias gradient Dᵀ1 is left as autograd computed it
+
+    def before_update(self, ctx):
+        if self.options.project == "update":
+            for m in self._constrained(ctx):
+                self.projection.snapshot(m, ctx.heads[m])
+
+    def after_update(self, ctx):
+        if self.options.project == "update":
+            for m in self._constrained(ctx):
+                self.projection.update(m, ctx.heads[m], self._removed(m))
+
+    @torch.no_grad()
+    def after_training_exp(self, ctx):
+        for m, x in zip(ctx.pair, ctx.train):
+            info = self._absorb(m, self.projection.augment(x), ctx)
+            if info:
+                self.updates.append({"step": ctx.step, "modality": m, **info})
+
+    def state_summary(self):
+        out = {"projector_ranks": self.ranks}
+        if self.updates:
+            out["memory_updates"] = self.updates
+        return out

@@ -1,7 +1,8 @@
 import torch
 
 from . import Method, register
-from ._buffer import HEADS, POLICIES, PROJECT, ReplayMixin, group_loss
+from ._projection import PROJECT
+from ._buffer import HEADS, POLICIES, ReplayMixin, group_loss
 
 
 def agem_project(g: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, bool]:

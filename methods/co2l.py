@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from bench.loss import info_nce
 
 from . import Method, register
+from ._distill import kl_sum
 from ._buffer import HEADS, POLICIES, ReplayMixin
 from .der import embed
 
@@ -37,26 +38,6 @@ def asymmetric_info_nce(za, zb, neg_a, neg_b, cfg) -> torch.Tensor:
     if cfg.direction == "both":
         loss = 0.5 * (loss + F.cross_entropy(zb @ torch.cat([za, neg_a]).T / cfg.temperature, labels))
     return loss
-
-
-def _kl(new_logits, old_logits, mask=None) -> torch.Tensor:
-    """Sum over rows of KL(softmax(old) || softmax(new)), entries under ``mask`` excluded from both
-    distributions. The target's probabilities come from log-probabilities clamped at -80 (``lwf``'s speed
-    fix: exp of an underflowing argument takes a slow path on CPU); unchanged logits give exactly zero."""
-    if mask is not None:
-        new_logits = new_logits.masked_fill(mask, float("-inf"))
-        old_logits = old_logits.masked_fill(mask, float("-inf"))
-    with torch.no_grad():
-        old_lp = old_logits.log_softmax(1)
-        p = old_lp.clamp(min=-80.0).exp_()
-        if mask is not None:
-            p.masked_fill_(mask, 0.0)
-            old_lp = old_lp.masked_fill(mask, 0.0)
-        neg_entropy = (p * old_lp).sum()
-    new_lp = new_logits.log_softmax(1)
-    if mask is not None:
-        new_lp = new_lp.masked_fill(mask, 0.0)
-    return neg_entropy - (p * new_lp).sum()
 
 
 def _block_mask(sizes, device) -> torch.Tensor | None:
@@ -94,13 +75,13 @@ def relation_distillation(za, zb, old_za, old_zb, kappa: float, kappa_star: floa
         mask = _block_mask(sizes + sizes, z.device)
         eye = _eye(len(z), z.device)
         mask = eye if mask is None else mask | eye
-        return _kl((z @ z.T) / kappa, target, mask), len(z)
+        return kl_sum((z @ z.T) / kappa, target, mask=mask), len(z)
     with torch.no_grad():
         target = (old_za @ old_zb.T) * (1.0 / kappa_star)
         target = torch.cat([target, target.T])          # rows a→b, then columns b→a as rows
     logits = (za @ zb.T) * (1.0 / kappa)
     mask = _block_mask(sizes, za.device)                # symmetric
-    return _kl(torch.cat([logits, logits.T]), target, None if mask is None else torch.cat([mask, mask])), 2 * len(za)
+    return kl_sum(torch.cat([logits, logits.T]), target, mask=None if mask is None else torch.cat([mask, mask])), 2 * len(za)
 
 
 @register("co2l")

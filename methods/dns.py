@@ -7,7 +7,7 @@ import torch
 from bench.streams import MODALITY_ORDER
 
 from . import Method, register
-from ._projection import THRESHOLDS, Projector
+from ._projection import BIAS, PROJECT, THRESHOLDS, HeadProjection, Projector
 
 
 @register("dns")
@@ -43,7 +43,7 @@ class DNS(Method):
     defaults = dict(lambda_min=0.01, left_lambda_min=None, threshold="abs", project="update", bias="fold",
                     counts="modality", columns="pair")
     types = dict(left_lambda_min=float)
-    choices = dict(threshold=THRESHOLDS, project=("update", "gradient"), bias=("fold", "freeze", "free"),
+    choices = dict(threshold=THRESHOLDS, project=PROJECT, bias=BIAS,
                    counts=("modality", "global"), columns=("pair", "first_two"))
 
     def __init__(self, **overrides):
@@ -56,91 +56,46 @@ class DNS(Method):
         self.ranks: list[dict] = []
         self.columns_fallback: list[int] = []
         self.proj: dict[str, tuple[Projector, Projector]] = {}
-        self._old: dict[str, torch.Tensor] = {}      # [W | b] before the optimiser step, per head
-        self._delta: dict[str, torch.Tensor] = {}
+        self.projection = HeadProjection(self.options.bias)
 
-    # -- helpers -------------------------------------------------------------------------------------
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, x.new_ones(len(x), 1)], dim=1) if self.options.bias == "fold" else x
-
-    def _joint(self, lin, attr: str) -> torch.Tensor:
-        """[W | b] (fold) or W, as one matrix, of the weights (attr='data') or gradients (attr='grad')."""
-        w = getattr(lin.weight, attr)
-        if self.options.bias != "fold":
-            return w
-        return torch.cat([w, getattr(lin.bias, attr).unsqueeze(1)], dim=1)
-
-    def _removed(self, m: str, mat: torch.Tensor) -> torch.Tensor:
+    def _removed(self, m: str):
         p_in, p_out = self.proj[m]
-        return p_in.sandwich(p_out, mat)
+        return lambda delta: p_in.sandwich(p_out, delta)      # P̃ Δ P
+
+    def _constrained(self, ctx) -> list[str]:
+        """The step's heads with something to protect (a modality seen before); the others are free."""
+        return [m for m in ctx.pair if not (self.proj[m][0].is_zero or self.proj[m][1].is_zero)]
 
     # -- hooks ---------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):
         self.proj = {}
-        left = self.options.lambda_min if self.options.left_lambda_min is None else self.options.left_lambda_min
+        o = self.options
+        left = o.lambda_min if o.left_lambda_min is None else o.left_lambda_min
         for m in ctx.pair:
             lin = ctx.heads[m]
-            d_in = lin.in_features + (1 if self.options.bias == "fold" else 0)
             if m in self.cov_in:
-                p_in = Projector.from_covariance(self.cov_in[m], self.options.threshold, self.options.lambda_min)
-                p_out = Projector.from_covariance(self.cov_out[m], self.options.threshold, left)
+                p_in = Projector.from_covariance(self.cov_in[m], o.threshold, o.lambda_min)
+                p_out = Projector.from_covariance(self.cov_out[m], o.threshold, left)
             else:   # a modality never seen before: no constraint
-                p_in, p_out = Projector.zero(d_in), Projector.zero(lin.out_features)
+                p_in, p_out = Projector.zero(self.projection.in_dim(lin)), Projector.zero(lin.out_features)
             self.proj[m] = (p_in, p_out)
             self.ranks.append({"step": ctx.step, "modality": m, "input_rank": p_in.rank, "input_dim": p_in.dim,
                                "output_rank": p_out.rank, "output_dim": p_out.dim})
 
     def after_backward(self, ctx):
-        if self.options.project != "gradient":
-            return
-        for m in ctx.pair:
-            lin = ctx.heads[m]
-            if lin.weight.grad is None:
-                continue
-            removed = self._removed(m, self._joint(lin, "grad"))
-            d = lin.in_features
-            lin.weight.grad.sub_(removed[:, :d])
-            if self.options.bias == "fold":
-                lin.bias.grad.sub_(removed[:, d])
-            elif self.options.bias == "freeze":
-                lin.bias.grad = None
-
-    def _constrained(self, m: str) -> bool:
-        p_in, p_out = self.proj[m]
-        return not (p_in.is_zero or p_out.is_zero)
+        if self.options.project == "gradient":
+            for m in self._constrained(ctx):
+                self.projection.gradient(ctx.heads[m], self._removed(m))
 
     def before_update(self, ctx):
-        for m in ctx.pair:
-            if self.options.bias != "freeze" and not (self.options.project == "update" and self._constrained(m)):
-                continue
-            lin = ctx.heads[m]
-            d = lin.in_features
-            buf = self._old.get(m)
-            if buf is None or buf.shape != (lin.out_features, d + 1):
-                buf = self._old[m] = lin.weight.data.new_empty(lin.out_features, d + 1)
-                self._delta[m] = lin.weight.data.new_empty(lin.out_features, d + (1 if self.options.bias == "fold" else 0))
-            buf[:, :d].copy_(lin.weight.data)       # [W | b] before the step, in a reused buffer
-            buf[:, d].copy_(lin.bias.data)
+        if self.options.project == "update":
+            for m in self._constrained(ctx):
+                self.projection.snapshot(m, ctx.heads[m])
 
-    @torch.no_grad()
     def after_update(self, ctx):
-        for m in ctx.pair:
-            lin, old = ctx.heads[m], self._old.get(m)
-            if old is None:
-                continue
-            d = lin.in_features
-            if self.options.bias == "freeze":
-                lin.bias.data.copy_(old[:, d])
-            if self.options.project != "update" or not self._constrained(m):
-                continue
-            delta = self._delta[m]                  # the optimiser's change of [W | b] (or W)
-            delta[:, :d].copy_(lin.weight.data).sub_(old[:, :d])
-            if self.options.bias == "fold":
-                delta[:, d].copy_(lin.bias.data).sub_(old[:, d])
-            removed = self._removed(m, delta)
-            lin.weight.data.sub_(removed[:, :d])
-            if self.options.bias == "fold":
-                lin.bias.data.sub_(removed[:, d])
+        if self.options.project == "update":
+            for m in self._constrained(ctx):
+                self.projection.update(m, ctx.heads[m], self._removed(m))
 
     @torch.no_grad()
     def after_training_exp(self, ctx):
@@ -159,7 +114,7 @@ class DNS(Method):
             lin = ctx.heads[m]
             return x @ lin.weight.T if self.options.bias == "free" else lin(x)
 
-        updates = [(self.cov_in, self.n_in, a, self._augment(xa)), (self.cov_in, self.n_in, b, self._augment(xb)),
+        updates = [(self.cov_in, self.n_in, a, self.projection.augment(xa)), (self.cov_in, self.n_in, b, self.projection.augment(xb)),
                    (self.cov_out, self.n_out, a, embed(b, xb)), (self.cov_out, self.n_out, b, embed(a, xa))]
         for covs, counts, m, x in updates:
             x = x.double()

@@ -2,7 +2,8 @@ import numpy as np
 import torch
 
 from . import Method, register
-from ._buffer import HEADS, PROJECT, ReplayMixin
+from ._projection import PROJECT
+from ._buffer import HEADS, ReplayMixin
 
 
 def gem_project(g: torch.Tensor, refs: torch.Tensor, margin: float = 0.0, eps: float = 1e-6) -> torch.Tensor:

@@ -7,8 +7,7 @@ import torch
 from bench.errors import BenchError
 
 from . import register
-from ._projection import NUMERICAL_ZERO
-from .gpm import BIAS, PROJECT, InputSideProjection, projector_from_mask
+from ._projection import BIAS, NUMERICAL_ZERO, PROJECT, OneSidedProjection, projector_from_mask
 
 NULL_RULES = ("min_ratio", "rel", "abs")
 
@@ -31,7 +30,7 @@ def null_mask(evals: torch.Tensor, rule: str, value: float) -> torch.Tensor:
 
 
 @register("nscl")
-class NSCL(InputSideProjection):
+class NSCL(OneSidedProjection):
     """Adam-NSCL: Adam's update projected onto the null space of the uncentered covariance of past head inputs.
 
     Shipeng Wang, Xiaorong Li, Jian Sun & Zongben Xu, "Training Networks in Null Space of Feature Covariance

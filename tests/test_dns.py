@@ -47,7 +47,7 @@ def _heads_and_dns(**params):
     dns = DNS(**params)
     x_text = torch.randn(50, 3) @ torch.randn(3, 6)      # old inputs span 3 of 6 directions
     x_video = torch.randn(50, 6)
-    dns.cov_in["text"] = dns._augment(x_text).double().T @ dns._augment(x_text).double() / 50
+    dns.cov_in["text"] = dns.projection.augment(x_text).double().T @ dns.projection.augment(x_text).double() / 50
     z = heads["video"](x_video).detach()[:, :6]
     z[:, 4:] = 0                                          # old partner embeddings span 4 of 6 output directions
     dns.cov_out["text"] = z.double().T @ z.double() / 50

@@ -27,7 +27,7 @@ FORMAT, VERSION = "cmcl-bench-bank", 1
 SPLITS = ("train", "test")
 
 
-def all_finite(x: torch.Tensor, rows: int = 8192) -> bool:
+def all_finite(x: torch.Tensor, rows: int = 1024) -> bool:
     """No NaN/Inf, checked slice by slice through a float64 sum (NaN and Inf propagate, finite float32
     values cannot overflow it): no n×d temporary, so a memory-mapped bank is read, never copied."""
     return all(bool(torch.isfinite(x[i:i + rows].sum(dtype=torch.float64))) for i in range(0, x.shape[0], rows))
