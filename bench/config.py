@@ -71,7 +71,8 @@ class EvalConfig:
 
 
 def stream_hash(spec: StreamSpec) -> str:
-    return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
+    """The stream file's content hash, taken when it was loaded."""
+    return spec.sha256
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from .scenario import Task
 
 
 def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> list[float]:
-    """Fraction of rows whose diagonal entry ranks in the top k (ties count against the query)."""
+    """Fraction of rows whose diagonal entry ranks in the top k (a candidate tied with the diagonal does not outrank it)."""
     diag = scores.diagonal().unsqueeze(1)
     rank = (scores > diag).sum(1)
     return [(rank < k).float().mean().item() for k in ks]

@@ -7,6 +7,7 @@ for the encoder chosen at run time (``--encoder``).
 """
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class StreamSpec:
     encoders: dict[str, int] = field(default_factory=dict)   # expected feature width per known encoder
     head_dim: int | None = None      # width of the joint space (default: the widest input)
     probes: list[Step] = field(default_factory=list)   # evaluation-only pairs (emergent alignment), never trained
+    sha256: str = ""     # of the file's bytes as loaded: what ran, even if the file changes during a sweep
 
     @property
     def bank_sources(self) -> list[str]:
@@ -109,7 +111,8 @@ TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": flo
 def load(name_or_path: str) -> StreamSpec:
     path = resolve(name_or_path)
     try:
-        raw = tomllib.loads(path.read_text())
+        content = path.read_bytes()
+        raw = tomllib.loads(content.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BenchError(f"stream file {path}: not valid TOML ({e})") from None
     where = f"stream file {path}"
@@ -187,7 +190,7 @@ def load(name_or_path: str) -> StreamSpec:
         raise BenchError(f"{where}: step or probe {sorted(dup)[0]!r} appears twice")
     return StreamSpec(name=name, path=path, description=raw.get("description", ""), steps=steps, sources=sources,
                       simulation=sim, modalities=mods, train=train, encoders=encoders,
-                      head_dim=heads.get("dim"), probes=probes)
+                      head_dim=heads.get("dim"), probes=probes, sha256=hashlib.sha256(content).hexdigest()[:16])
 
 
 def _step(where: str, label: str, i: int, st, sources: dict) -> Step:

@@ -35,12 +35,10 @@ class AGEM(ReplayMixin, Method):
     (one extra forward/backward of the reference batch); ``g`` is read into a preallocated flat vector.
     ``project = gradient`` (the paper's) projects the raw gradient before the optimiser, which guarantees
     ``step·g_ref ≥ 0`` for plain SGD only: AdamW rescales every coordinate, and with ``heads = all`` an old
-    head that receives only the small projection term moves by about lr per step like any other (BWT_R10
-    −15.6 on sim-paper, seed 0, against Vanilla's −5.2); ``project = update`` (default) applies the rule to
-    the optimiser's actual step ``θ_old − θ_new`` after it is taken, as ``dns`` does (−4.3; ``gradient`` with
-    ``heads = pair``: −4.5). ``replay_batch`` defaults to 1024, about the whole memory of the pairs that
-    share a head with a step: the single averaged constraint is weak, and weaker with a noisier reference
-    (−4.6 at 512, −5.0 at 64). ``seed`` (None: the run's seed) seeds the memory's draws and the reference
+    head that receives only the small projection term moves by about lr per step like any other; ``project = update`` (default) applies the rule to
+    the optimiser's actual step ``θ_old − θ_new`` after it is taken, as ``dns`` does. ``replay_batch``
+    defaults to 1024, about the whole memory of the pairs that share a head with a step: the single averaged
+    constraint is weak, and weaker with a noisier reference (measurements: docs/results.md). ``seed`` (None: the run's seed) seeds the memory's draws and the reference
     batches.
     """
 

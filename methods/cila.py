@@ -54,10 +54,8 @@ class CILA(Co2L):
     the IRD (the KL form: the same gradients as Co2L's cross-entropy form, without the target's entropy,
     which would otherwise enter the ratio). λ is fixed for a whole step, computed when it starts; the first
     step that distils (the second) uses ``ird``. ``adaptive = false`` keeps λ = ``ird`` throughout (Co2L).
-    ``alpha`` (CILA's α) scales the ratio. On sim-paper (seed 0) the rule gives λ ≈ 1.1–1.25 from the third
-    step on (the IRD, dominated by the sharper κ* target, is about as large as the InfoNCE): BWT_R10 −3.0,
-    R@10 53.9 (``co2l``: −3.3 / 54.0; α = 2: −2.3 / 52.7; the inverse ratio: −3.7 / 54.1; Vanilla −5.2 /
-    53.8). Other options and defaults as ``co2l``.
+    ``alpha`` (CILA's α) scales the ratio (what the rule gives on sim-paper: docs/results.md). Other options
+    and defaults as ``co2l``.
     """
 
     defaults = dict(Co2L.defaults, alpha=1.0, adaptive=True, ratio="distill/contrastive")

@@ -110,18 +110,17 @@ class Co2L(ReplayMixin, Method):
     are the cross-modal similarities ``z_a,i · z_b,j`` (and the columns, b→a) — the in-batch alignment scores
     that retrieval ranks, the counterpart of Co2L's similarity of a sample to the others; ``views``: the
     literal reading, all 2n embeddings of a group as Co2L's 2N views, each row its similarities to the
-    2n − 1 others (self excluded), which also distils within-modality relations — on sim-paper (seed 0)
-    that is no better than Vanilla (BWT_R10 −5.1 to −5.5 against −5.2; ``cross``: −3.3). As in Co2L,
+    2n − 1 others (self excluded), which also distils within-modality relations. As in Co2L,
     buffered pairs of other modality pairs are never anchors (their InfoNCE is not trained);
-    ``replay_anchors = true`` adds their per-group InfoNCE (``er``'s replay; −2.6, R@10 54.3 against 54.0).
+    ``replay_anchors = true`` adds their per-group InfoNCE (``er``'s replay).
     With κ* < κ (the paper's) the term is not zero at the snapshot: it pulls the current relations towards a
-    sharper copy of the past ones (so a large λ hurts: −9.9 at λ = 10 with ``views``); with κ* = κ it is
+    sharper copy of the past ones (so a large λ hurts); with κ* = κ it is
     zero there and a pure preservation term. Paper values (its experimental setup and code; not re-checked
     against the text here): κ = 0.2 (``current_temp``), κ* = 0.01 (``past_temp``),
     λ = 1 (dataset-dependent in its scripts); ``normalize`` (true) computes cosine similarities, Co2L's
     features being on the unit sphere. ``heads = pair`` (default, as ``er``) trains the step's two heads;
-    ``all`` also trains every head of a buffered pair, on the distillation alone, which on sim-paper is far
-    worse (−11.4). ``seed`` (None: the run's seed) seeds the buffer and the draws.
+    ``all`` also trains every head of a buffered pair, on the distillation alone (far worse on sim-paper;
+    measurements of these choices: docs/results.md). ``seed`` (None: the run's seed) seeds the buffer and the draws.
     """
 
     defaults = dict(ird=1.0, current_temp=0.2, past_temp=0.01, relation="cross", normalize=True, negatives=True,

@@ -48,14 +48,12 @@ class DER(ReplayMixin, Method):
     the term needs no negatives); the term is ``alpha`` × the squared distance ``||z − z_stored||²`` between
     the current heads' embeddings and the stored ones, summed over the embedding's coordinates (the paper's
     squared L2 norm; the authors' code averages over the logits instead, which here would tie ``alpha`` to the
-    width d), averaged over the two sides and over every replayed pair. ``alpha = 3``: on sim-paper (seed 0)
-    BWT_R10 −3.3 and R@10 55.0 against Vanilla's −5.2 / 53.8 (α = 1: −4.2 / 54.5; 10: −2.8 / 54.5; 30: −2.6 /
-    52.3); the paper's α (0.1–1 on class logits) barely acts on these embeddings (α = 1 with the
-    per-coordinate mean: −5.17, Vanilla). ``heads = pair`` (default, as ``er``) trains the step's two heads
+    width d), averaged over the two sides and over every replayed pair. ``alpha = 3``: the paper's α (0.1–1 on class
+    logits) barely acts on these embeddings (the sweep behind the default: docs/results.md). ``heads = pair`` (default, as ``er``) trains the step's two heads
     only and replays the buffered pairs sharing a modality with the step (the embedding of the other side is
     then a constant, computed without a graph); ``heads = all`` also trains every head of a buffered pair on
     the replay term alone: such a head sees only the few hundred stored pairs of its tasks, with AdamW's
-    full-size steps (−5.8 on sim-paper; ``er`` overfits the same way). ``seed`` (None: the run's seed) seeds
+    full-size steps, and overfits them (``er`` does the same way). ``seed`` (None: the run's seed) seeds
     the buffer's decisions and the draws (the same buffer contents as ``er``).
     """
 

@@ -19,9 +19,8 @@ class DERpp(DER):
     InfoNCE + ``alpha`` · distance(draw 1) + ``beta`` · InfoNCE(draw 2). ``same_batch = false`` (default)
     draws the two minibatches independently, as the paper; ``true`` uses one draw for both (cheaper, and then
     the loss is exactly DER's plus ``beta`` times the replayed InfoNCE of DER's own groups). Defaults
-    ``alpha = 3`` (``der``'s), ``beta = 0.5`` (a value the paper often picked): on sim-paper (seed 0) BWT_R10
-    −3.0, R@10 55.1 (β = 1: −2.8 / 55.0; α = 1, β = 1: −3.5 / 54.7; Vanilla −5.2 / 53.8). Other options as in
-    ``der``; ``beta = 0`` is ``der``.
+    ``alpha = 3`` (``der``'s), ``beta = 0.5`` (a value the paper often picked; sweep: docs/results.md). Other
+    options as in ``der``; ``beta = 0`` is ``der``.
     """
 
     defaults = dict(DER.defaults, alpha=3.0, beta=0.5, same_batch=False)

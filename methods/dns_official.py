@@ -6,8 +6,8 @@ from .dns import DNS
 class DNSOfficial(DNS):
     """DNS as the official code (github.com/Xiaohao-Liu/CMCL) runs it: one-sided, gradient projection.
 
-    Same mechanism as ``dns`` (Liu et al. 2025) with the official code's choices as defaults (PAPER.md,
-    "Where the official code differs"): left threshold 0 (P̃ ≈ I, effectively ΔW = G (I − P)), λ_min 0.1,
+    Same mechanism as ``dns`` (Liu et al. 2025) with the official code's choices as defaults (every
+    difference is listed in docs/official-code.md): left threshold 0 (P̃ ≈ I, effectively ΔW = G (I − P)), λ_min 0.1,
     the covariance update reads the source's first two modality columns, one global sample counter, the
     raw gradient projected before the optimiser (AdamW then rescales it), bias unprojected. The official
     training loss (one-way InfoNCE, temperature 1, raw outputs) is a run-level choice:

@@ -11,18 +11,16 @@ class ER(ReplayMixin, Method):
     pairs: a "task" is one step, i.e. one modality pair of one source; the buffer keeps copies of training
     pairs ``(x_a, x_b)`` of earlier steps, offered to it when each step ends (``buffer = reservoir``: a uniform
     sample of every pair seen so far, ``buffer_size`` pairs in total — fixed in advance, since the number of
-    steps is not known; 2500 ≈ 11% of sim-paper's 22000 training pairs; or ``per_step``: ``memory_per_step``
+    steps is not known; or ``per_step``: ``memory_per_step``
     random pairs of each step). Each iteration draws ``replay_batch`` pairs from the buffer (``groups = 0``:
     uniformly; ``groups = k``: from ``k`` buffered pairs drawn in proportion to their share, which gives each
     InfoNCE more negatives) and groups them by pair; the InfoNCE is computed within each group (never across
     pairs; groups of one are dropped), averaged weighted by group size, times ``weight`` (1: the paper's plain
     sum of current and replay losses), and added to the step's loss. ``heads = pair`` (default) trains the
     step's two heads only, replaying the buffered pairs that share a modality with the step; ``heads = all``
-    (the paper's "whole model") also trains every other head of a buffered pair on the replay loss alone. On
-    sim-paper (seed 0) that is worse than Vanilla (BWT_R10 −9.2 against −5.2; ``pair``: −3.9): such a head
-    sees only the few hundred stored pairs of its tasks, which AdamW follows at full step size for the rest
-    of the stream, and overfits them (the gap closes as the buffer grows: −2.5 with 8000 pairs, −1.9 with
-    20000, both with ``groups = 1``). ``seed`` (None: the run's seed) seeds the buffer's decisions and the
+    (the paper's "whole model") also trains every other head of a buffered pair on the replay loss alone:
+    such a head sees only the few hundred stored pairs of its tasks, which AdamW follows at full step size
+    for the rest of the stream, and overfits them (measurements: docs/results.md). ``seed`` (None: the run's seed) seeds the buffer's decisions and the
     replay draws.
     """
 

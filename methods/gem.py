@@ -43,14 +43,13 @@ class GEM(ReplayMixin, Method):
     one constraint per past pair sharing a modality with the step (the others' memory losses cannot change);
     ``heads = all``, every head of a past pair too, all trainable. ``margin`` is the paper's memory strength γ
     (v ≥ γ in the dual). Its experiments use 0.5, but here γ > 0 adds γ·Σ g_k to every projected gradient,
-    i.e. trains the heads on the small memories, which overfits them: BWT_R10 on sim-paper (seed 0) −8.6 at
-    0.5 with ``project = gradient``, −5.3 with ``update``, −3.9 at 0.1 and at 0 (Vanilla −5.2); the default is
-    0, the exact projection. ``eps``: a ridge on the QP, relative to the Gram matrix's mean diagonal.
+    i.e. trains the heads on the small memories, which overfits them; the default is 0, the exact
+    projection (measurements: docs/results.md). ``eps``: a ridge on the QP, relative to the Gram matrix's mean diagonal.
     ``ref_batch`` (0: the whole memory, the paper's) caps the memory pairs each reference gradient uses,
-    drawn afresh each iteration: cheaper, weaker (−4.7 at 64). ``project = gradient`` (the paper's) projects
+    drawn afresh each iteration: cheaper, weaker. ``project = gradient`` (the paper's) projects
     the raw gradient before the optimiser, which guarantees the constraints for plain SGD only (AdamW
-    rescales the coordinates; with ``heads = all`` the small QP term on an old head becomes a full-size step:
-    −20.1); ``project = update`` (default; −3.9, like ``gradient`` with ``heads = pair``) projects the
+    rescales the coordinates; with ``heads = all`` the small QP term on an old head becomes a full-size
+    step); ``project = update`` (default) projects the
     optimiser's actual step ``θ_old − θ_new``, expressed in gradient units (rescaled to the raw gradient's
     norm) so that ``margin`` keeps its meaning. Cost: one forward/backward over each constraining memory per
     iteration (the embeddings through a head not in play are computed once per step), so GEM is several times

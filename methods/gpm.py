@@ -75,13 +75,11 @@ class GPM(OneSidedProjection):
     scores ⟨W^a x_a, W^b x_b⟩ matter: GPM protects a superset of what the scores need and is less plastic
     on shared modalities at the same stability.
 
-    Options: ``energy`` ε_th (0.97, the paper's threshold for the first layers of its networks; on sim-paper
-    a step's [x; 1] has ~33 signal directions — the modality cone, 16 shared and 16 source-specific ones —
-    over a flat noise floor: 0.97 keeps 31 of them, 0.99 all 33, 0.9 and below give up stability for
-    plasticity); ``energy_step`` added to ε_th per step (0; the paper uses 0.003 per task on
+    Options: ``energy`` ε_th (0.97, the paper's threshold for the first layers of its networks; what it keeps on
+    sim-paper: docs/results.md); ``energy_step`` added to ε_th per step (0; the paper uses 0.003 per task on
     CIFAR-100/miniImageNet); ``samples`` (0: all); ``project = gradient`` (the paper's: the raw gradient is
     projected before the optimiser — exact with plain SGD; AdamW's per-coordinate rescaling breaks the
-    guarantee: on sim-paper AlignDev 0.24 against 0.09 with ``update``) or ``update`` (the optimiser's change
+    guarantee) or ``update`` (the optimiser's change
     is projected after its step, exact with any optimiser).
     """
 

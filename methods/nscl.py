@@ -50,11 +50,8 @@ class NSCL(OneSidedProjection):
     embeddings in the directions of their old partners' embeddings — all that the contrastive alignment scores
     ⟨W^a x_a, W^b x_b⟩ depend on — so at the same stability Adam-NSCL is less plastic on shared modalities.
     Options: ``threshold`` / ``value``: ``min_ratio`` λ ≤ value·λ_min (the paper's rule, value = its ``a``;
-    default 10), ``rel`` λ ≤ value·λ_max, ``abs`` λ ≤ value. On sim-paper's unit-norm features (plus the
-    folded 1) the covariance has one cone eigenvalue ~1, the sources' directions at ~1e-3–5e-2 and a flat
-    noise floor at ~1e-4–2e-4 with λ_min ≈ 7e-5: ``a`` from 3 to 30 puts the null space's edge between the
-    floor and the signal (same results), 100 starts to free signal directions and 1000 frees nearly all
-    (Vanilla's numbers). ``project = update`` (the paper's: the optimiser's actual change is projected after
+    default 10), ``rel`` λ ≤ value·λ_max, ``abs`` λ ≤ value. Where ``a`` puts the null space's edge on sim-paper's
+    spectrum: docs/results.md. ``project = update`` (the paper's: the optimiser's actual change is projected after
     its step, exact with Adam/AdamW) or ``gradient`` (the raw gradient before the optimiser, exact with plain
     SGD only). The projection uses the thinner of the null-space basis and its complement.
     """

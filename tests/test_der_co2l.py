@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from bench import run, runner, streams
+from bench import run, streams
 from bench.heads import Heads
 from bench.loss import LossConfig, info_nce
 from bench.trainer import TrainConfig

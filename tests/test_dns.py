@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench import runner, streams
+from bench import streams
 from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.trainer import TrainConfig

@@ -3,7 +3,7 @@ earlier step trained, and the method keeps step-1 alignment scores better than V
 import pytest
 import torch
 
-from bench import runner, streams
+from bench import streams
 from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.run import main

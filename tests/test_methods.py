@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import methods
-from bench import runner, streams
+from bench import streams
 from bench.errors import BenchError
 from bench.heads import Heads
 from bench.loss import LossConfig

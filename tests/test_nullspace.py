@@ -7,7 +7,7 @@ import torch
 
 import methods
 from bench import registry
-from bench import run, runner, streams
+from bench import run, streams
 from bench.heads import Heads
 from bench.loss import LossConfig, info_nce
 from bench.trainer import TrainConfig

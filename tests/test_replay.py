@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import run, runner, streams
+from bench import run, streams
 from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.trainer import TrainConfig
