@@ -14,10 +14,12 @@ from .summary import aggregate, metrics_of
 
 
 def note(cols: tuple[Metric, ...]) -> str:
-    other = [f"{m.title} ({'lower is better, ' if m.higher is False else ''}{m.unit}: {m.description})"
+    unit = {"ratio": "a ratio", "s": "seconds"}
+    other = [f"{m.title} ({unit.get(m.unit, m.unit)}"
+             + {False: ", lower is better", None: ", not ranked"}.get(m.higher, "") + ")"
              for m in cols if m.unit != "%"]
-    return ("Percent, except " + "; ".join(other) + ". Best continual-learning method per column in bold; "
-            "frozen (zero-shot) and joint (sees old data) are references.")
+    return ("Percent, except " + " and ".join(other) + ". Best continual-learning method per column in bold; "
+            "frozen (zero-shot) and joint (sees old data) are references. Definitions: docs/protocol.md.")
 
 
 def best(runs: list[dict]) -> dict[str, set[str]]:
