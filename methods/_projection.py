@@ -195,7 +195,34 @@ class HeadProjection:
             lin.bias.data.sub_(r[:, d])
 
 
-class OneSidedProjection(Method):
+class ProjectionMethod(Method):
+    """The hooks every null-space method shares: each constrained head's change (``_constrained``) loses
+    ``_removed``'s part — on the gradient before the optimiser or on its update after it (``project``). A
+    subclass sets ``self.projection = HeadProjection(bias)`` and supplies the two."""
+
+    def _removed(self, m: str) -> Removed:
+        raise NotImplementedError
+
+    def _constrained(self, ctx) -> list[str]:
+        raise NotImplementedError
+
+    def after_backward(self, ctx):
+        if self.options.project == "gradient":
+            for m in self._constrained(ctx):
+                self.projection.gradient(ctx.heads[m], self._removed(m))
+
+    def before_update(self, ctx):
+        if self.options.project == "update":
+            for m in self._constrained(ctx):
+                self.projection.snapshot(m, ctx.heads[m])
+
+    def after_update(self, ctx):
+        if self.options.project == "update":
+            for m in self._constrained(ctx):
+                self.projection.update(m, ctx.heads[m], self._removed(m))
+
+
+class OneSidedProjection(ProjectionMethod):
     """Shared machinery of the single-sided (input-side) null-space methods, GPM and Adam-NSCL; not
     registered itself. Each head's change is replaced by Δ (I − P), where P (``_projector``) projects onto
     the subspace of the modality's past inputs that must not be disturbed, so that ΔW x = 0 for every input
@@ -274,16 +301,6 @@ class OneSidedProjection(Method):
             if self.options.bias == "fold" and lin.bias.grad is not None:
                 torch.mv(dz.T, xp[:, lin.in_features], out=lin.bias.grad)
             # free: the bias gradient Dᵀ1 is left as autograd computed it
-
-    def before_update(self, ctx):
-        if self.options.project == "update":
-            for m in self._constrained(ctx):
-                self.projection.snapshot(m, ctx.heads[m])
-
-    def after_update(self, ctx):
-        if self.options.project == "update":
-            for m in self._constrained(ctx):
-                self.projection.update(m, ctx.heads[m], self._removed(m))
 
     @torch.no_grad()
     def after_training_exp(self, ctx):

@@ -6,12 +6,12 @@ import torch
 
 from bench.streams import MODALITY_ORDER
 
-from . import Method, register
-from ._projection import BIAS, PROJECT, THRESHOLDS, HeadProjection, Projector
+from . import register
+from ._projection import BIAS, PROJECT, THRESHOLDS, HeadProjection, ProjectionMethod, Projector
 
 
 @register("dns")
-class DNS(Method):
+class DNS(ProjectionMethod):
     """Dual-sided null-space projection (Liu et al. 2025): updates keep old alignment scores unchanged.
 
     For the step's pair (m1, m2), each head's update ΔW is replaced by ΔW − P̃ ΔW P, where P projects onto
@@ -81,21 +81,6 @@ class DNS(Method):
             self.proj[m] = (p_in, p_out)
             self.ranks.append({"step": ctx.step, "modality": m, "input_rank": p_in.rank, "input_dim": p_in.dim,
                                "output_rank": p_out.rank, "output_dim": p_out.dim})
-
-    def after_backward(self, ctx):
-        if self.options.project == "gradient":
-            for m in self._constrained(ctx):
-                self.projection.gradient(ctx.heads[m], self._removed(m))
-
-    def before_update(self, ctx):
-        if self.options.project == "update":
-            for m in self._constrained(ctx):
-                self.projection.snapshot(m, ctx.heads[m])
-
-    def after_update(self, ctx):
-        if self.options.project == "update":
-            for m in self._constrained(ctx):
-                self.projection.update(m, ctx.heads[m], self._removed(m))
 
     @torch.no_grad()
     def after_training_exp(self, ctx):
