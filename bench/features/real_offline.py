@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
 import tempfile
@@ -52,6 +51,7 @@ import torch
 
 from .bank import SplitFeatures, bank_file, write_split
 from ..errors import BenchError, run_cli
+from ..files import atomic_path
 from .debian import default_cache, locate, log
 from .decode import augment, clipart_records, read_idx, read_transcripts, read_wav, render_svg, svg_renderer
 from .towers import TOWERS, Towers, check_python_deps
@@ -333,10 +333,8 @@ def prepare_source(spec: SourceSpec, roots: dict, towers: Towers, args, cache: P
             else:
                 plan = plan_digits(roots, args.limit)
             data = encode(plan, spec, towers, args.batch_size)
-        enc_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp_file = enc_file.with_name(f".{enc_file.name}.tmp")
-        torch.save(data, tmp_file)
-        os.replace(tmp_file, enc_file)
+        with atomic_path(enc_file) as tmp_file:
+            torch.save(data, tmp_file)
         how = f"encoded in {time.perf_counter() - t0:.0f} s"
     meta = dict(recipe=RECIPE, version=VERSION, fingerprint=fp, seed=SEED, limit=args.limit,
                 towers={m: TOWERS[m] for m in spec.modalities}, normalized=True, image_size=spec.image_size,
