@@ -15,10 +15,18 @@ from .scenario import Task
 
 
 def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> list[float]:
-    """Fraction of rows whose diagonal entry ranks in the top k (a candidate tied with the diagonal does not outrank it)."""
+    """Recall@k of the queries (rows) against their ground truth on the diagonal, ties counted fairly.
+
+    A row's candidates that score above its ground truth push it down; candidates that tie with it (identical
+    embeddings: class-name texts shared by many samples) are broken uniformly at random, and the indicator
+    "ranks in the top k" is replaced by its expected value under that tie-breaking. With ``g`` candidates
+    above and ``e`` tied, the rank is ``g + U`` with ``U`` uniform on ``0..e``, so the row counts
+    ``clamp(k - g, 0, e + 1) / (e + 1)``: deterministic, and neither the query's favour (ties ignored) nor
+    an arbitrary index order (``topk``) decides."""
     diag = scores.diagonal().unsqueeze(1)
-    rank = (scores > diag).sum(1)
-    return [(rank < k).float().mean().item() for k in ks]
+    above = (scores > diag).sum(1)
+    tied = (scores == diag).sum(1) - 1          # the ground truth ties with itself
+    return [((k - above).clamp(0, None).minimum(tied + 1) / (tied + 1)).mean().item() for k in ks]
 
 
 class Evaluator:

@@ -1,0 +1,59 @@
+"""Retrieval recall with tied candidates, on hand-built score matrices, both directions."""
+import pytest
+import torch
+
+from bench.evaluate import recall_at
+
+
+def brute_force(scores, k, rounds=4000, seed=0):
+    """Recall@k averaged over random tie-breaking: candidates sorted by score, ties in a random order."""
+    gen = torch.Generator().manual_seed(seed)
+    n = scores.shape[1]
+    hits = 0.0
+    for _ in range(rounds):
+        jitter = torch.rand(n, generator=gen, dtype=torch.float64) / 2     # integer scores: only ties reorder
+        order = (scores.double() + jitter).argsort(1, descending=True)
+        rank = (order == torch.arange(len(scores)).unsqueeze(1)).float().argmax(1)
+        hits += (rank < k).float().mean().item()
+    return hits / rounds
+
+
+def test_a_tie_with_the_ground_truth_counts_as_its_expected_value():
+    s = torch.tensor([[5., 5., 5., 1.],     # ground truth tied with 2 others at the top: R@1 = 1/3, R@3 = 1
+                      [1., 3., 4., 3.],     # one above, one tied: R@1 = 0, R@2 = 1/2, R@3 = 1
+                      [0., 0., 2., 0.],     # alone at the top
+                      [9., 9., 9., 9.]])    # everything tied: R@k = k/4
+    r1, r2, r3 = recall_at(s, ks=(1, 2, 3))
+    assert r1 == pytest.approx((1 / 3 + 0 + 1 + 1 / 4) / 4)
+    assert r2 == pytest.approx((2 / 3 + 1 / 2 + 1 + 2 / 4) / 4)
+    assert r3 == pytest.approx((1 + 1 + 1 + 3 / 4) / 4)
+
+
+def test_class_name_texts_both_directions():
+    # Audio clips of 3 classes, 2 clips each; each clip's text is its class name, so texts repeat.
+    za = torch.tensor([[1., 0.], [.9, .1], [0., 1.], [.1, .9], [-1., 0.], [-.9, -.1]])
+    zb = torch.tensor([[1., 0.], [1., 0.], [0., 1.], [0., 1.], [-1., 0.], [-1., 0.]])
+    s = za @ zb.T
+    # audio -> text: every clip scores its two identical class texts equally and above the others
+    assert recall_at(s, ks=(1, 2)) == pytest.approx([0.5, 1.0])
+    # text -> audio: each text prefers one clip of its class: a clip that is the nearer one (1.0 vs 0.9) wins
+    r1_ba, r2_ba = recall_at(s.T, ks=(1, 2))
+    assert r1_ba == pytest.approx(0.5) and r2_ba == pytest.approx(1.0)
+    # a rule that ignored ties would give audio -> text R@1 = 1
+    assert recall_at(s, ks=(1,))[0] < 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_matches_random_tie_breaking(seed):
+    gen = torch.Generator().manual_seed(seed)
+    s = torch.randint(0, 4, (12, 12), generator=gen).float()     # few values: many ties
+    exact = recall_at(s, ks=(1, 3, 6))
+    for k, value in zip((1, 3, 6), exact):
+        assert value == pytest.approx(brute_force(s, k), abs=0.01)
+
+
+def test_without_ties_it_is_the_plain_rank():
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(50, 50, generator=gen)
+    rank = (s > s.diagonal().unsqueeze(1)).sum(1)
+    assert recall_at(s) == pytest.approx([(rank < k).float().mean().item() for k in (1, 5, 10)])
