@@ -10,12 +10,13 @@ from __future__ import annotations
 import torch
 
 from . import seeds
+from .devices import device_of, host
 from .heads import Heads
 from .scenario import Task
 
 
-def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> list[float]:
-    """Recall@k of the queries (rows) against their ground truth on the diagonal, ties counted fairly.
+def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> torch.Tensor:
+    """Recall@k (one value per ``ks``, a tensor on ``scores``' device) of the queries (rows) against their ground truth on the diagonal, ties counted fairly.
 
     A row's candidates that score above its ground truth push it down; candidates that tie with it (identical
     embeddings: class-name texts shared by many samples) are broken uniformly at random, and the indicator
@@ -26,10 +27,15 @@ def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> list[float]:
     diag = scores.diagonal().unsqueeze(1)
     above = (scores > diag).sum(1)
     tied = (scores == diag).sum(1) - 1          # the ground truth ties with itself
-    return [((k - above).clamp(0, None).minimum(tied + 1) / (tied + 1)).mean().item() for k in ks]
+    n = (tied + 1).to(scores.dtype)
+    k = torch.tensor(ks, device=scores.device).unsqueeze(1)
+    return ((k - above).clamp(min=0).minimum(tied + 1) / n).mean(1)
 
 
 class Evaluator:
+    """Evaluates heads on every task's test set. Test features, subsets and references live on the heads'
+    device; one row of results comes back to the host in one transfer."""
+
     def __init__(self, tasks: list[Task], seed: int, n_pairs: int = 1000, repeats: int = 5, align_pairs: int = 256,
                  probes: list[Task] | None = None):
         gen = seeds.generator(seed, "evaluation")
@@ -44,52 +50,62 @@ class Evaluator:
                 self.subsets.append([torch.randperm(n, generator=gen)[:n_pairs] for _ in range(repeats)])
             self.align_idx.append(torch.randperm(n, generator=gen)[:align_pairs].sort().values)
         self.reference: dict[int, torch.Tensor] = {}
+        self._device = None
+        self._on_device: dict[tuple, torch.Tensor] = {}
+
+    def _to(self, key, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the heads' device, moved once per evaluator."""
+        if key not in self._on_device:
+            self._on_device[key] = t.to(self._device)
+        return self._on_device[key]
 
     @torch.no_grad()
     def embed(self, heads: Heads, task: Task):
         a, b = task.pair
         f = task.test_source.features
-        return heads(f[a], a), heads(f[b], b)
+        return heads(self._to((task.name, a), f[a]), a), heads(self._to((task.name, b), f[b]), b)
 
     @torch.no_grad()
     def evaluate(self, heads: Heads, learned: int) -> dict[str, list[float | None]]:
         """One row of every metric matrix: the steps' columns, then the probes'. ``learned`` = number of steps
         trained so far; the alignment scores of task ``learned-1`` become its reference (A_{j;j})."""
-        row = {k: [] for k in ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba", "acc", "align_dev")}
+        self._device = device_of(heads)
+        keys = ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba", "acc", "align_dev")
+        cells: dict[str, list[torch.Tensor | None]] = {k: [] for k in keys}
         for j, task in enumerate(self.tasks):
             za, zb = self.embed(heads, task)
             if "recall" in task.metrics:
-                ab, ba = torch.zeros(3), torch.zeros(3)
-                for idx in self.subsets[j]:
+                ab = ba = 0
+                for r, idx in enumerate(self.subsets[j]):
+                    idx = self._to(("subset", j, r), idx)
                     s = za[idx] @ zb[idx].T
-                    ab += torch.tensor(recall_at(s))
-                    ba += torch.tensor(recall_at(s.T))
+                    ab = ab + recall_at(s)
+                    ba = ba + recall_at(s.T)
                 ab, ba = 100 * ab / len(self.subsets[j]), 100 * ba / len(self.subsets[j])
                 both = (ab + ba) / 2
                 for i, k in enumerate((1, 5, 10)):
-                    row[f"r{k}"].append(both[i].item())
-                row["r1_ab"].append(ab[0].item()); row["r1_ba"].append(ba[0].item())
-                row["r10_ab"].append(ab[2].item()); row["r10_ba"].append(ba[2].item())
+                    cells[f"r{k}"].append(both[i])
+                cells["r1_ab"].append(ab[0]); cells["r1_ba"].append(ba[0])
+                cells["r10_ab"].append(ab[2]); cells["r10_ba"].append(ba[2])
             else:
                 for k in ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba"):
-                    row[k].append(None)
-            row["acc"].append(self.accuracy(heads, task, za, zb) if "acc" in task.metrics else None)
+                    cells[k].append(None)
+            cells["acc"].append(self.accuracy(heads, task, za, zb) if "acc" in task.metrics else None)
             if j >= self.n_steps:
-                row["align_dev"].append(None)
+                cells["align_dev"].append(None)
                 continue
-            idx = self.align_idx[j]
-            A = za[idx] @ zb[idx].T
+            A = za[self._to(("align", j), self.align_idx[j])] @ zb[self._to(("align", j), self.align_idx[j])].T
             if j == learned - 1:
                 self.reference[j] = A
             ref = self.reference.get(j)
-            row["align_dev"].append(None if ref is None else ((A - ref).norm() / ref.norm()).item())
-        return row
+            cells["align_dev"].append(None if ref is None else (A - ref).norm() / ref.norm())
+        flat = [c for k in keys for c in cells[k] if c is not None]
+        values = iter(host(torch.stack([c.double() for c in flat])).tolist()) if flat else iter(())
+        return {k: [None if c is None else next(values) for c in cells[k]] for k in keys}
 
-    @staticmethod
-    def accuracy(heads: Heads, task: Task, za, zb) -> float:
+    def accuracy(self, heads: Heads, task: Task, za, zb) -> torch.Tensor:
         src = task.test_source
-        side = task.text_side
-        query = zb if side == 0 else za
-        texts = heads(src.class_texts, "text")
+        query = zb if task.text_side == 0 else za
+        texts = heads(self._to((task.name, "class_texts"), src.class_texts), "text")
         pred = (query @ texts.T).argmax(1)
-        return 100 * (pred == src.labels).float().mean().item()
+        return (pred == self._to((task.name, "labels"), src.labels)).float().mean().double() * 100

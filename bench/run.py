@@ -141,6 +141,9 @@ def plan(args) -> Plan:
         torch.empty(1, device=args.device)
     except (RuntimeError, AssertionError) as e:
         raise BenchError(f"--device {args.device!r} is not usable here ({str(e).splitlines()[0]})") from None
+    if torch.device(args.device).type == "meta":
+        raise BenchError("--device meta holds no values (the test suite uses it to check device handling); "
+                         "choose cpu, cuda or mps")
 
     scenario = get_scenario(spec, args.encoder, args.banks)   # validates banks before any work; workers inherit it
     todo, skipped = [], 0

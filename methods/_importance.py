@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from bench.devices import host
+
 from . import Method
 
 Term = list[tuple[torch.Tensor, torch.Tensor]]     # per parameter of a head (weight, bias): (importance, anchor)
@@ -109,7 +111,7 @@ class QuadraticPenalty(Method):
     def record(self, ctx, importances: dict[str, list[torch.Tensor]]) -> None:
         """Log the mean importance of each trained head's weight and bias (in the run JSON)."""
         self.log.append({"step": ctx.step, "pair": list(ctx.pair),
-                         "mean_importance": {m: [float(t.mean()) for t in ts] for m, ts in importances.items()}})
+                         "mean_importance": {m: [float(host(t.mean())) for t in ts] for m, ts in importances.items()}})
 
     def state_summary(self) -> dict:
         return {"importance": self.log}

@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from bench.devices import host
 from bench.method import Method
 
 THRESHOLDS = ("abs", "rel", "energy")
@@ -63,13 +64,7 @@ class Projector:
     @classmethod
     def from_covariance(cls, cov: torch.Tensor, kind: str, value: float, dtype=torch.float32) -> "Projector":
         evals, evecs = torch.linalg.eigh(cov.double())
-        mask = principal_mask(evals, kind, value)
-        k, d = int(mask.sum()), cov.shape[0]
-        if k == 0:
-            return cls(d)
-        if k <= d - k:
-            return cls(d, basis=evecs[:, mask].to(dtype).contiguous(), rank=k)
-        return cls(d, complement=evecs[:, ~mask].to(dtype).contiguous(), rank=k)
+        return projector_from_mask(evecs, principal_mask(host(evals), kind, value), dtype)
 
     @property
     def is_zero(self) -> bool:
@@ -78,10 +73,9 @@ class Projector:
     def dense(self) -> torch.Tensor:
         if self.basis is not None:
             return self.basis @ self.basis.T
-        eye = torch.eye(self.dim)
         if self.complement is not None:
-            return eye - self.complement @ self.complement.T
-        return eye if self.rank == self.dim else torch.zeros(self.dim, self.dim)
+            return torch.eye(self.dim, device=self.complement.device) - self.complement @ self.complement.T
+        return torch.eye(self.dim) if self.rank == self.dim else torch.zeros(self.dim, self.dim)
 
     def right(self, m: torch.Tensor) -> torch.Tensor:
         """M P."""
@@ -123,13 +117,15 @@ def projector_from_basis(basis: torch.Tensor | None, dim: int, dtype=torch.float
 
 def projector_from_mask(evecs: torch.Tensor, principal: torch.Tensor, dtype=torch.float32) -> Projector:
     """The projector onto the eigenvectors selected by the boolean mask ``principal`` (columns of ``evecs``),
-    kept as the thinner of the selected and the remaining eigenvectors."""
+    kept as the thinner of the selected and the remaining eigenvectors. The mask is read on the host (the
+    rank is a decision about values); the columns are gathered on ``evecs``' device."""
+    principal = host(principal).bool()
     d, k = evecs.shape[0], int(principal.sum())
     if k == 0:
         return Projector.zero(d)
-    if k <= d - k:
-        return Projector(d, basis=evecs[:, principal].to(dtype).contiguous(), rank=k)
-    return Projector(d, complement=evecs[:, ~principal].to(dtype).contiguous(), rank=k)
+    cols = principal if k <= d - k else ~principal
+    kept = evecs.index_select(1, cols.nonzero().squeeze(1).to(evecs.device)).to(dtype).contiguous()
+    return Projector(d, basis=kept, rank=k) if k <= d - k else Projector(d, complement=kept, rank=k)
 
 
 Removed = Callable[[torch.Tensor], torch.Tensor]   # Δ ([out, d (+1 with fold)]) -> the part of Δ to remove

@@ -1,5 +1,7 @@
 import torch
 
+from bench.devices import host
+
 from . import Method, register
 from ._projection import PROJECT
 from ._buffer import HEADS, POLICIES, ReplayMixin, group_loss
@@ -9,9 +11,9 @@ def agem_project(g: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, bool
     """A-GEM's rule on flat vectors, in place: if ``g·ref < 0``, ``g ← g − (g·ref / ref·ref) ref``.
     Returns ``(g, projected)``."""
     dot = torch.dot(g, ref)
-    if dot >= 0:
+    if host(dot) >= 0:
         return g, False
-    g.sub_(ref, alpha=float(dot / torch.dot(ref, ref).clamp_min(1e-30)))
+    g.sub_(ref, alpha=float(host(dot / torch.dot(ref, ref).clamp_min(1e-30))))
     return g, True
 
 

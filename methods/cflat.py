@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from bench.devices import host
+
 from . import Method, register
 
 VARIANTS = ("paper", "sam-point", "theta")
@@ -80,7 +82,7 @@ class CFlatOptimizer:
         if self.rho == 0.0:
             return 0.0
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in vecs]))
-        return self.rho / (float(norm) + self.eps)
+        return self.rho / (float(host(norm)) + self.eps)
 
     @staticmethod
     @torch.no_grad()

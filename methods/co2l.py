@@ -6,6 +6,8 @@ import torch.nn.functional as F
 
 from bench.loss import info_nce
 
+from bench.devices import host
+
 from . import Method, register
 from ._distill import kl_sum
 from ._buffer import HEADS, POLICIES, ReplayMixin
@@ -45,7 +47,7 @@ def _block_mask(sizes, device) -> torch.Tensor | None:
     if len(sizes) < 2:
         return None
     ids = torch.repeat_interleave(torch.arange(len(sizes), device=device),
-                                  torch.as_tensor(sizes, device=device))
+                                  torch.as_tensor(sizes, device=device), output_size=int(sum(sizes)))
     return ids[:, None] != ids[None, :]
 
 
@@ -246,7 +248,7 @@ class Co2L(ReplayMixin, Method):
     def after_training_exp(self, ctx):
         super().after_training_exp(ctx)              # offer the step's pairs to the buffer
         if self._sums is not None:
-            c, d = (self._sums / self._batches).tolist()
+            c, d = host(self._sums / self._batches).tolist()
             self.history.append({"step": ctx.step, "contrastive": c, "ird": None if d != d else d,
                                  "coefficient": self._lambda if self.old else None})
         self.steps_done += 1

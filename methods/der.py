@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.devices import host
 from bench.loss import info_nce
 
 from . import Method, register
@@ -128,7 +129,7 @@ class DER(ReplayMixin, Method):
             return
         for w, t in zip(self.weights(), terms):
             ctx.loss = ctx.loss + w * t
-        values = torch.stack([torch.as_tensor(t, dtype=ctx.loss.dtype).detach() for t in terms])
+        values = torch.stack([torch.as_tensor(t, dtype=ctx.loss.dtype, device=ctx.loss.device).detach() for t in terms])
         self._sums = values if self._sums is None else self._sums + values
         self._batches += 1
         self.replayed += 1
@@ -144,7 +145,7 @@ class DER(ReplayMixin, Method):
         self.replay_buffer.add_step(ctx.step, ctx.pair, rows_a, rows_b,
                                     ctx.rng("buffer", salt=1, seed=self.options.seed))
         if self._sums is not None:
-            means = (self._sums / self._batches).tolist()
+            means = host(self._sums / self._batches).tolist()
             self.log.append({"step": ctx.step, **dict(zip(self.term_names, means))})
         self._sums = None
 

@@ -1,6 +1,8 @@
 import numpy as np
 import torch
 
+from bench.devices import host
+
 from . import Method, register
 from ._projection import PROJECT
 from ._buffer import HEADS, ReplayMixin
@@ -18,12 +20,12 @@ def gem_project(g: torch.Tensor, refs: torch.Tensor, margin: float = 0.0, eps: f
     reference gradients are collinear (constraints then hold up to about ``eps·‖R‖²·v``). Solved in float64
     with quadprog (``min ½xᵀGx − aᵀx s.t. Cᵀx ≥ b``)."""
     import quadprog
-    r64 = refs.detach().double().cpu()
+    r64 = host(refs).double()
     gram = r64 @ r64.T
     k = gram.shape[0]
     ridge = eps * float(gram.diagonal().mean()) + 1e-30
     gram = 0.5 * (gram + gram.T) + ridge * torch.eye(k, dtype=gram.dtype)
-    rg = r64 @ g.detach().double().cpu()
+    rg = r64 @ host(g).double()
     v = quadprog.solve_qp(gram.numpy(), -rg.numpy(), np.eye(k), np.full(k, float(margin)))[0]
     return g + (torch.from_numpy(v) @ r64).to(g)
 
@@ -126,11 +128,11 @@ class GEM(ReplayMixin, Method):
         refs = self._reference_gradients(ctx)
         g = self._grads_to_flat(self._g)
         if self.options.project == "gradient":
-            if bool((refs @ g < 0).any()):
+            if bool(host((refs @ g < 0).any())):
                 self._solved()
                 self._flat_to_grads(gem_project(g, refs, self.options.margin, self.options.eps))
         else:
-            self._gnorm = float(g.norm())
+            self._gnorm = float(host(g.norm()))
 
     def before_update(self, ctx):
         if self.options.project == "update" and self._refs is not None:
@@ -139,9 +141,9 @@ class GEM(ReplayMixin, Method):
     def after_update(self, ctx):
         if self.options.project == "update" and self._refs is not None:
             d = self._old - self._params_to_flat(self._g)       # the step taken, as a descent direction
-            if bool((self._refs @ d < 0).any()):
+            if bool(host((self._refs @ d < 0).any())):
                 self._solved()
-                c = float(d.norm()) / max(self._gnorm, 1e-30)     # step size per unit of gradient
+                c = float(host(d.norm())) / max(self._gnorm, 1e-30)     # step size per unit of gradient
                 if c > 0:
                     d = gem_project(d / c, self._refs, self.options.margin, self.options.eps) * c
                 self._flat_to_params(self._old.sub_(d))

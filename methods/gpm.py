@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.devices import host
 from bench.errors import BenchError
 
 from . import register
@@ -19,7 +20,7 @@ def gpm_expand(basis: torch.Tensor | None, x: torch.Tensor, energy: float) -> tu
     round-off only). Returns the new basis (float64) and what happened (captured fractions, added count)."""
     x = x.double()
     d = x.shape[1]
-    total = float(x.pow(2).sum())
+    total = float(host(x.pow(2).sum()))
     if basis is None:
         basis = x.new_zeros(d, 0)
     basis = basis.double()
@@ -27,13 +28,13 @@ def gpm_expand(basis: torch.Tensor | None, x: torch.Tensor, energy: float) -> tu
     if total <= 0:
         return basis, info
     resid = x - (x @ basis) @ basis.T if basis.shape[1] else x
-    resid_energy = float(resid.pow(2).sum())
+    resid_energy = float(host(resid.pow(2).sum()))
     captured = (total - resid_energy) / total
     info["captured_before"] = info["captured_after"] = captured
     if captured >= energy or basis.shape[1] >= d:
         return basis, info
     evals, evecs = torch.linalg.eigh(resid.T @ resid)
-    evals, evecs = evals.flip(0).clamp(min=0), evecs.flip(1)           # descending
+    evals, evecs = host(evals).flip(0).clamp(min=0), evecs.flip(1)     # descending; the rank is read on the host
     usable = int((evals > NUMERICAL_ZERO * total).sum())              # numerically non-zero directions
     if usable == 0:
         return basis, info

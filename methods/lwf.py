@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.devices import host
+
 from . import Method, register
 from ._distill import kl_sum
 
@@ -32,7 +34,9 @@ class LwF(Method):
     at the old embeddings of the current batch: ``KL(softmax(old_zm old_zmᵀ/T) || softmax(zm old_zmᵀ/T))``
     per batch row (old embeddings as the fixed candidates, so a new embedding must stay closest to its own
     old one and keep its rank among the others). Loss = InfoNCE + ``alpha`` · (term 1 + term 2), the terms
-    being batch means; on the first step (no previous model) they are zero.
+    being batch means; on the first step (no previous model) they are zero, and so are they on a step whose
+    two heads no earlier step trained: the previous model there is the untrained start, and keeping it
+    protects no earlier pair while slowing the new one.
 
     Options: ``alpha`` (3.0; LwF's λ_o, the weight of the distillation); ``temperature`` (``None``: 4 × the
     loss temperature, i.e. T = 4 on InfoNCE's logits sims/τ — LwF used T = 2 on class logits; in-batch rows
@@ -98,6 +102,8 @@ class LwF(Method):
         if self.steps_done == 0 or self.options.alpha == 0:
             return                                   # no previous model (or nothing to distil)
         a, b = ctx.pair
+        if a not in self.trained and b not in self.trained:
+            return                                   # both heads new: nothing learned earlier lives in them
         self.shared = tuple(m for m in dict.fromkeys((a, b)) if m in self.trained) if self.options.shared_modalities else ()
         need = (a, b) if self.options.cross_modal else self.shared
         for m in dict.fromkeys(need):
@@ -109,13 +115,13 @@ class LwF(Method):
             return
         t1, t2 = self.distillation(ctx)
         ctx.loss = ctx.loss + self.options.alpha * (t1 + t2)
-        terms = torch.stack([torch.as_tensor(t, dtype=ctx.loss.dtype).detach() for t in (t1, t2)])
+        terms = torch.stack([torch.as_tensor(t, dtype=ctx.loss.dtype, device=ctx.loss.device).detach() for t in (t1, t2)])
         self._sums = terms if self._sums is None else self._sums + terms
         self._batches += 1
 
     def after_training_exp(self, ctx):
         if self._sums is not None:
-            t1, t2 = (self._sums / self._batches).tolist()
+            t1, t2 = host(self._sums / self._batches).tolist()
             self.log.append({"step": ctx.step, "term1": t1, "term2": t2, "shared": list(self.shared)})
         self.trained.update(ctx.pair)
         self.steps_done += 1

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from bench.devices import host
 from bench.errors import BenchError
 
 from . import register
-from ._projection import BIAS, NUMERICAL_ZERO, PROJECT, OneSidedProjection, projector_from_mask
+from ._projection import BIAS, NUMERICAL_ZERO, PROJECT, OneSidedProjection, Projector, projector_from_mask
 
 NULL_RULES = ("min_ratio", "rel", "abs")
 
@@ -69,9 +70,9 @@ class NSCL(OneSidedProjection):
     def _projector(self, m, dim):
         cov = self.cov.get(m)
         if cov is None:
-            return projector_from_mask(torch.eye(dim), torch.zeros(dim, dtype=torch.bool))
+            return Projector.zero(dim)
         evals, evecs = torch.linalg.eigh(cov)
-        return projector_from_mask(evecs, ~null_mask(evals, self.options.threshold, self.options.value))
+        return projector_from_mask(evecs, ~null_mask(host(evals), self.options.threshold, self.options.value))
 
     def _absorb(self, m, x, ctx):
         x = x.double()

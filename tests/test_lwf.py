@@ -98,6 +98,17 @@ def test_term2_only_for_modalities_an_earlier_step_trained():
     assert only1.shared == () and scalar(t1) > 1e-3 and scalar(t2) == 0.0
 
 
+def test_no_distillation_on_a_step_whose_heads_are_both_new():
+    heads = _heads()
+    lwf, ctx = _after_step1(heads)
+    lwf.after_training_exp(ctx)                           # text, video, audio trained
+    heads.linears["depth"] = torch.nn.Linear(D, D)
+    heads.linears["vision"] = torch.nn.Linear(D, D)
+    new = _Ctx(heads, ("vision", "depth"), 2)
+    lwf.before_training_exp(new)
+    assert lwf.old == {} and lwf.distillation(new.forward()) == (0.0, 0.0)
+
+
 def test_loss_gets_alpha_times_the_terms():
     heads = _heads()
     lwf, ctx = _after_step1(heads, alpha=2.5)
