@@ -16,6 +16,7 @@ from .errors import BenchError
 from .streams import StreamSpec
 
 OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "linear")
 DIRECTIONS = ("both", "a2b")
 
 
@@ -23,7 +24,14 @@ DIRECTIONS = ("both", "a2b")
 class TrainConfig:
     """Per step: ``epochs`` over the step's pairs in batches of ``batch_size``, ``optimizer`` at ``lr``
     with ``weight_decay`` (and ``momentum``, SGD only). Defaults are the paper's; a stream's ``[train]``
-    table and the command line override them."""
+    table and the command line override them.
+
+    The Hugging Face Trainer the official code runs under adds three defaults, each an option here (all three
+    on with ``--protocol official``): ``schedule = "linear"`` decays the learning rate linearly from ``lr``
+    to 0 over each step's iterations (a fresh optimiser and schedule per step, no warm-up);
+    ``clip_grad_norm`` clips the global gradient norm of the trained heads right after the backward pass,
+    before any method's gradient hook (the Trainer clips before its pre-optimiser-step callback, where
+    the official DNS projects); ``decay_bias = false`` exempts biases from weight decay."""
 
     epochs: int = 5
     batch_size: int = 64
@@ -31,10 +39,17 @@ class TrainConfig:
     weight_decay: float = 1e-3
     optimizer: str = "adamw"
     momentum: float = 0.0
+    schedule: str = "constant"
+    clip_grad_norm: float | None = None
+    decay_bias: bool = True
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise BenchError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise BenchError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise BenchError(f"--clip-grad-norm must be > 0 (omit it for no clipping), got {self.clip_grad_norm}")
         if self.epochs < 0 or self.batch_size < 2 or self.lr < 0 or self.weight_decay < 0:
             raise BenchError("--epochs must be >= 0, --batch-size >= 2, --lr and --weight-decay >= 0")
 
@@ -58,6 +73,8 @@ class LossConfig:
 
 # The official code's loss: cross-entropy m1→m2, temperature 1, raw head outputs.
 OFFICIAL_LOSS = LossConfig(temperature=1.0, direction="a2b", normalize=False)
+# The Hugging Face Trainer defaults the official code trains under (with OFFICIAL_LOSS: ``--protocol official``).
+OFFICIAL_TRAINING = dict(schedule="linear", clip_grad_norm=1.0, decay_bias=False)
 
 
 @dataclass(frozen=True)

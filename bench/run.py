@@ -36,7 +36,17 @@ def parse_args(argv):
     p.add_argument("--lr", type=float, help="default: the stream's [train], else 1e-4 (sim-paper: 5e-4)")
     p.add_argument("--weight-decay", type=float, help="default: the stream's [train], else 1e-3")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), help="default: the stream's [train], else adamw")
-    p.add_argument("--loss", default="default", choices=("default", "official"),
+    p.add_argument("--lr-schedule", dest="schedule", choices=("constant", "linear"),
+                   help="learning rate within each step: constant, or linear decay to 0 (default: constant)")
+    p.add_argument("--clip-grad-norm", type=float, help="clip the heads' global gradient norm to this value "
+                   "before any method's gradient hook (default: no clipping)")
+    p.add_argument("--bias-decay", dest="decay_bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="apply weight decay to biases (default: yes)")
+    p.add_argument("--protocol", default="paper", choices=("paper", "official"),
+                   help="preset: 'paper' the paper's stated settings; 'official' how the official code trains "
+                        "(linear LR decay, gradient clipping at 1.0, no bias decay, and --loss official); the "
+                        "individual options override it")
+    p.add_argument("--loss", choices=("default", "official"),
                    help="loss preset: 'default' symmetric InfoNCE, temperature 0.05, raw outputs; 'official' the "
                         "official code's one-way InfoNCE at temperature 1 (overridden by the three options below)")
     p.add_argument("--temperature", type=float, help="InfoNCE temperature")
@@ -111,7 +121,7 @@ def plan(args) -> Plan:
     """Every run the arguments ask for, validated before any work; finished runs (same configuration hash)
     are skipped unless ``--force``."""
     from . import registry, streams
-    from .config import OFFICIAL_LOSS, LossConfig, RunSpec, TrainConfig
+    from .config import OFFICIAL_LOSS, OFFICIAL_TRAINING, LossConfig, RunSpec, TrainConfig
     from .reporting.records import read_run
     from .runner import get_scenario
 
@@ -129,13 +139,16 @@ def plan(args) -> Plan:
         registry.get(m).resolve(sets[m])
     options = {m: registry.get(m).resolve(sets.get(m, {})) for m in names}
     spec = streams.load(args.stream)
-    base = OFFICIAL_LOSS if args.loss == "official" else LossConfig()
+    official = args.protocol == "official"
+    base = OFFICIAL_LOSS if args.loss == "official" or (args.loss is None and official) else LossConfig()
     loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
                       direction=base.direction if args.direction is None else args.direction,
                       normalize=base.normalize if args.normalize is None else args.normalize)
     cli = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-               optimizer=args.optimizer)
-    train = TrainConfig(**{**spec.train, **{k: v for k, v in cli.items() if v is not None}})
+               optimizer=args.optimizer, schedule=args.schedule, clip_grad_norm=args.clip_grad_norm,
+               decay_bias=args.decay_bias)
+    preset = OFFICIAL_TRAINING if official else {}
+    train = TrainConfig(**{**spec.train, **preset, **{k: v for k, v in cli.items() if v is not None}})
     import torch
     try:
         torch.empty(1, device=args.device)

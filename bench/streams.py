@@ -105,7 +105,8 @@ BANK_SOURCE_KEYS = {"kind", "modalities", "bank", "class_texts"}
 SIM_KEYS = {"seed", "dim", "common_dim", "specific_dim", "floor_noise", "domain_shift", "class_spread",
             "instance_spread", "shift_scope"}
 MODALITY_KEYS = {"misalignment", "noise", "offset"}
-TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "optimizer": str}
+TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "optimizer": str,
+              "schedule": str, "clip_grad_norm": float, "decay_bias": bool}
 
 
 def load(name_or_path: str) -> StreamSpec:
@@ -133,7 +134,7 @@ def load(name_or_path: str) -> StreamSpec:
     _check_keys(f"{where} [train]", train, set(TRAIN_KEYS))
     for key, kind in TRAIN_KEYS.items():
         if key in train and (not isinstance(train[key], (int, float) if kind is float else kind)
-                             or isinstance(train[key], bool)):
+                             or (isinstance(train[key], bool) and kind is not bool)):
             raise BenchError(f"{where} [train]: key {key!r} must be a {kind.__name__}, got {train[key]!r}")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name or "/" in name:

@@ -20,10 +20,31 @@ from .scenario import Scenario, pair_tensors
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The step's optimiser over the trained heads' parameters; with ``decay_bias = false`` the biases
+    (1-d parameters) form a second group without weight decay."""
+    params = list(params)
+    if cfg.decay_bias or cfg.weight_decay == 0:
+        groups = [{"params": params}]
+    else:
+        groups = [{"params": [p for p in params if p.ndim > 1]},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     # foreach=False: the heads are a handful of tensors, and the single-tensor path is faster on CPU here.
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
-    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, foreach=False)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+    return torch.optim.SGD(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, foreach=False)
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, iterations: int):
+    """``linear``: the learning rate of iteration i (from 0) is ``lr · (1 − i / iterations)`` (the Hugging Face
+    linear schedule without warm-up); ``constant``: None."""
+    if cfg.schedule == "constant" or iterations == 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, (iterations - i) / iterations))
+
+
+def n_batches(sizes: list[int], batch_size: int) -> int:
+    """How many batches ``epoch_batches`` yields for these task sizes (chunks of one pair are dropped)."""
+    return sum(n // batch_size + (1 if n % batch_size >= 2 else 0) for n in sizes)
 
 
 def epoch_batches(sizes: list[int], batch_size: int, gen: torch.Generator) -> list[tuple[int, torch.Tensor]]:
@@ -101,13 +122,17 @@ class Trainer:
             gen = seeds.generator(self.seed, "batches", step)
             opt, loss_cfg, call, hooks = ctx.optimizer, self.loss_cfg, self._call, self.hooks
             closure_step = self.method.uses_closure
+            schedule = make_schedule(opt, cfg, cfg.epochs * n_batches([len(d[0]) for d in data], cfg.batch_size))
+            clip, clipped = cfg.clip_grad_norm, self.heads.parameters_of(mods)
             for _ in range(cfg.epochs):
                 for slot, idx in epoch_batches([len(d[0]) for d in data], cfg.batch_size, gen):
                     xa_all, xb_all = data[slot]
                     a, b = pairs[slot]
                     xa, xb = xa_all[idx], xb_all[idx]
                     if closure_step:
-                        self._closure_step(opt, tasks[slot], a, b, xa, xb)
+                        self._closure_step(opt, tasks[slot], a, b, xa, xb, clip, clipped)
+                        if schedule is not None:
+                            schedule.step()
                         iters += 1
                         continue
                     za, zb = linears[a](xa), linears[b](xb)
@@ -118,18 +143,22 @@ class Trainer:
                         loss = ctx.loss
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    if clip is not None:
+                        torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)
                     if hooks:
                         call("after_backward")
                         call("before_update")
                     opt.step()
                     if hooks:
                         call("after_update")
+                    if schedule is not None:
+                        schedule.step()
                     iters += 1
         self._call("after_training_exp")
         ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = ctx.source_features = None
         return {"step": step, "train_seconds": time.perf_counter() - t0, "iterations": iters}
 
-    def _closure_step(self, opt, task, a, b, xa, xb):
+    def _closure_step(self, opt, task, a, b, xa, xb, clip=None, clipped=()):
         """For optimisers that re-evaluate the loss (sharpness-aware ones such as C-Flat): ``opt.step(closure)``
         where the closure recomputes forward, loss (with the method's terms) and backward, and returns the loss."""
         ctx, linears, call = self.ctx, self.heads.linears, self._call
@@ -141,6 +170,8 @@ class Trainer:
             call("before_backward")
             opt.zero_grad(set_to_none=True)
             ctx.loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)
             call("after_backward")
             return ctx.loss
 
