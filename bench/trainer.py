@@ -61,10 +61,12 @@ def epoch_batches(sizes: list[int], batch_size: int, gen: torch.Generator) -> li
 
 class SourceView(dict):
     """The current step's source, every modality's training features, moved to the heads' device on first
-    access (most methods never read it)."""
+    access (most methods never read it). ``declared``: the modalities the stream file gives the source,
+    in its order (a bank may lack some of them)."""
 
-    def __init__(self, features: dict[str, torch.Tensor], device: torch.device):
+    def __init__(self, features: dict[str, torch.Tensor], device: torch.device, declared=()):
         super().__init__(features)
+        self.declared = tuple(declared)
         self._device, self._moved = device, set()
 
     def __getitem__(self, m: str) -> torch.Tensor:
@@ -103,7 +105,9 @@ class Trainer:
         ctx, cfg = self.ctx, self.cfg
         ctx.step, ctx.task = step, self.scenario.tasks[step].step
         ctx.train = self.train_data(step)
-        ctx.source_features = SourceView(self.scenario.tasks[step].train_source.features, self.device)
+        src = self.scenario.tasks[step].step.source
+        ctx.source_features = SourceView(self.scenario.tasks[step].train_source.features, self.device,
+                                         self.scenario.spec.sources[src].get("modalities", ()))
         tasks = self.method.train_tasks(ctx)
         if any(j != step for j in tasks) and not self.method.sees_old_data:
             raise BenchError(f"method {self.method.name!r} asked to train on steps {tasks} at step {step + 1}: "

@@ -19,6 +19,7 @@ from bench.devices import host
 from bench.method import Method
 
 THRESHOLDS = ("abs", "rel", "energy")
+NUMERICS = ("exact", "float32")            # how a projector's subspace is computed from a covariance
 BIAS = ("fold", "freeze", "free")          # the bias: part of [W | b] on [x; 1], fixed, or unconstrained
 PROJECT = ("update", "gradient")           # what is projected: the optimiser's change, or the raw gradient
 # Eigenvalues below this fraction of the largest are numerical zeros (float round-off of a rank-deficient
@@ -26,12 +27,12 @@ PROJECT = ("update", "gradient")           # what is projected: the optimiser's 
 NUMERICAL_ZERO = 1e-12
 
 
-def principal_mask(evals: torch.Tensor, kind: str, value: float) -> torch.Tensor:
+def principal_mask(evals: torch.Tensor, kind: str, value: float, floor: bool = True) -> torch.Tensor:
     """Which eigenvalues (any order) span the principal subspace.
     ``abs``: λ > value (the paper's λ_min); ``rel``: λ > value · λ_max; ``energy``: the leading eigenvalues
-    holding a fraction ``value`` of the trace (GPM's criterion)."""
+    holding a fraction ``value`` of the trace (GPM's criterion). ``floor``: numerical zeros are never kept."""
     top = evals.max().clamp(min=0)
-    mask = evals > NUMERICAL_ZERO * top
+    mask = evals > NUMERICAL_ZERO * top if floor else torch.ones_like(evals, dtype=torch.bool)
     if kind == "abs":
         return mask & (evals > value)
     if kind == "rel":
@@ -62,7 +63,21 @@ class Projector:
         return cls(dim)
 
     @classmethod
-    def from_covariance(cls, cov: torch.Tensor, kind: str, value: float, dtype=torch.float32) -> "Projector":
+    def from_covariance(cls, cov: torch.Tensor, kind: str, value: float, dtype=torch.float32,
+                        numerics: str = "exact") -> "Projector":
+        """``exact``: eigendecomposition in float64, numerical zeros (below 1e-12 of the largest eigenvalue)
+        never kept, the thinner representation. ``float32``: as the official code — singular values of the
+        float32 covariance thresholded as they come, so a round-off singular value of a rank-deficient
+        covariance passes a threshold of 0 (the projector is then full rank), and the projector is the
+        product of the kept singular vectors (``U Uᵀ``, so it is the identity only up to round-off)."""
+        if numerics == "float32":
+            u, s, _ = torch.linalg.svd(cov.float())
+            keep = host(principal_mask(s, kind, value, floor=False)).bool()
+            k = int(keep.sum())
+            if k == 0:
+                return cls(cov.shape[0])
+            basis = u.index_select(1, keep.nonzero().squeeze(1).to(u.device)).to(dtype).contiguous()
+            return cls(cov.shape[0], basis=basis, rank=k)
         evals, evecs = torch.linalg.eigh(cov.double())
         return projector_from_mask(evecs, principal_mask(host(evals), kind, value), dtype)
 

@@ -7,7 +7,7 @@ import torch
 from bench.streams import MODALITY_ORDER
 
 from . import register
-from ._projection import BIAS, PROJECT, THRESHOLDS, HeadProjection, ProjectionMethod, Projector
+from ._projection import BIAS, NUMERICS, PROJECT, THRESHOLDS, HeadProjection, ProjectionMethod, Projector
 
 
 @register("dns")
@@ -30,21 +30,27 @@ class DNS(ProjectionMethod):
       gradient before the optimiser, as the official code does (exact with plain SGD only).
     - ``bias``: ``fold`` (default) treats [W | b] as one map on [x; 1], so the bias is projected with W;
       ``freeze`` keeps the bias of a trained head fixed; ``free`` leaves it unprojected (official code).
+    - ``numerics``: ``exact`` (default) computes each subspace from a float64 eigendecomposition and never
+      keeps a numerical zero; ``float32`` thresholds the singular values of the float32 covariance as the
+      official code does, so with a threshold of 0 round-off keeps every direction of a rank-deficient
+      covariance (the output-side projector becomes the identity up to round-off, and with both sides full
+      rank the round-off remainder of the gradient is what AdamW rescales).
     - ``counts``: ``modality`` keeps one sample count per modality for the running covariances;
       ``global`` scales all of them by one counter across modalities (official code).
     - ``columns``: ``pair`` updates covariances from the pair's own features; ``first_two`` reads the
-      source's first two modalities instead (the official code's mix-up on 3-modality sources). Where those
-      columns do not fit the pair's heads (towers of different widths — impossible in the official code,
-      which has one width), the step falls back to the pair's own columns and the run file lists it under
-      ``method_state.columns_fallback``.
+      source's first two modalities instead (the official code's mix-up on 3-modality sources: the source's
+      declared modalities in the official order vision, text, audio, thermal, depth, …). Where those
+      columns are not available (a bank without them) or do not fit the pair's heads (towers of different
+      widths — impossible in the official code, which has one width), the step falls back to the pair's
+      own columns and the run file lists it under ``method_state.columns_fallback``.
     """
 
     role = "proposed"
     defaults = dict(lambda_min=0.01, left_lambda_min=None, threshold="abs", project="update", bias="fold",
-                    counts="modality", columns="pair")
+                    counts="modality", columns="pair", numerics="exact")
     types = dict(left_lambda_min=float)
     choices = dict(threshold=THRESHOLDS, project=PROJECT, bias=BIAS,
-                   counts=("modality", "global"), columns=("pair", "first_two"))
+                   counts=("modality", "global"), columns=("pair", "first_two"), numerics=NUMERICS)
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
@@ -74,8 +80,8 @@ class DNS(ProjectionMethod):
         for m in ctx.pair:
             lin = ctx.heads[m]
             if m in self.cov_in:
-                p_in = Projector.from_covariance(self.cov_in[m], o.threshold, o.lambda_min)
-                p_out = Projector.from_covariance(self.cov_out[m], o.threshold, left)
+                p_in = Projector.from_covariance(self.cov_in[m], o.threshold, o.lambda_min, numerics=o.numerics)
+                p_out = Projector.from_covariance(self.cov_out[m], o.threshold, left, numerics=o.numerics)
             else:   # a modality never seen before: no constraint
                 p_in, p_out = Projector.zero(self.projection.in_dim(lin)), Projector.zero(lin.out_features)
             self.proj[m] = (p_in, p_out)
@@ -88,8 +94,9 @@ class DNS(ProjectionMethod):
         xa, xb = ctx.train
         if self.options.columns == "first_two":
             f = ctx.source_features
-            first = [m for m in MODALITY_ORDER if m in f][:2]
-            if (f[first[0]].shape[1], f[first[1]].shape[1]) == (xa.shape[1], xb.shape[1]):
+            declared = getattr(f, "declared", ()) or tuple(f)
+            first = [m for m in MODALITY_ORDER if m in declared][:2]
+            if all(m in f for m in first) and (f[first[0]].shape[1], f[first[1]].shape[1]) == (xa.shape[1], xb.shape[1]):
                 xa, xb = f[first[0]], f[first[1]]
             else:
                 self.columns_fallback.append(ctx.step)

@@ -132,3 +132,63 @@ def test_dns_with_adam_projects_the_update(two_step):
                           LossConfig(temperature=0.1))
     assert upd["matrices"]["align_dev"][2][0] < 1e-3
     assert grad["matrices"]["align_dev"][2][0] > 10 * upd["matrices"]["align_dev"][2][0]
+
+
+def _three_modality_bank_stream(tmp_path, declared=("vision", "text", "depth")):
+    from bench.features import bank
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 40), ("test", 16)):
+        data = bank.SplitFeatures(features={m: torch.randn(n, 6, generator=g) for m in declared},
+                                  ids=[f"{split}{i}" for i in range(n)])
+        bank.write_split(bank.bank_file(tmp_path / "banks", "enc", "nyu", split), data, source="nyu", split=split,
+                         encoder="enc")
+    path = tmp_path / "nyu.toml"
+    path.write_text('name = "nyu"\n[sources.nyu]\nkind = "bank"\nmodalities = ["vision", "text", "depth"]\n'
+                    '[[steps]]\nsource = "nyu"\npair = ["vision", "depth"]\nmetrics = ["recall"]\n')
+    return path
+
+
+@pytest.mark.parametrize("columns,depth_from", [("pair", "depth"), ("first_two", "text")])
+def test_first_two_columns_read_the_sources_declared_order_from_banks(tmp_path, columns, depth_from):
+    """NYUDv2 is (vision, text, depth): the official covariance update of a vision–depth step reads the vision
+    and *text* columns, so the bank's text column must be loaded though no step trains text."""
+    from bench.features.bank import read_split
+    from bench.runner import get_scenario
+    from bench.trainer import Trainer
+    spec = streams.load(str(_three_modality_bank_stream(tmp_path)))
+    scenario = get_scenario(spec, "enc", tmp_path / "banks")
+    heads = Heads(scenario.in_dims, 6)
+    m = DNS(columns=columns, bias="free")
+    Trainer(scenario, m, heads, TrainConfig(epochs=1), LossConfig(), seed=0).train_experience(0)
+    x = read_split(tmp_path / "banks" / "enc" / "nyu" / "train.h5").features[depth_from].double()
+    assert torch.allclose(m.cov_in["depth"], x.T @ x / len(x))
+    assert m.state_summary().get("columns_fallback", []) == []
+
+
+def test_first_two_columns_missing_from_the_bank_are_recorded(tmp_path):
+    from bench.runner import get_scenario
+    from bench.trainer import Trainer
+    spec = streams.load(str(_three_modality_bank_stream(tmp_path, declared=("vision", "depth"))))
+    scenario = get_scenario(spec, "enc", tmp_path / "banks")
+    m = DNS(columns="first_two")
+    Trainer(scenario, m, Heads(scenario.in_dims, 6), TrainConfig(epochs=1), LossConfig(), seed=0).train_experience(0)
+    assert m.state_summary()["columns_fallback"] == [0]
+
+
+def test_float32_numerics_keep_round_off_directions_as_the_official_code():
+    cov = _cov(d=16, rank=5, seed=3)
+    exact = Projector.from_covariance(cov, "abs", 0.0)
+    official = Projector.from_covariance(cov, "abs", 0.0, numerics="float32")
+    singular = torch.linalg.svdvals(cov.float())
+    assert exact.rank == 5
+    assert official.rank == int((singular > 0).sum()) > 5          # round-off singular values pass λ = 0
+    # above the round-off, both agree on the rank of a clear threshold
+    assert Projector.from_covariance(cov, "abs", 1e-3, numerics="float32").rank == 5
+    # a full-rank float32 projector is the identity only up to round-off: P M P − M is tiny but not zero
+    full = Projector.from_covariance(torch.eye(8, dtype=torch.float64) + _cov(d=8, rank=8), "abs", 0.0,
+                                     numerics="float32")
+    m = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+    rest = m - full.sandwich(full, m)
+    assert full.rank == 8 and 0 < rest.abs().max() < 1e-5
+    assert (m - Projector.from_covariance(torch.eye(8, dtype=torch.float64), "abs", 0.0).sandwich(
+        Projector.from_covariance(torch.eye(8, dtype=torch.float64), "abs", 0.0), m)).abs().max() == 0

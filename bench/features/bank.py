@@ -127,8 +127,9 @@ def _check_finite(path: Path, x: torch.Tensor, key: str):
         raise BenchError(f"bank {path}: key {key!r} contains NaN or Inf")
 
 
-def read_split(path: Path | str, modalities: list[str] | None = None) -> SplitFeatures:
-    """Open one bank file lazily and check it; every problem is one ``BenchError`` naming file and key."""
+def read_split(path: Path | str, modalities: list[str] | None = None, optional: list[str] = ()) -> SplitFeatures:
+    """Open one bank file lazily and check it; every problem is one ``BenchError`` naming file and key.
+    ``modalities`` must be in the file (None: all it has); ``optional`` ones are read too when present."""
     import h5py
     path = Path(path)
     if not path.is_file():
@@ -152,7 +153,8 @@ def read_split(path: Path | str, modalities: list[str] | None = None) -> SplitFe
             for m in modalities or []:
                 if m not in have:
                     raise BenchError(f"bank {path}: missing modality {m!r} (key 'features/{m}'; it has {', '.join(have)})")
-            feats = {m: _matrix(path, f["features"][m], f"features/{m}") for m in (modalities or have)}
+            wanted = list(modalities or have) + [m for m in optional if m in have and m not in (modalities or have)]
+            feats = {m: _matrix(path, f["features"][m], f"features/{m}") for m in wanted}
             ids = [s for s in f["ids"].asstr()[...]]
             labels = torch.from_numpy(f["labels"][...].astype(np.int64)) if "labels" in f else None
             texts = names = None
@@ -211,7 +213,9 @@ def load_stream_banks(spec, encoder: str | None, root: Path | str) -> tuple[dict
     width = spec.encoders.get(encoder)
     out, shas = {}, {}
     for (s, split), path in files.items():
-        data = read_split(path, used[s])
+        # every modality the source declares, when the file has it: memory-mapped, so unused columns cost
+        # nothing, and a method that reads other columns of the source (dns columns=first_two) finds them
+        data = read_split(path, used[s], optional=spec.sources[s].get("modalities", []))
         for m, x in data.features.items():
             if width is not None and x.shape[1] != width:
                 raise BenchError(f"bank {path}: key 'features/{m}' has width {x.shape[1]} but stream "
