@@ -137,8 +137,20 @@ def plan(args) -> Plan:
     sets = parse_sets(args.sets, known)
     for m in sets:                  # validates names and values, also of methods not run
         registry.get(m).resolve(sets[m])
-    options = {m: registry.get(m).resolve(sets.get(m, {})) for m in names}
     spec = streams.load(args.stream)
+    # the stream's settings for this encoder: method defaults < these < --set; its train table < flags
+    encoder_settings = spec.settings.get(args.encoder, {}) if args.encoder else {}
+    for key, opts in encoder_settings.items():
+        if key == "train":
+            continue
+        where = f"stream file {spec.path} [settings.{args.encoder}.{key}]"
+        if key not in known:
+            raise BenchError(f"{where}: unknown method {key!r}; available: {', '.join(known)}")
+        try:
+            registry.get(key).resolve(opts)
+        except BenchError as e:
+            raise BenchError(f"{where}: {e}") from None
+    options = {m: registry.get(m).resolve({**encoder_settings.get(m, {}), **sets.get(m, {})}) for m in names}
     official = args.protocol == "official"
     base = OFFICIAL_LOSS if args.loss == "official" or (args.loss is None and official) else LossConfig()
     loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
@@ -148,7 +160,8 @@ def plan(args) -> Plan:
                optimizer=args.optimizer, schedule=args.schedule, clip_grad_norm=args.clip_grad_norm,
                decay_bias=args.decay_bias)
     preset = OFFICIAL_TRAINING if official else {}
-    train = TrainConfig(**{**spec.train, **preset, **{k: v for k, v in cli.items() if v is not None}})
+    train = TrainConfig(**{**spec.train, **encoder_settings.get("train", {}), **preset,
+                           **{k: v for k, v in cli.items() if v is not None}})
     import torch
     try:
         torch.empty(1, device=args.device)

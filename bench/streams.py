@@ -46,6 +46,8 @@ class StreamSpec:
     encoders: dict[str, int] = field(default_factory=dict)   # expected feature width per known encoder
     head_dim: int | None = None      # width of the joint space (default: the widest input)
     probes: list[Step] = field(default_factory=list)   # evaluation-only pairs (emergent alignment), never trained
+    # per-encoder settings: {encoder: {"train": {...}, method: {option: value}}}, applied with --encoder
+    settings: dict[str, dict] = field(default_factory=dict)
     sha256: str = ""     # of the file's bytes as loaded: what ran, even if the file changes during a sweep
 
     @property
@@ -109,6 +111,17 @@ TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": flo
               "schedule": str, "clip_grad_norm": float, "decay_bias": bool}
 
 
+def _train_table(where: str, train) -> dict:
+    if not isinstance(train, dict):
+        raise BenchError(f"{where} must be a table")
+    _check_keys(where, train, set(TRAIN_KEYS))
+    for key, kind in TRAIN_KEYS.items():
+        if key in train and (not isinstance(train[key], (int, float) if kind is float else kind)
+                             or (isinstance(train[key], bool) and kind is not bool)):
+            raise BenchError(f"{where}: key {key!r} must be a {kind.__name__}, got {train[key]!r}")
+    return train
+
+
 def load(name_or_path: str) -> StreamSpec:
     path = resolve(name_or_path)
     try:
@@ -118,7 +131,7 @@ def load(name_or_path: str) -> StreamSpec:
         raise BenchError(f"stream file {path}: not valid TOML ({e})") from None
     where = f"stream file {path}"
     _check_keys(where, raw, {"name", "description", "simulation", "modalities", "sources", "steps", "train",
-                             "encoders", "heads", "probes"})
+                             "encoders", "heads", "probes", "settings"})
     heads = raw.get("heads", {})
     if not isinstance(heads, dict):
         raise BenchError(f"{where}: [heads] must be a table")
@@ -128,14 +141,16 @@ def load(name_or_path: str) -> StreamSpec:
     encoders = raw.get("encoders", {})
     if not isinstance(encoders, dict) or not all(isinstance(v, int) and v > 0 for v in encoders.values()):
         raise BenchError(f"{where}: [encoders] must map encoder names to positive feature widths")
-    train = raw.get("train", {})
-    if not isinstance(train, dict):
-        raise BenchError(f"{where}: [train] must be a table")
-    _check_keys(f"{where} [train]", train, set(TRAIN_KEYS))
-    for key, kind in TRAIN_KEYS.items():
-        if key in train and (not isinstance(train[key], (int, float) if kind is float else kind)
-                             or (isinstance(train[key], bool) and kind is not bool)):
-            raise BenchError(f"{where} [train]: key {key!r} must be a {kind.__name__}, got {train[key]!r}")
+    train = _train_table(f"{where} [train]", raw.get("train", {}))
+    settings = raw.get("settings", {})
+    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
+        raise BenchError(f"{where}: [settings] must hold one table per encoder ([settings.<encoder>])")
+    for enc, table in settings.items():
+        if "train" in table:
+            _train_table(f"{where} [settings.{enc}.train]", table["train"])
+        for method, opts in table.items():
+            if not isinstance(opts, dict):
+                raise BenchError(f"{where} [settings.{enc}]: key {method!r} must be a table of options")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name or "/" in name:
         raise BenchError(f"{where}: key 'name' must be a non-empty string without '/'")
@@ -191,7 +206,7 @@ def load(name_or_path: str) -> StreamSpec:
         raise BenchError(f"{where}: step or probe {sorted(dup)[0]!r} appears twice")
     return StreamSpec(name=name, path=path, description=raw.get("description", ""), steps=steps, sources=sources,
                       simulation=sim, modalities=mods, train=train, encoders=encoders,
-                      head_dim=heads.get("dim"), probes=probes, sha256=hashlib.sha256(content).hexdigest()[:16])
+                      head_dim=heads.get("dim"), probes=probes, settings=settings, sha256=hashlib.sha256(content).hexdigest()[:16])
 
 
 def _step(where: str, label: str, i: int, st, sources: dict) -> Step:

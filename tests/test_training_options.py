@@ -90,3 +90,38 @@ def test_protocol_preset_and_overrides_reach_the_run_record(tmp_path, argv, trai
     cfg = _config(tmp_path)
     assert {k: cfg["train"][k] for k in train} == train
     assert {k: cfg["loss"][k] for k in loss} == loss
+
+
+def _stream_with_settings(tmp_path, settings):
+    from bench.streams import builtin_streams
+    p = tmp_path / "toy-set.toml"
+    p.write_text(builtin_streams()["toy"].read_text().replace('name = "toy"', 'name = "toy-set"') + settings)
+    return p
+
+
+def test_stream_settings_per_encoder_apply_under_the_command_line(tmp_path):
+    stream = _stream_with_settings(tmp_path, "\n[settings.big.train]\nlr = 0.003\n[settings.big.l2]\nstrength = 7\n")
+    common = ["--stream", str(stream), "--methods", "l2", "--seeds", "1", "--epochs", "1", "--no-figures"]
+
+    def config(out, *extra):
+        assert main([*common, "--out", str(out), *extra]) == 0
+        return json.loads(next(out.glob("*/runs/l2/seed0.json")).read_text())["config"]
+
+    plain = config(tmp_path / "a")                                  # no --encoder: the settings do not apply
+    assert plain["method_params"]["strength"] != 7 and plain["train"]["lr"] != 0.003
+    applied = config(tmp_path / "b", "--encoder", "big")
+    assert applied["method_params"]["strength"] == 7.0 and applied["train"]["lr"] == 0.003
+    over = config(tmp_path / "c", "--encoder", "big", "--set", "l2.strength=2", "--lr", "0.01")
+    assert over["method_params"]["strength"] == 2.0 and over["train"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("settings,message", [
+    ("\n[settings.big.nosuch]\nx = 1\n", "[settings.big.nosuch]: unknown method 'nosuch'"),
+    ("\n[settings.big.l2]\nnosuch = 1\n", "[settings.big.l2]: method 'l2' has no option 'nosuch'"),
+    ("\n[settings.big.train]\nlr = \"fast\"\n", "[settings.big.train]: key 'lr' must be a float"),
+])
+def test_bad_stream_settings_name_file_and_key(tmp_path, capsys, settings, message):
+    stream = _stream_with_settings(tmp_path, settings)
+    assert main(["--stream", str(stream), "--methods", "l2", "--encoder", "big", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(stream) in err and len(err.strip().splitlines()) == 1
