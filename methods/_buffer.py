@@ -175,14 +175,23 @@ class PairBuffer:
 HEADS = ("all", "pair")         # heads in play in a replay step: every buffered pair's, or the step's two
 
 
-def group_loss(heads, groups, loss_cfg) -> torch.Tensor:
+def embed(heads, m: str, x: torch.Tensor, in_play) -> torch.Tensor:
+    """``heads[m](x)``; without a graph when head ``m`` is not trained this step (``in_play`` a set, or None
+    for every head): its output is then a constant, and no gradient is spent on (or left in) a frozen head."""
+    if in_play is None or m in in_play:
+        return heads[m](x)
+    with torch.no_grad():
+        return heads[m](x)
+
+
+def group_loss(heads, groups, loss_cfg, in_play=None) -> torch.Tensor:
     """InfoNCE of a replay batch, computed per pair group and averaged with the groups' sizes as weights
-    (never over a batch that mixes modality pairs)."""
+    (never over a batch that mixes modality pairs); heads outside ``in_play`` get no gradient."""
     from bench.loss import info_nce
     total, n = 0.0, 0
     for _, (a, b), xa, xb in groups:
         k = len(xa)
-        total = total + k * info_nce(heads[a](xa), heads[b](xb), loss_cfg)
+        total = total + k * info_nce(embed(heads, a, xa, in_play), embed(heads, b, xb, in_play), loss_cfg)
         n += k
     return total / n
 
@@ -200,6 +209,7 @@ class ReplayMixin:
         self._gen = None
         self._params = []
         self._eligible = None
+        self.in_play: set[str] | None = None
 
     def trainable_modalities(self, ctx, tasks):
         """The step's heads plus (``heads=all``) every head of a buffered pair: replay, or a projected
@@ -216,6 +226,7 @@ class ReplayMixin:
         gradient vector."""
         self._gen = ctx.rng("buffer", salt=2, seed=self.options.seed)
         mods = self.trainable_modalities(ctx, [ctx.step])
+        self.in_play = set(mods)                # heads the optimiser updates this step
         buf = self.replay_buffer
         self._eligible = [t for t in buf.tasks if set(buf.pairs[t]) & set(mods)]
         self._params = [p for m in mods for p in ctx.heads[m].parameters()]

@@ -4,14 +4,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.loss import info_nce
-
 from bench.devices import host
+from bench.loss import info_nce
 
 from . import Method, register
 from ._distill import kl_sum
-from ._buffer import HEADS, POLICIES, ReplayMixin
-from .der import embed
+from ._buffer import HEADS, POLICIES, ReplayMixin, embed
 
 RELATIONS = ("views", "cross")
 
@@ -134,7 +132,6 @@ class Co2L(ReplayMixin, Method):
     def __init__(self, **overrides):
         super().__init__(**overrides)
         self._init_replay(self.options.buffer, self.options.buffer_size, self.options.memory_per_step)
-        self.in_play: set[str] | None = None
         self.old: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}   # modality -> frozen (W, b) at step start
         self.steps_done = 0
         self.last_negative_tasks: list[int] = []   # tasks whose buffered pairs were the last batch's negatives
@@ -214,7 +211,6 @@ class Co2L(ReplayMixin, Method):
     # -- hooks -----------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):
         self._start_step(ctx)
-        self.in_play = set(self.trainable_modalities(ctx, [ctx.step]))
         self.old = {}
         if self.steps_done > 0:                      # Co2L distils from the second task on
             for m in self.in_play:

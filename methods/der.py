@@ -7,16 +7,7 @@ from bench.devices import host
 from bench.loss import info_nce
 
 from . import Method, register
-from ._buffer import HEADS, POLICIES, ReplayMixin
-
-
-def embed(heads, m: str, x: torch.Tensor, in_play) -> torch.Tensor:
-    """``heads[m](x)``; without a graph when head ``m`` is not trained this step (``in_play`` a set, or None
-    for every head): its output is then a constant, and no gradient is spent on (or left in) a frozen head."""
-    if in_play is None or m in in_play:
-        return heads[m](x)
-    with torch.no_grad():
-        return heads[m](x)
+from ._buffer import HEADS, POLICIES, ReplayMixin, embed
 
 
 def split_rows(groups, width: dict[str, int]):
@@ -67,7 +58,6 @@ class DER(ReplayMixin, Method):
         super().__init__(**overrides)
         self._init_replay(self.options.buffer, self.options.buffer_size, self.options.memory_per_step)
         self.width: dict[str, int] = {}       # modality -> feature width (where a stored row's embedding starts)
-        self.in_play: set[str] | None = None  # heads the optimiser updates this step
         self.replayed = 0
         self._sums: torch.Tensor | None = None
         self._batches = 0
@@ -118,7 +108,6 @@ class DER(ReplayMixin, Method):
     # -- hooks -----------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):
         self._start_step(ctx)
-        self.in_play = set(self.trainable_modalities(ctx, [ctx.step]))
         self._sums, self._batches = None, 0
 
     def before_backward(self, ctx):

@@ -42,7 +42,7 @@ class ER(ReplayMixin, Method):
             return
         groups = self.replay_buffer.sample(int(self.options.replay_batch), self._gen, int(self.options.groups), self._eligible)
         if groups:
-            ctx.loss = ctx.loss + self.options.weight * group_loss(ctx.heads, groups, ctx.loss_cfg)
+            ctx.loss = ctx.loss + self.options.weight * group_loss(ctx.heads, groups, ctx.loss_cfg, self.in_play)
             self.replayed += 1
 
     def state_summary(self):

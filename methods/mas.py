@@ -15,27 +15,29 @@ class MAS(QuadraticPenalty):
     Aljundi, Babiloni, Elhoseiny, Rohrbach, Tuytelaars, "Memory Aware Synapses: Learning what (not) to
     forget", ECCV 2018. After a task, the importance of a parameter is the mean over the task's data of the
     absolute gradient of the squared L2 norm of the network's output, ``Ω_i = mean_x |∂‖F(x)‖²/∂θ_i|``
-    (no labels or loss needed); importances of successive tasks are combined as a running average weighted
-    by the number of samples, and later tasks add ``λ · Σ_i Ω_i (θ_i − θ*_i)²``. Adaptation to contrastive
+    (no labels or loss needed); later tasks add ``λ · Σ_i Ω_i (θ_i − θ*_i)²`` with the importances of the
+    earlier tasks accumulated (the authors' code adds each task's Ω to the stored one). Adaptation to contrastive
     modality pairs: the "output" of a modality is its embedding, the raw head output ``head_m(x)`` (before
     any normalisation the loss applies, under which the norm would be constant); when a step ends, Ω is
     computed for every parameter (weight and bias) of the two heads the step trained, on the step's own
-    inputs of each modality, and folded into the head's running average with weight = number of samples;
-    θ* is set to the head's current values. The penalty runs over the two heads of the current pair; a
+    inputs of each modality, and added to the head's Ω (``accumulate = "sum"``, the authors' rule) or
+    folded into a running average weighted by the number of samples (``"average"``); θ* is set to the head's current values. The penalty runs over the two heads of the current pair; a
     modality no step trained is free. The gradient is taken per batch of ``importance_batch`` inputs (of
     the batch mean of ‖head(x)‖², then its absolute value, as the authors' code does); ``importance_batch
     = 1`` gives the paper's per-sample definition exactly (slower).
 
-    Options: ``strength`` (λ); ``importance_batch`` (inputs per gradient, 1 = per sample).
+    Options: ``strength`` (λ); ``importance_batch`` (inputs per gradient, 1 = per sample); ``accumulate``
+    (``sum`` or ``average``).
     """
 
-    defaults = {"strength": 40.0, "importance_batch": 64}
+    defaults = {"strength": 40.0, "importance_batch": 64, "accumulate": "sum"}
+    choices = {"accumulate": ("sum", "average")}
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
         if self.options.importance_batch < 1:
             raise BenchError("option mas.importance_batch must be >= 1")
-        self.omega: dict[str, list[torch.Tensor]] = {}     # modality -> running-average Ω per parameter
+        self.omega: dict[str, list[torch.Tensor]] = {}     # modality -> accumulated Ω per parameter
         self.count: dict[str, int] = {}                   # modality -> samples behind Ω
         self.anchor: dict[str, list[torch.Tensor]] = {}
 
@@ -66,7 +68,12 @@ class MAS(QuadraticPenalty):
         for m, om in new.items():
             n_new, n_old = len(ctx.train[0]), self.count.get(m, 0)
             old = self.omega.get(m)
-            self.omega[m] = om if old is None else [(n_old * o + n_new * w) / (n_old + n_new) for o, w in zip(old, om)]
+            if old is None:
+                self.omega[m] = om
+            elif self.options.accumulate == "sum":
+                self.omega[m] = [o + w for o, w in zip(old, om)]
+            else:
+                self.omega[m] = [(n_old * o + n_new * w) / (n_old + n_new) for o, w in zip(old, om)]
             self.count[m] = n_old + n_new
             self.anchor[m] = [p.detach().clone() for p in head_params(ctx, m)]
         self.record(ctx, new)

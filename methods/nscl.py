@@ -55,9 +55,12 @@ class NSCL(OneSidedProjection):
     spectrum: docs/results.md. ``project = update`` (the paper's: the optimiser's actual change is projected after
     its step, exact with Adam/AdamW) or ``gradient`` (the raw gradient before the optimiser, exact with plain
     SGD only). The projection uses the thinner of the null-space basis and its complement.
+    ``normalize_projector`` (false): the authors' code divides the projector U₂U₂ᵀ by its Frobenius norm
+    √(dim of the null space), which shrinks every projected step by that factor (a smaller effective
+    learning rate; the paper does not mention it); true reproduces it.
     """
 
-    defaults = dict(threshold="min_ratio", value=10.0, project="update", bias="fold")
+    defaults = dict(threshold="min_ratio", value=10.0, project="update", bias="fold", normalize_projector=False)
     choices = dict(threshold=NULL_RULES, project=PROJECT, bias=BIAS)
 
     def __init__(self, **overrides):
@@ -73,6 +76,16 @@ class NSCL(OneSidedProjection):
             return Projector.zero(dim)
         evals, evecs = torch.linalg.eigh(cov)
         return projector_from_mask(evecs, ~null_mask(host(evals), self.options.threshold, self.options.value))
+
+    def _removed(self, m: str):
+        p = self.proj[m]
+        if not self.options.normalize_projector or p.is_zero:
+            return p.right                                        # Δ P
+        scale = 1.0 / max(p.dim - p.rank, 1) ** 0.5              # 1 / ‖U₂U₂ᵀ‖_F
+        return lambda delta: delta - (delta - p.right(delta)) * scale     # Δ − Δ U₂U₂ᵀ / ‖U₂U₂ᵀ‖_F
+
+    def _use_factors(self, lin, p, batch):
+        return not self.options.normalize_projector and super()._use_factors(lin, p, batch)
 
     def _absorb(self, m, x, ctx):
         x = x.double()

@@ -132,6 +132,21 @@ def test_nscl_update_lies_in_the_null_space_of_past_inputs(optimizer, old_rank):
     assert torch.allclose(lin(x_old), out0, atol=1e-4)
 
 
+def test_nscl_normalized_projector_scales_one_update_by_the_projectors_norm():
+    """The authors' code applies U₂U₂ᵀ / ‖U₂U₂ᵀ‖_F to Adam's update: one SGD step from the same state moves
+    the head by exactly the plain projected step divided by √(dim of the null space)."""
+    steps = {}
+    for normalize in (False, True):
+        nscl = NSCL(threshold="abs", value=1e-6, normalize_projector=normalize)
+        heads, ctx, _ = _setup(nscl, 3)
+        w0 = _folded(heads["text"])
+        _train(nscl, heads, ctx, torch.optim.SGD(heads.parameters_of(ctx.pair), lr=0.5), ctx.train, iters=1)
+        steps[normalize] = _folded(heads["text"]) - w0
+    null_dim = D + 1 - (3 + 1)
+    assert steps[False].norm() > 1e-3
+    assert torch.allclose(steps[True], steps[False] / null_dim ** 0.5, atol=1e-6)
+
+
 def test_nscl_null_space_rules():
     ev = torch.tensor([1.0, 0.1, 1e-3, 2e-4, 1e-4, 0.0])
     # min_ratio: λ ≤ a·λ_min; here λ_min = 0, so only the numerical zero (the exact null space)
@@ -336,3 +351,23 @@ def test_cli_runs(method, tmp_path):
     assert run.main(["--methods", method, "--stream", "toy", "--seeds", "1", "--epochs", "1", "--out",
                      str(tmp_path), "--no-figures", "--threads", "1"]) == 0
     assert (tmp_path / "toy" / "runs" / method / "seed0.json").exists()
+
+
+@pytest.mark.parametrize("name", ["dns", "dns-official", "gpm", "nscl"])
+def test_bias_freeze_holds_only_heads_with_something_to_protect(two_step, name):
+    """Step 2 (text, audio): text was trained at step 1, so its bias stays; audio is new and learns its bias."""
+    import methods
+    from bench.heads import Heads
+    from bench.loss import LossConfig
+    from bench.runner import get_scenario
+    from bench.trainer import TrainConfig, Trainer
+    scenario = get_scenario(streams.load(str(two_step)))
+    heads = Heads(scenario.in_dims, 24)
+    tr = Trainer(scenario, methods.get(name)(bias="freeze"), heads, TrainConfig(epochs=1, lr=1e-2), LossConfig(),
+                 seed=0)
+    tr.train_experience(0)
+    before = {m: heads[m].bias.detach().clone() for m in ("text", "audio")}
+    assert before["audio"].abs().max() == 0                 # untouched so far
+    tr.train_experience(1)
+    assert torch.equal(heads["text"].bias.detach(), before["text"])
+    assert heads["audio"].bias.detach().abs().max() > 1e-3

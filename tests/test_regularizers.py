@@ -89,14 +89,15 @@ def test_hot_path_gradient_equals_autograd_of_the_penalty(two_step, name):
 
 def test_si_importance_is_not_a_silent_no_op(two_step):
     """Avalanche 0.6.0's SI snapshots a view of the live weights, so Δθ ≡ 0 and ω ≡ 0 on CPU."""
-    _, m, _ = _trained(two_step, "si")
+    tr, m, _ = _trained(two_step, "si")
     for mod in ("text", "video"):
         for omega in m.big_omega[mod]:
             assert (omega > 0).float().mean() > 0.9
     for mod, bufs in m.buffers.items():
-        for p, (omega, prev, _, _) in zip(m.big_omega[mod], bufs):
+        for p, (omega, prev, _, _) in zip(tr.heads[mod].parameters(), bufs):
             assert omega.abs().sum() > 0                    # ω of the step: the loss went down along the path
-            assert prev.data_ptr() != p.data_ptr()
+            assert prev.data_ptr() != p.data_ptr()          # the snapshot is a copy, not a view of the weights
+            assert not torch.equal(prev, p.detach())        # ... taken before the last update moved them
 
 
 @pytest.mark.parametrize("omega_grad", ["task", "total"])
@@ -142,11 +143,16 @@ def test_mas_per_sample_importance_matches_the_closed_form(two_step):
 def test_mas_and_online_ewc_accumulate_as_specified(two_step):
     _, mas, _ = _trained(two_step, "mas", steps=2)
     logs = mas.state_summary()["importance"]
+    first, second = logs[0]["mean_importance"]["text"], logs[1]["mean_importance"]["text"]
+    for k, om in enumerate(mas.omega["text"]):              # the authors' rule: each step's Ω is added
+        assert float(om.mean()) == pytest.approx(first[k] + second[k], rel=1e-4)
+    _, avg, _ = _trained(two_step, "mas", steps=2, accumulate="average")
+    logs = avg.state_summary()["importance"]
     n1 = n2 = 200                                           # two_step: 200 training pairs per source
     first, second = logs[0]["mean_importance"]["text"], logs[1]["mean_importance"]["text"]
-    for k, om in enumerate(mas.omega["text"]):              # running average weighted by samples
+    for k, om in enumerate(avg.omega["text"]):              # running average weighted by samples
         assert float(om.mean()) == pytest.approx((n1 * first[k] + n2 * second[k]) / (n1 + n2), rel=1e-4)
-    assert mas.count["text"] == 400 and mas.count["video"] == 200
+    assert avg.count["text"] == 400 and avg.count["video"] == 200
 
     tr, online, _ = _trained(two_step, "ewc-online", steps=2, gamma=0.5)
     logs = online.state_summary()["importance"]

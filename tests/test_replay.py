@@ -231,3 +231,25 @@ def test_cli_runs_each_replay_method_on_toy(tmp_path, method):
     assert run.main(["--methods", method, "--stream", "toy", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path),
                      "--no-figures"]) == 0
     assert (tmp_path / "toy" / "runs" / method / "seed0.json").exists()
+
+
+@pytest.mark.parametrize("method", ["er", "der", "derpp", "co2l"])
+def test_heads_pair_spends_no_gradient_on_a_partner_head_it_does_not_train(two_step, method):
+    """Step 2 (text, audio) replays step 1's text–video pairs; with heads = pair the video head is frozen, so
+    it must stay out of the graph (no .grad accumulating on it, no backward cost)."""
+    import methods
+    from bench import streams
+    from bench.heads import Heads
+    from bench.loss import LossConfig
+    from bench.runner import get_scenario
+    from bench.trainer import TrainConfig, Trainer
+    scenario = get_scenario(streams.load(str(two_step)))
+    heads = Heads(scenario.in_dims, 24)
+    m = methods.get(method)(heads="pair", replay_batch=16)
+    tr = Trainer(scenario, m, heads, TrainConfig(epochs=1, lr=1e-2), LossConfig(), seed=0)
+    tr.train_experience(0)
+    heads.zero_grad(set_to_none=True)
+    video = heads["video"].weight.detach().clone()
+    tr.train_experience(1)
+    assert m.state_summary().get("replayed_iterations", 1) > 0
+    assert heads["video"].weight.grad is None and torch.equal(heads["video"].weight.detach(), video)
