@@ -242,6 +242,8 @@ def test_cila_coefficient_follows_its_formula():
     assert adaptive_coefficient(c, d, alpha=2.0) == pytest.approx(2.0 * 0.5 / 2.0)           # 0.5
     assert adaptive_coefficient(c, d, alpha=2.0, ratio="contrastive/distill") == pytest.approx(2.0 * 2.0 / 0.5)
     assert adaptive_coefficient(c[:1], d[:1], alpha=3.0) == pytest.approx(0.75)
+    # a ratio of means, not a mean of per-step ratios ((1/1 + 1/4) / 2 = 0.625)
+    assert adaptive_coefficient([1.0, 4.0], [1.0, 1.0], alpha=1.0) == pytest.approx(2.0 / 5.0)
     assert adaptive_coefficient([], [], alpha=2.0, initial=0.4) == 0.4                       # nothing to go by
     assert adaptive_coefficient([1.0], [0.0], ratio="contrastive/distill", initial=0.4) == 0.4
     with pytest.raises(ValueError):
@@ -250,8 +252,8 @@ def test_cila_coefficient_follows_its_formula():
     cila = CILA(alpha=2.0, ird=0.4)
     assert cila.coefficient() == 0.4
     cila.history = [{"step": 0, "contrastive": 9.0, "ird": None}, {"step": 1, "contrastive": 2.0, "ird": 0.5},
-                    {"step": 2, "contrastive": 1.0, "ird": 0.25}]
-    assert cila.coefficient() == pytest.approx(2.0 * 0.375 / 1.5)
+                    {"step": 2, "contrastive": 1.0, "ird": 1.0}]
+    assert cila.coefficient() == pytest.approx(2.0 * 0.75 / 1.5)
     assert CILA(alpha=2.0, ird=0.4, adaptive=False).coefficient() == 0.4
 
 

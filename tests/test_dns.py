@@ -182,6 +182,9 @@ def test_float32_numerics_keep_round_off_directions_as_the_official_code():
     singular = torch.linalg.svdvals(cov.float())
     assert exact.rank == 5
     assert official.rank == int((singular > 0).sum()) > 5          # round-off singular values pass λ = 0
+    # float32's round-off (~1e-7 of the largest), not float64's (~1e-16): it also passes a tiny threshold
+    tiny = Projector.from_covariance(cov, "abs", 1e-9, numerics="float32")
+    assert tiny.rank == int((singular > 1e-9).sum()) > 5
     # above the round-off, both agree on the rank of a clear threshold
     assert Projector.from_covariance(cov, "abs", 1e-3, numerics="float32").rank == 5
     # a full-rank float32 projector is the identity only up to round-off: P M P − M is tiny but not zero
@@ -192,3 +195,25 @@ def test_float32_numerics_keep_round_off_directions_as_the_official_code():
     assert full.rank == 8 and 0 < rest.abs().max() < 1e-5
     assert (m - Projector.from_covariance(torch.eye(8, dtype=torch.float64), "abs", 0.0).sandwich(
         Projector.from_covariance(torch.eye(8, dtype=torch.float64), "abs", 0.0), m)).abs().max() == 0
+
+
+@pytest.mark.parametrize("counts", ["modality", "global"])
+def test_running_covariances_are_sample_weighted_means(two_step, counts):
+    """Text is trained at both steps (200 pairs each): its input covariance is (X₁ᵀX₁ + X₂ᵀX₂) / 400; with the
+    official global counter every modality's covariance is rescaled by the pairs of all steps instead."""
+    from bench.runner import get_scenario
+    from bench.trainer import Trainer
+    scenario = get_scenario(streams.load(str(two_step)))
+    m = DNS(bias="free", counts=counts)
+    tr = Trainer(scenario, m, Heads(scenario.in_dims, 24), TrainConfig(epochs=1), LossConfig(), seed=0)
+    tr.train_experience(0)
+    tr.train_experience(1)
+    (t1, v1), (t2, a2) = (tuple(x.double() for x in tr.train_data(j)) for j in (0, 1))
+    assert torch.allclose(m.cov_in["text"], (t1.T @ t1 + t2.T @ t2) / 400)
+    # video was seen at step 1 only: its own count (200), or the global one (400) after step 2 rescaled it
+    if counts == "modality":
+        assert torch.allclose(m.cov_in["video"], v1.T @ v1 / 200)
+        assert torch.allclose(m.cov_in["audio"], a2.T @ a2 / 200)
+    else:
+        assert torch.allclose(m.cov_in["video"], v1.T @ v1 / 200)          # not touched by step 2
+        assert torch.allclose(m.cov_in["audio"], a2.T @ a2 / 400)          # first seen when the counter was 200

@@ -57,3 +57,55 @@ def test_without_ties_it_is_the_plain_rank():
     s = torch.randn(50, 50, generator=gen)
     rank = (s > s.diagonal().unsqueeze(1)).sum(1)
     assert recall_at(s).tolist() == pytest.approx([(rank < k).float().mean().item() for k in (1, 5, 10)])
+
+
+# --- the evaluator on a hand-built task -----------------------------------------------------------------
+def _task(xa, xb, pair=("audio", "text"), labels=None, class_texts=None, metrics=("recall",)):
+    from bench.features.bank import SplitFeatures
+    from bench.scenario import Task
+    from bench.streams import Step
+    split = SplitFeatures(features={pair[0]: xa, pair[1]: xb}, ids=[str(i) for i in range(len(xa))],
+                          labels=labels, class_texts=class_texts)
+    return Task(Step(0, "s", pair, tuple(metrics)), split, split)
+
+
+def _identity_heads(d=3, mods=("audio", "text")):
+    from bench.heads import Heads
+    return Heads({m: d for m in mods}, d)
+
+
+def test_evaluator_reports_both_directions_and_their_mean():
+    from bench.evaluate import Evaluator
+    xa = torch.tensor([[1., 0., 0.], [0., 1., 0.], [0., 0., 1.]])
+    xb = torch.tensor([[2., 3., 3.], [0., 1., 0.], [0., 0., 1.]])        # identity heads: scores = xa @ xb.T
+    s = xa @ xb.T
+    row = Evaluator([_task(xa, xb)], seed=0).evaluate(_identity_heads(), learned=0)
+    ab, ba = recall_at(s).tolist(), recall_at(s.T).tolist()
+    assert ab != ba                                                    # the two directions differ here
+    assert row["r1_ab"][0] == pytest.approx(100 * ab[0]) and row["r1_ba"][0] == pytest.approx(100 * ba[0])
+    assert row["r1"][0] == pytest.approx(50 * (ab[0] + ba[0]))
+
+
+def test_zero_shot_accuracy_queries_the_non_text_side():
+    from bench.evaluate import Evaluator
+    texts = torch.eye(3)
+    labels = torch.tensor([0, 1, 2, 0])
+    audio = texts[labels]                                    # each clip is its class text: always right
+    text = texts[(labels + 1) % 3]                           # the caption side points at the next class
+    task = _task(audio, text, labels=labels, class_texts=texts, metrics=("acc",))
+    row = Evaluator([task], seed=0).evaluate(_identity_heads(), learned=0)
+    assert row["acc"][0] == pytest.approx(100.0)
+
+
+def test_alignment_deviation_is_relative_to_the_scores_right_after_the_task_was_learned():
+    from bench.evaluate import Evaluator
+    g = torch.Generator().manual_seed(0)
+    xa, xb = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    ev, heads = Evaluator([_task(xa, xb)], seed=0), _identity_heads()
+    assert ev.evaluate(heads, learned=0)["align_dev"] == [None]       # before the task: no reference
+    assert ev.evaluate(heads, learned=1)["align_dev"] == [0.0]        # the reference itself
+    ref = xa @ xb.T
+    with torch.no_grad():
+        heads["audio"].weight.mul_(1.5)
+    moved = ev.evaluate(heads, learned=2)["align_dev"][0]
+    assert moved == pytest.approx(((1.5 * ref - ref).norm() / ref.norm()).item(), rel=1e-5)

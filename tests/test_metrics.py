@@ -28,6 +28,9 @@ def test_fwt():
 def test_forgetting():
     # task 1: max(R[1][1], R[2][1]) - R[3][1] = 50 - 45; task 2: max(R[2][2]) - R[3][2] = 60 - 55
     assert M.forgetting(R) == pytest.approx(5.0)
+    # a task that keeps improving after it was learned: the final row is not part of the max (negative)
+    improving = [[10, 10], [20, 10], [30, 40]]
+    assert M.forgetting(improving) == pytest.approx(20 - 30)
 
 
 def test_plasticity():

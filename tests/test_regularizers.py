@@ -187,3 +187,33 @@ def test_runs_from_the_command_line(tmp_path, name):
     assert run.main(["--methods", name, "--stream", "toy", "--seeds", "1", "--epochs", "1",
                      "--out", str(tmp_path), "--no-figures", "--threads", "1"]) == 0
     assert (tmp_path / "toy" / "runs" / name / "seed0.json").exists()
+
+
+def test_ewc_fisher_is_the_squared_gradient_and_the_penalty_has_its_half(two_step):
+    """With one batch holding the whole step (InfoNCE is order-invariant), EWC's diagonal Fisher is the
+    elementwise square of the full-batch gradient, and the penalty is λ/2 · Σ F (θ − θ*)²."""
+    from bench.loss import info_nce
+    tr, m, scenario = _trained(two_step, "ewc", fisher_batch=10_000, strength=3.0)
+    xa, xb = tr.train_data(0)
+    heads = tr.heads
+    params = list(heads["text"].parameters()) + list(heads["video"].parameters())
+    grads = torch.autograd.grad(info_nce(heads["text"](xa), heads["video"](xb), LossConfig()), params)
+    fisher = m.steps[0]["text"] + m.steps[0]["video"]
+    for (f, anchor), g, p in zip(fisher, grads, params):
+        assert torch.allclose(f, g * g, rtol=1e-3, atol=1e-5 * float((g * g).max()))
+        assert torch.equal(anchor, p.detach())
+    ctx = _at_step(tr, scenario, 0)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    expected = 0.5 * 3.0 * sum((f * (p - a).pow(2)).sum() for (f, a), p in zip(fisher, params))
+    assert scalar(m.penalty(ctx)) == pytest.approx(scalar(expected), rel=1e-5)
+
+
+def test_si_accumulates_omega_over_steps(two_step):
+    _, si, _ = _trained(two_step, "si", steps=2)
+    logs = si.state_summary()["importance"]
+    first, second = logs[0]["mean_importance"]["text"], logs[1]["mean_importance"]["text"]
+    for k, om in enumerate(si.big_omega["text"]):          # text trained at both steps: Ω₁ + Ω₂
+        assert float(om.mean()) == pytest.approx(first[k] + second[k], rel=1e-4)

@@ -253,3 +253,72 @@ def test_heads_pair_spends_no_gradient_on_a_partner_head_it_does_not_train(two_s
     tr.train_experience(1)
     assert m.state_summary().get("replayed_iterations", 1) > 0
     assert heads["video"].weight.grad is None and torch.equal(heads["video"].weight.detach(), video)
+
+
+THREE_STEP_SHARED = """
+[[steps]]
+source = "a"
+pair = ["video", "text"]
+metrics = ["recall"]
+"""
+
+
+def _gem_trainer(two_step, method, **options):
+    """Steps 1–2 of two_step plus a third (a: video–text) that shares text with both: two memories."""
+    import methods
+    from bench.runner import get_scenario
+    from bench.trainer import Trainer
+    path = two_step.parent / "three-shared.toml"
+    path.write_text(two_step.read_text() + THREE_STEP_SHARED)
+    scenario = get_scenario(streams.load(str(path)))
+    heads = Heads(scenario.in_dims, 24)
+    m = methods.get(method)(**options)
+    tr = Trainer(scenario, m, heads, TrainConfig(epochs=2, lr=0.05, weight_decay=0.0, optimizer="sgd"),
+                 LossConfig(temperature=0.1), seed=0)
+    return tr, m
+
+
+def test_gem_has_one_constraint_per_memory_each_from_its_own_pairs(two_step):
+    from bench.loss import info_nce
+    tr, m = _gem_trainer(two_step, "gem")
+    for s in range(3):
+        tr.train_experience(s)
+    assert m._eligible == [0, 1]
+    refs = m._reference_gradients(tr.ctx)
+    params = m._params
+    for k, t in enumerate(m._eligible):
+        (a, b), (xa, xb) = m.replay_buffer.pairs[t], m.replay_buffer.task_rows(t)
+        za, zb = tr.heads[a](xa), tr.heads[b](xb)
+        grads = torch.autograd.grad(info_nce(za, zb, LossConfig(temperature=0.1)), params, allow_unused=True)
+        flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+        assert torch.allclose(refs[k], flat, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(refs[0], refs[1])
+
+
+@pytest.mark.parametrize("method", ["gem", "agem"])
+def test_projected_gradient_reaches_the_optimiser(two_step, method):
+    """With project = gradient, the gradient the optimiser steps on satisfies the constraints: ⟨g, ref⟩ ≥ 0 for
+    every memory's reference gradient (up to GEM's ridge), on iterations where the raw gradient violated one."""
+    import methods
+
+    class Checked(methods.get(method)):
+        def before_update(self, ctx):
+            super().before_update(ctx)
+            refs = self._refs if method == "gem" else (self._ref.unsqueeze(0) if self._have_ref else None)
+            if refs is not None:
+                g = self._grads_to_flat(torch.empty_like(self._g))
+                self.dots.append(float((refs @ g).min() / (refs.norm(dim=1).max() * g.norm() + 1e-30)))
+
+    from bench.runner import get_scenario
+    from bench.trainer import Trainer
+    scenario = get_scenario(streams.load(str(two_step)))
+    heads = Heads(scenario.in_dims, 24)
+    m = Checked(project="gradient")
+    m.dots = []
+    tr = Trainer(scenario, m, heads, TrainConfig(epochs=2, lr=0.05, weight_decay=0.0, optimizer="sgd"),
+                 LossConfig(temperature=0.1), seed=0)
+    tr.train_experience(0)
+    tr.train_experience(1)
+    state = m.state_summary()
+    assert (state["qp_solves"] if method == "gem" else state["projected_iterations"]) > 0
+    assert len(m.dots) > 0 and min(m.dots) > -1e-4

@@ -1,0 +1,254 @@
+"""Mutation check: does the test suite notice when a mechanism breaks?
+
+Each entry below breaks one mechanism in a copy of the project (an exact snippet replaced by a wrong one: a
+sign, a missing term, a wrong index, a wrong rule) and runs the tests that should notice. A mutation is
+*caught* when those tests fail. Every snippet must occur exactly once in its file, so a list that no longer
+matches the code is an error, not a silent pass.
+
+    python tests/mutations.py [--jobs N] [--only NAME,NAME] [--list]
+
+Exit code 0 when every mutation was caught (after a baseline run of the same tests on the unmutated copy
+passed); 1 otherwise, listing the survivors. Not collected by pytest (the name does not start with test_).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("bench", "methods", "datasets", "tests", "docs", "pyproject.toml", "README.md")
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+M = Mutation
+MUTATIONS = [
+    # -- evaluation and metrics ---------------------------------------------------------------------
+    M("recall ties favour the query", "bench/evaluate.py",
+      "tied = (scores == diag).sum(1) - 1", "tied = torch.zeros_like(above)", ("tests/test_evaluate.py",)),
+    M("recall in one direction only", "bench/evaluate.py",
+      "ba = ba + recall_at(s.T)", "ba = ba + recall_at(s)", ("tests/test_evaluate.py",)),
+    M("zero-shot Acc queries the text side", "bench/evaluate.py",
+      "query = zb if task.text_side == 0 else za", "query = za if task.text_side == 0 else zb",
+      ("tests/test_evaluate.py",)),
+    M("alignment reference taken one step late", "bench/evaluate.py",
+      "if j == learned - 1:", "if j == learned - 2:", ("tests/test_evaluate.py",)),
+    M("BWT sign", "bench/metrics.py",
+      "_diff(R[T][j], R[j + 1][j])", "_diff(R[j + 1][j], R[T][j])", ("tests/test_metrics.py",)),
+    M("forgetting's max includes the final row", "bench/metrics.py",
+      "for t in range(j + 1, T)]", "for t in range(j + 1, T + 1)]", ("tests/test_metrics.py",)),
+    M("FWT from the row after learning", "bench/metrics.py",
+      "_diff(R[j][j], R[0][j])", "_diff(R[j + 1][j], R[0][j])", ("tests/test_metrics.py",)),
+    # -- loss and training loop ---------------------------------------------------------------------
+    M("symmetric InfoNCE drops its b->a half", "bench/loss.py",
+      'if cfg.direction == "both":', "if False:", ("tests/test_loss.py",)),
+    M("InfoNCE positives on the wrong diagonal", "bench/loss.py",
+      "labels = _arange(logits.shape[0], logits.device)", "labels = _arange(logits.shape[0], logits.device).flip(0)",
+      ("tests/test_loss.py",)),
+    M("gradient clipping skipped", "bench/trainer.py",
+      "                    loss.backward()\n                    if clip is not None:\n"
+      "                        torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)",
+      "                    loss.backward()\n                    if clip is not None:\n                        pass",
+      ("tests/test_training_options.py",)),
+    M("linear schedule off by one", "bench/trainer.py",
+      "max(0.0, (iterations - i) / iterations)", "max(0.0, (iterations - i - 1) / iterations)",
+      ("tests/test_training_options.py",)),
+    M("biases decayed despite decay_bias = false", "bench/trainer.py",
+      '"weight_decay": 0.0}]', "}]", ("tests/test_training_options.py",)),
+    M("one epoch per step whatever --epochs says", "bench/trainer.py",
+      "            for _ in range(cfg.epochs):", "            for _ in range(1):", ("tests/test_training_options.py",)),
+    # -- regularisers -------------------------------------------------------------------------------
+    M("EWC Fisher from |g| instead of g^2", "methods/ewc.py",
+      "s.addcmul_(g, g)", "s.add_(g.abs())", ("tests/test_regularizers.py",)),
+    M("EWC penalty without its 1/2", "methods/ewc.py",
+      "factor_half = True", "factor_half = False", ("tests/test_regularizers.py",)),
+    M("SI's Omega replaced instead of accumulated", "methods/si.py",
+      "[o + c for o, c in zip(old, contrib)]", "contrib", ("tests/test_regularizers.py",)),
+    M("SI's omega with the wrong sign", "methods/si.py",
+      "omega.addcmul_(p.grad, delta, value=-1.0)", "omega.addcmul_(p.grad, delta, value=1.0)",
+      ("tests/test_regularizers.py",)),
+    M("MAS averages importances by default", "methods/mas.py",
+      '"accumulate": "sum"}', '"accumulate": "average"}', ("tests/test_regularizers.py",)),
+    M("MAS importance without the absolute value", "methods/mas.py",
+      "s.add_(g.abs(), alpha=float(len(idx)))", "s.add_(g, alpha=float(len(idx)))", ("tests/test_regularizers.py",)),
+    M("L2 anchor pulls towards minus the anchor", "methods/l2.py",
+      "(p - p_old).pow(2).sum()", "(p + p_old).pow(2).sum()", ("tests/test_methods.py",)),
+    # -- distillation -------------------------------------------------------------------------------
+    M("LwF's KL direction reversed", "methods/lwf.py",
+      "return kl_sum(new_logits, old_logits, dim) / new_logits.shape[1 - dim]",
+      "return kl_sum(old_logits, new_logits, dim) / new_logits.shape[1 - dim]", ("tests/test_lwf.py",)),
+    M("LwF distils a step whose heads are both new", "methods/lwf.py",
+      "            return                                   # both heads new", "            pass  #",
+      ("tests/test_lwf.py",)),
+    M("LwF term 2 over every modality of the pair", "methods/lwf.py",
+      "tuple(m for m in dict.fromkeys((a, b)) if m in self.trained)", "tuple(dict.fromkeys((a, b)))",
+      ("tests/test_lwf.py",)),
+    M("CILA's coefficient as a mean of per-step ratios", "methods/cila.py",
+      "    return float(alpha) * num / den",
+      "    pairs = zip(distillation, contrastive) if ratio == \"distill/contrastive\" else zip(contrastive, distillation)\n"
+      "    return float(alpha) * sum(x / y for x, y in pairs) / len(contrastive)",
+      ("tests/test_der_co2l.py",)),
+    M("Co2L drops the buffered negatives", "methods/co2l.py",
+      "F.cross_entropy(za @ torch.cat([zb, neg_b]).T / cfg.temperature, labels)",
+      "F.cross_entropy(za @ zb.T / cfg.temperature, labels)", ("tests/test_der_co2l.py",)),
+    M("DER distils towards zero instead of the stored embeddings", "methods/der.py",
+      "err = (embed(heads, a, xa, self.in_play) - za_old).pow(2).sum()",
+      "err = (embed(heads, a, xa, self.in_play) - 0 * za_old).pow(2).sum()", ("tests/test_der_co2l.py",)),
+    M("DER++ ignores beta", "methods/derpp.py",
+      "return (float(self.options.alpha), float(self.options.beta))", "return (float(self.options.alpha), 0.0)",
+      ("tests/test_der_co2l.py",)),
+    # -- replay -------------------------------------------------------------------------------------
+    M("reservoir sampling with the wrong acceptance", "methods/_buffer.py",
+      "dtype=torch.float64) * (i + 1)).long()", "dtype=torch.float64) * (i + 2)).long()", ("tests/test_replay.py",)),
+    M("GEM builds every constraint from the first memory", "methods/gem.py",
+      "                xa, xb = self.replay_buffer.task_rows(t)",
+      "                xa, xb = self.replay_buffer.task_rows(self._ref_slots[0][0])", ("tests/test_replay.py",)),
+    M("GEM (project=gradient) never writes the projected gradient back", "methods/gem.py",
+      "self._flat_to_grads(gem_project(g, refs, self.options.margin, self.options.eps))",
+      "gem_project(g, refs, self.options.margin, self.options.eps)", ("tests/test_replay.py",)),
+    M("A-GEM (project=gradient) never writes the projected gradient back", "methods/agem.py",
+      "                self._flat_to_grads(g)", "                pass", ("tests/test_replay.py",)),
+    M("A-GEM projects compatible gradients", "methods/agem.py",
+      "if host(dot) >= 0:", "if host(dot) < 0:", ("tests/test_replay.py",)),
+    M("replay backpropagates into partner heads it does not train", "methods/er.py",
+      "group_loss(ctx.heads, groups, ctx.loss_cfg, self.in_play)", "group_loss(ctx.heads, groups, ctx.loss_cfg)",
+      ("tests/test_replay.py",)),
+    M("joint trains on the current step only", "methods/joint.py",
+      "return list(range(ctx.step + 1))", "return [ctx.step]", ("tests/test_methods.py",)),
+    # -- null-space projections ---------------------------------------------------------------------
+    M("DNS one-sided (output-side projector ignored)", "methods/dns.py",
+      "return lambda delta: p_in.sandwich(p_out, delta)", "return lambda delta: p_in.right(delta)",
+      ("tests/test_dns.py", "tests/test_nullspace.py")),
+    M("DNS covariances never rescaled by the counts", "methods/dns.py",
+      "covs[m] = cov if prev is None else prev * (old_n / new_n) + cov",
+      "covs[m] = cov if prev is None else prev + cov", ("tests/test_dns.py", "tests/test_nullspace.py")),
+    M("DNS output side from the modality's own embeddings", "methods/dns.py",
+      "(self.cov_out, self.n_out, a, embed(b, xb)), (self.cov_out, self.n_out, b, embed(a, xa))",
+      "(self.cov_out, self.n_out, a, embed(a, xa)), (self.cov_out, self.n_out, b, embed(b, xb))",
+      ("tests/test_dns.py", "tests/test_nullspace.py")),
+    M("update projection computed but not applied", "methods/_projection.py",
+      "        lin.weight.data.sub_(r[:, :d])\n        if self.bias == \"fold\":\n            lin.bias.data.sub_(r[:, d])",
+      "        pass", ("tests/test_dns.py", "tests/test_nullspace.py")),
+    M("exact numerics keep round-off directions", "methods/_projection.py",
+      "mask = evals > NUMERICAL_ZERO * top if floor else", "mask = evals > -1 if floor else",
+      ("tests/test_dns.py",)),
+    M("float32 numerics in float64", "methods/_projection.py",
+      "u, s, _ = torch.linalg.svd(cov.float())", "u, s, _ = torch.linalg.svd(cov.double())",
+      ("tests/test_dns.py",)),
+    M("Adam-NSCL projects onto the principal subspace", "methods/nscl.py",
+      "projector_from_mask(evecs, ~null_mask(host(evals), self.options.threshold, self.options.value))",
+      "projector_from_mask(evecs, null_mask(host(evals), self.options.threshold, self.options.value))",
+      ("tests/test_nullspace.py",)),
+    M("GPM stops before the energy threshold", "methods/gpm.py",
+      "hit = torch.nonzero(reached >= energy)", "hit = torch.nonzero(reached >= 0.5 * energy)",
+      ("tests/test_nullspace.py",)),
+    M("C-Flat never perturbs the weights", "methods/cflat.py",
+      "return self.rho / (float(host(norm)) + self.eps)", "return 0.0", ("tests/test_cflat.py",)),
+]
+
+
+def copy_project(dest: Path) -> None:
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dest / name)
+
+
+def apply(root: Path, m: Mutation) -> None:
+    path = root / m.file
+    text = path.read_text()
+    count = text.count(m.old)
+    if count != 1:
+        raise SystemExit(f"error: mutation {m.name!r}: its snippet occurs {count} times in {m.file} "
+                         f"(expected once; update tests/mutations.py)")
+    path.write_text(text.replace(m.old, m.new))
+
+
+def pytest(root: Path, tests: tuple[str, ...]) -> tuple[int, str, float]:
+    env = dict(os.environ, PYTHONPATH=str(root), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    return r.returncode, last, time.perf_counter() - t0
+
+
+def run_one(m: Mutation, workdir: Path) -> tuple[Mutation, str, str, float]:
+    root = workdir / m.name.replace(" ", "_").replace("/", "_")
+    copy_project(root)
+    apply(root, m)
+    code, last, seconds = pytest(root, m.tests)
+    shutil.rmtree(root, ignore_errors=True)
+    # pytest: 1 = tests failed (caught); 0 = all passed (survived); anything else = the run itself broke
+    verdict = {0: "SURVIVED", 1: "caught"}.get(code, f"error (pytest exit {code})")
+    return m, verdict, last, seconds
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--only", help="comma-separated mutation names (see --list)")
+    p.add_argument("--list", action="store_true")
+    args = p.parse_args(argv)
+    chosen = MUTATIONS
+    if args.only:
+        names = [n.strip() for n in args.only.split(",")]
+        unknown = [n for n in names if n not in {m.name for m in MUTATIONS}]
+        if unknown:
+            raise SystemExit(f"error: unknown mutation {unknown[0]!r} (see --list)")
+        chosen = [m for m in MUTATIONS if m.name in names]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:70s} {m.file}")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="cmcl-mutations-") as tmp:
+        work = Path(tmp)
+        base = work / "baseline"
+        copy_project(base)
+        for m in chosen:                       # every snippet present exactly once, before anything runs
+            text = (base / m.file).read_text()
+            if text.count(m.old) != 1:
+                raise SystemExit(f"error: mutation {m.name!r}: its snippet occurs {text.count(m.old)} times in "
+                                 f"{m.file} (expected once; update tests/mutations.py)")
+        where = subprocess.run([sys.executable, "-c", "import bench, methods; print(bench.__file__, methods.__file__)"],
+                               cwd=base, env=dict(os.environ, PYTHONPATH=str(base)), capture_output=True, text=True)
+        if not all(f.startswith(str(base)) for f in where.stdout.split()):
+            print(f"error: the copy imports bench/methods from elsewhere ({where.stdout.strip()})")
+            return 1
+        tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        code, last, seconds = pytest(base, tests)
+        print(f"baseline (unmutated, {len(tests)} test selections): {last} [{seconds:.0f} s]", flush=True)
+        if code != 0:
+            print("error: the unmutated copy fails these tests; fix the suite first")
+            return 1
+        results = []
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for m, verdict, last, seconds in pool.map(lambda m: run_one(m, work), chosen):
+                results.append((m, verdict))
+                print(f"{verdict:9s} {m.name}  ({m.file}; {last}) [{seconds:.0f} s]", flush=True)
+    survivors = [m for m, v in results if v != "caught"]
+    print(f"\n{len(results) - len(survivors)} of {len(results)} mutations caught")
+    for m in survivors:
+        print(f"  not caught: {m.name} ({m.file})")
+    return 0 if not survivors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
