@@ -107,6 +107,15 @@ class RunSpec:
     encoder: str | None = None
     banks: str = "features"
     bank_shas: Mapping[str, str] | None = field(default=None, compare=False)   # filled when banks are read
+    split: str = "test"            # evaluate on the test pairs, or on validation pairs held out of training
+    label: str | None = None       # the run's row: the method, or a variant's label (None: the method's name)
+    option_sources: Mapping[str, str] | None = None   # where each non-default option came from
+    untuned: bool = False          # the stream's tuned settings were ignored (results in <stream>-untuned)
+
+    @property
+    def row(self) -> str:
+        """The run's row in tables and its folder: the method's name, or its variant label."""
+        return self.label or self.method
 
     @classmethod
     def create(cls, stream: StreamSpec, method: str, overrides: Mapping | None = None, seed: int = 0,
@@ -118,13 +127,18 @@ class RunSpec:
     @property
     def result_name(self) -> str:
         """Folder and label of the stream's results: the stream name, plus the encoder for banks."""
-        return f"{self.stream.name}-{self.encoder}" if self.stream.bank_sources and self.encoder else self.stream.name
+        name = f"{self.stream.name}-{self.encoder}" if self.stream.bank_sources and self.encoder else self.stream.name
+        return name + ("-untuned" if self.untuned else "")
 
     def config(self) -> dict:
         """The run's configuration as stored in its record (everything that changes its results)."""
         cfg = {"stream": self.stream.name, "stream_sha256": stream_hash(self.stream), "method": self.method,
                "method_params": dict(self.options), "train": asdict(self.train), "loss": asdict(self.loss),
-               "eval": asdict(self.eval), "device": self.device}
+               "eval": asdict(self.eval), "device": self.device, "split": self.split}
+        if self.label:
+            cfg["label"] = self.label
+        if self.option_sources:
+            cfg["option_sources"] = dict(self.option_sources)
         if self.stream.bank_sources:
             cfg["encoder"], cfg["banks_sha256"] = self.encoder, dict(self.bank_shas or {})
         return cfg
@@ -134,8 +148,10 @@ class RunSpec:
         return config_hash(self.config())
 
     def path(self, out: Path | str) -> Path:
-        """Where this run's record goes under the output folder ``out``."""
-        return Path(out) / self.result_name / "runs" / self.method / f"seed{self.seed}.json"
+        """Where this run's record goes under the output folder ``out`` (tuning runs, evaluated on validation
+        pairs, under ``tuning/``)."""
+        base = Path(out) / self.result_name / ("tuning" if self.split == "validation" else "")
+        return base / "runs" / self.row / f"seed{self.seed}.json"
 
 
 def config_hash(config: dict) -> str:

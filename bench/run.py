@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BenchError, run_cli
+from .tuned import load_tuned
+from .variants import check_label, grid_points, parse_grid, variant_label
 
 DEFAULT_STREAM = "sim-paper"
 DEFAULT_SEEDS = "3"
@@ -55,6 +57,13 @@ def parse_args(argv):
                    help="L2-normalise head outputs inside the loss")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="override a method option, e.g. dns.lambda_min=0.001 (repeatable)")
+    p.add_argument("--grid", dest="grids", action="append", default=[], metavar="METHOD.PARAM=V1,V2,...",
+                   help="run every value (repeatable; cartesian per method); each setting is a variant with "
+                        "its own label, run files and table row, e.g. dns[lambda_min=0.001]")
+    p.add_argument("--label", dest="labels", action="append", default=[], metavar="METHOD=NAME",
+                   help="name the row of METHOD's variant (with --set; not with --grid)")
+    p.add_argument("--untuned", action="store_true", help="ignore the stream's tuned settings "
+                   "(<stream>.tuned.json); results go to <out>/<stream>-untuned")
     p.add_argument("--out", default="results", help="output folder (default: results/)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -122,7 +131,6 @@ def plan(args) -> Plan:
     are skipped unless ``--force``."""
     from . import registry, streams
     from .config import OFFICIAL_LOSS, OFFICIAL_TRAINING, LossConfig, RunSpec, TrainConfig
-    from .reporting.records import read_run
     from .runner import get_scenario
 
     known = registry.names()
@@ -137,20 +145,16 @@ def plan(args) -> Plan:
     sets = parse_sets(args.sets, known)
     for m in sets:                  # validates names and values, also of methods not run
         registry.get(m).resolve(sets[m])
+    grids = parse_grid(args.grids, known)
+    labels = parse_labels(args.labels, known, grids)
+    for m in list(grids) + list(labels):
+        if m not in names:
+            raise BenchError(f"--grid/--label name method {m!r}, which --methods does not run")
     spec = streams.load(args.stream)
-    # the stream's settings for this encoder: method defaults < these < --set; its train table < flags
-    encoder_settings = spec.settings.get(args.encoder, {}) if args.encoder else {}
-    for key, opts in encoder_settings.items():
-        if key == "train":
-            continue
-        where = f"stream file {spec.path} [settings.{args.encoder}.{key}]"
-        if key not in known:
-            raise BenchError(f"{where}: unknown method {key!r}; available: {', '.join(known)}")
-        try:
-            registry.get(key).resolve(opts)
-        except BenchError as e:
-            raise BenchError(f"{where}: {e}") from None
-    options = {m: registry.get(m).resolve({**encoder_settings.get(m, {}), **sets.get(m, {})}) for m in names}
+    encoder_settings = stream_settings(spec, args.encoder, known)
+    tuned, tuned_file = ({}, None) if args.untuned else load_tuned(spec, args.encoder)
+    variants = {m: method_variants(m, encoder_settings.get(m, {}), tuned.get(m, {}), tuned_file, sets.get(m, {}),
+                                   grids.get(m, {}), labels.get(m)) for m in names}
     official = args.protocol == "official"
     base = OFFICIAL_LOSS if args.loss == "official" or (args.loss is None and official) else LossConfig()
     loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
@@ -173,21 +177,94 @@ def plan(args) -> Plan:
 
     scenario = get_scenario(spec, args.encoder, args.banks)   # validates banks before any work; workers inherit it
     todo, skipped = [], 0
-    stream_dir = Path(args.out) / RunSpec(spec, names[0], {}, 0, encoder=args.encoder).result_name
+    out = Path(args.out)
+    stream_dir = out / RunSpec(spec, names[0], {}, 0, encoder=args.encoder, untuned=args.untuned).result_name
+    check_same_stream(stream_dir, spec)
     for m in names:
-        for seed in seeds:
-            run = RunSpec(spec, m, options[m], seed, train, loss, device=args.device, encoder=args.encoder,
-                          banks=args.banks, bank_shas=scenario.bank_shas)
-            path = run.path(args.out)
-            if path.exists() and not args.force:
-                try:
-                    if read_run(path)["config_hash"] == run.hash:
-                        skipped += 1
-                        continue
-                except BenchError:
-                    pass                     # unreadable: run it again
-            todo.append(run)
+        for opts, label, sources in variants[m]:
+            for seed in seeds:
+                run = RunSpec(spec, m, opts, seed, train, loss, device=args.device, encoder=args.encoder,
+                              banks=args.banks, bank_shas=scenario.bank_shas, label=label,
+                              option_sources=sources or None, untuned=args.untuned)
+                todo, skipped = _todo_or_skip(run, out, args.force, todo, skipped)
     return Plan(spec, stream_dir, todo, skipped, names, seeds)
+
+
+def _todo_or_skip(run, out, force, todo, skipped):
+    from .reporting.records import read_run
+    path = run.path(out)
+    if path.exists() and not force:
+        try:
+            if read_run(path)["config_hash"] == run.hash:
+                return todo, skipped + 1
+        except BenchError:
+            pass                     # unreadable: run it again
+    todo.append(run)
+    return todo, skipped
+
+
+def stream_settings(spec, encoder, known) -> dict:
+    """The stream's ``[settings.<encoder>]``, validated (method names and options), or ``{}``."""
+    from . import registry
+    settings = spec.settings.get(encoder, {}) if encoder else {}
+    for key, opts in settings.items():
+        if key == "train":
+            continue
+        where = f"stream file {spec.path} [settings.{encoder}.{key}]"
+        if key not in known:
+            raise BenchError(f"{where}: unknown method {key!r}; available: {', '.join(known)}")
+        try:
+            registry.get(key).resolve(opts)
+        except BenchError as e:
+            raise BenchError(f"{where}: {e}") from None
+    return settings
+
+
+def method_variants(method, stream_opts, tuned_opts, tuned_file, sets, grid, label=None):
+    """The variants of one method to run: ``[(options, label or None, {option: source})]``. Options resolve
+    in order: method defaults < the stream's settings < the stream's tuned settings < ``--set`` / ``--grid``;
+    the base (without the last layer) keeps the plain method name."""
+    from . import registry
+    cls = registry.get(method)
+    for p in grid:
+        if p in sets:
+            raise BenchError(f"{method}.{p} is given by both --set and --grid")
+    try:
+        base = cls.resolve({**stream_opts, **tuned_opts})
+    except BenchError as e:
+        raise BenchError(f"tuned settings {tuned_file}: {e}") from None
+    out = []
+    for point in grid_points(grid):
+        opts = cls.resolve({**stream_opts, **tuned_opts, **sets, **point})
+        sources = {k: "stream settings" for k in stream_opts}
+        sources.update({k: f"tuned ({tuned_file.name})" for k in tuned_opts} if tuned_file else {})
+        sources.update({k: "--set" for k in sets})
+        sources.update({k: "--grid" for k in point})
+        out.append((opts, label or variant_label(method, opts, base), sources))
+    return out
+
+
+def parse_labels(items: list[str], known: list[str], grids: dict) -> dict[str, str]:
+    out = {}
+    for item in items:
+        method, eq, name = item.partition("=")
+        if not eq or method not in known:
+            raise BenchError(f"--label expects METHOD=NAME with a known method, got {item!r}")
+        if method in grids:
+            raise BenchError(f"--label {item!r}: {method} has a --grid, whose variants are labelled by their values")
+        out[method] = check_label(name, f"--label {item!r}")
+    return out
+
+
+def check_same_stream(stream_dir: Path, spec) -> None:
+    """Refuse to add runs to a results folder that holds runs of another stream file of the same name."""
+    from .reporting.records import stream_files_of
+    other = stream_files_of(stream_dir) - {spec.sha256}
+    if other:
+        raise BenchError(f"{stream_dir} holds runs of another stream file named {spec.name!r} (content "
+                         f"{sorted(other)[0]}, this one {spec.sha256}); write to another --out, or delete "
+                         f"{stream_dir}/runs to start over")
+
 
 
 def execute(p: Plan, args) -> None:

@@ -26,13 +26,15 @@ from .trainer import Trainer
 _SCENARIOS: dict[tuple, Scenario] = {}
 
 
-def get_scenario(spec: StreamSpec, encoder: str | None = None, banks: str | Path = "features") -> Scenario:
-    """Built once per process, stream file content and encoder (the features are the same for every run)."""
-    key = (str(spec.path), stream_hash(spec), encoder if spec.bank_sources else None, str(banks))
+def get_scenario(spec: StreamSpec, encoder: str | None = None, banks: str | Path = "features",
+                 split: str = "test") -> Scenario:
+    """Built once per process, stream file content, encoder and evaluation split (the features are the same
+    for every run). ``split = "validation"`` reads no test data at all."""
+    key = (str(spec.path), stream_hash(spec), encoder if spec.bank_sources else None, str(banks), split)
     if key not in _SCENARIOS:
         from .features.bank import load_stream_banks
-        disk, shas = load_stream_banks(spec, encoder, banks)
-        scenario = build(spec, {**simulate(spec), **disk})
+        disk, shas = load_stream_banks(spec, encoder, banks, ("train", "test") if split == "test" else ("train",))
+        scenario = build(spec, {**simulate(spec), **disk}, split)
         scenario.bank_shas = shas
         _SCENARIOS[key] = scenario
     return _SCENARIOS[key]
@@ -41,7 +43,7 @@ def get_scenario(spec: StreamSpec, encoder: str | None = None, banks: str | Path
 def with_banks(run: RunSpec) -> RunSpec:
     """The spec with the content hashes of the feature banks it reads (part of its configuration)."""
     from dataclasses import replace
-    return replace(run, bank_shas=get_scenario(run.stream, run.encoder, run.banks).bank_shas)
+    return replace(run, bank_shas=get_scenario(run.stream, run.encoder, run.banks, run.split).bank_shas)
 
 
 def versions() -> dict:
@@ -60,7 +62,7 @@ def versions() -> dict:
 def run_one(run: RunSpec, progress=None) -> dict:
     """Train and evaluate one run; return its record (see ``bench.reporting.records``)."""
     torch.manual_seed(run.seed)
-    scenario = get_scenario(run.stream, run.encoder, run.banks)
+    scenario = get_scenario(run.stream, run.encoder, run.banks, run.split)
     run = with_banks(run)
     method_cls = registry.get(run.method)
     m = method_cls(**run.options)
@@ -85,7 +87,8 @@ def run_one(run: RunSpec, progress=None) -> dict:
     probes = {k: [row[k][T:] for row in rows] for k in rows[0] if k != "align_dev"}
     train_seconds = sum(t["train_seconds"] for t in timings)
     return {
-        "method": run.method, "seed": run.seed, "stream": run.result_name, "role": method_cls.role,
+        "method": run.method, **({"label": run.label} if run.label else {}), "seed": run.seed,
+        "stream": run.result_name, "role": method_cls.role,
         "config": config, "config_hash": run.hash,
         "tasks": [{"name": t.name, "source": t.step.source, "modalities": list(t.pair), "metrics": list(t.metrics)}
                   for t in scenario.tasks],

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
+from . import seeds
 from .features.bank import SplitFeatures
 from .streams import Step, StreamSpec
 
@@ -91,10 +92,48 @@ class Scenario:
         return self.spec.head_dim or max(self.in_dims.values())
 
 
-def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]]) -> Scenario:
+VALIDATION_FRACTION = 0.1
+SPLITS = ("test", "validation")
+
+
+def _rows(split: SplitFeatures, idx: torch.Tensor) -> SplitFeatures:
+    ids = [split.ids[i] for i in idx.tolist()]
+    return SplitFeatures(features={m: x[idx] for m, x in split.features.items()}, ids=ids,
+                         labels=None if split.labels is None else split.labels[idx],
+                         class_texts=split.class_texts, class_names=split.class_names)
+
+
+def validation_split(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]]) -> dict:
+    """Each source's training pairs cut into ``train`` (the rest) and ``test`` (the validation pairs): a fixed
+    fraction, ``VALIDATION_FRACTION``, drawn once per source from ``bench.seeds`` (purpose ``validation``,
+    the source's position in the stream file), so every step of a source — and every method, setting and
+    run seed — sees the same validation pairs and never trains on them. The test split is not used."""
+    out = {}
+    for k, name in enumerate(spec.sources):
+        if name not in sources:
+            continue
+        train = sources[name]["train"]
+        n = len(train)
+        n_val = max(2, round(VALIDATION_FRACTION * n))
+        if n - n_val < 2:
+            from .errors import BenchError
+            raise BenchError(f"stream {spec.name!r}: source {name!r} has {n} training pairs, too few to hold out "
+                             f"{n_val} for validation")
+        perm = torch.randperm(n, generator=seeds.generator(0, "validation", k))
+        out[name] = {"train": _rows(train, perm[n_val:].sort().values),
+                     "test": _rows(train, perm[:n_val].sort().values)}
+    return out
+
+
+def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split: str = "test") -> Scenario:
+    """``split = "test"``: train on each step's training pairs, evaluate on its test pairs (and the probes);
+    ``"validation"``: train on the training pairs minus the held-out validation pairs and evaluate on those
+    (no probes: they are test pairs)."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.utils import AvalancheDataset
 
+    if split == "validation":
+        sources = validation_split(spec, sources)
     tasks, train, test = [], [], []
     for step in spec.steps:
         splits = sources[step.source]
@@ -104,7 +143,7 @@ def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]]) -> Sce
             f = splits[split].features
             out.append(AvalancheDataset([PairFeatures(f[a], f[b])]))
     probes, probe = [], []
-    for step in spec.probes:
+    for step in (spec.probes if split == "test" else []):
         splits = sources[step.source]
         probes.append(Task(step, splits["train"], splits["test"]))
         f = splits["test"].features

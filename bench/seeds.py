@@ -18,6 +18,8 @@ PURPOSES: dict[str, tuple[int, int, int]] = {
     "buffer": (7_919 * 1_000_003, 7_919, 0),     # replay buffers (salt: 1 storing, 2 drawing)
     "importance": (7_919 * 1_000_033, 7_919, 17),  # EWC's Fisher and MAS's importance batches
     "subspace": (1_000_003 * 7_907, 7_907, 31),  # GPM's sample of a step's inputs
+    "validation": (0, 1_000_037, 101),           # a source's validation pairs (step = source index): the
+                                                 # same for every run seed, method and setting
 }
 
 

@@ -94,11 +94,17 @@ def test_rerun_skips_finished_runs_and_reruns_changed_configs(tmp_path, capsys):
     capsys.readouterr()
     assert run.main(args) == 0
     assert "0 runs to do, 2 already done" in capsys.readouterr().err
+    # another setting is a variant: its own file and row; the plain run stays
     assert run.main(args + ["--set", "dns.lambda_min=0.5"]) == 0
     assert "1 runs to do, 1 already done" in capsys.readouterr().err
-    second = json.loads(path.read_text())
-    assert second["config"]["method_params"]["lambda_min"] == 0.5 and path.read_text() != first
-    assert run.main(args + ["--set", "dns.lambda_min=0.5", "--force"]) == 0
+    variant = json.loads((tmp_path / "toy" / "runs" / "dns[lambda_min=0.5]" / "seed0.json").read_text())
+    assert variant["config"]["method_params"]["lambda_min"] == 0.5 and variant["label"] == "dns[lambda_min=0.5]"
+    assert path.read_text() == first
+    # a changed run-level setting reruns the runs it changes
+    assert run.main(args + ["--epochs", "2"]) == 0
+    assert "2 runs to do, 0 already done" in capsys.readouterr().err
+    assert json.loads(path.read_text())["config"]["train"]["epochs"] == 2
+    assert run.main(args + ["--epochs", "2", "--force"]) == 0
     assert "2 runs to do, 0 already done" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.tmp"))
 

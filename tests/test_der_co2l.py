@@ -260,7 +260,7 @@ def test_cila_coefficient_follows_its_formula():
 def test_cila_run_uses_the_coefficient_of_its_recorded_history(tmp_path):
     assert run.main(["--methods", "cila", "--stream", "toy", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path),
                      "--no-figures", "--set", "cila.alpha=3"]) == 0
-    hist = json.loads((tmp_path / "toy" / "runs" / "cila" / "seed0.json").read_text())["method_state"]["history"]
+    hist = json.loads((tmp_path / "toy" / "runs" / "cila[alpha=3]" / "seed0.json").read_text())["method_state"]["history"]
     assert [h["step"] for h in hist] == [0, 1, 2] and hist[0]["coefficient"] is None
     assert hist[1]["coefficient"] == 1.0                                    # first distilling step: ``ird``
     assert hist[2]["coefficient"] == pytest.approx(3.0 * hist[1]["ird"] / hist[1]["contrastive"], rel=1e-6)

@@ -27,9 +27,11 @@ def test_importance_batches_depend_on_the_run_seed_and_the_step():
 
 
 def test_seed_purposes_give_distinct_streams():
-    for p, (_, b, _) in seeds.PURPOSES.items():        # each purpose: a different stream per seed (and step)
-        keys = [(s, p, t) for s in range(3) for t in (range(12) if b else [0])]
+    for p, (a, b, _) in seeds.PURPOSES.items():        # each purpose: a different stream per seed (and step)
+        keys = [(s, p, t) for s in (range(3) if a else [0]) for t in (range(12) if b else [0])]
         assert len({seeds.derive(*k) for k in keys}) == len(keys), p
+    # validation pairs are the same for every run seed (a = 0) and differ per source
+    assert seeds.derive(0, "validation", 1) == seeds.derive(5, "validation", 1) != seeds.derive(0, "validation", 2)
     with pytest.raises(ValueError, match="unknown random-stream purpose"):
         seeds.derive(0, "nope")
 

@@ -184,13 +184,14 @@ def content_sha(path: Path | str) -> str:
         return str(f.attrs.get("content_sha256", ""))
 
 
-def expected_files(spec, encoder: str, root: Path | str) -> dict[tuple[str, str], Path]:
+def expected_files(spec, encoder: str, root: Path | str, splits=SPLITS) -> dict[tuple[str, str], Path]:
     return {(s, split): bank_file(root, encoder, spec.sources[s].get("bank", s), split)
-            for s in spec.bank_sources for split in SPLITS}
+            for s in spec.bank_sources for split in splits}
 
 
-def load_stream_banks(spec, encoder: str | None, root: Path | str) -> tuple[dict, dict]:
-    """The bank sources of a stream for one encoder: ``({source: {split: SplitFeatures}}, {file: sha})``.
+def load_stream_banks(spec, encoder: str | None, root: Path | str, splits=SPLITS) -> tuple[dict, dict]:
+    """The bank sources of a stream for one encoder: ``({source: {split: SplitFeatures}}, {file: sha})``;
+    only the given ``splits`` are opened (tuning on validation pairs never opens a test file).
     Checks everything a run relies on before it starts: files present, the steps' modalities, widths
     (the stream's ``[encoders]`` table, train vs test, class texts vs text), class texts where Acc is asked."""
     if not spec.bank_sources:
@@ -200,7 +201,7 @@ def load_stream_banks(spec, encoder: str | None, root: Path | str) -> tuple[dict
         have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         raise BenchError(f"stream {spec.name!r} reads feature banks: choose them with --encoder NAME "
                          f"(found under {root}/: {', '.join(have) or 'none'})")
-    files = expected_files(spec, encoder, root)
+    files = expected_files(spec, encoder, root, splits)
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise BenchError(f"stream {spec.name!r} with --encoder {encoder}: missing {len(missing)} of {len(files)} "

@@ -63,12 +63,30 @@ def label(run: dict) -> str:
 
 
 def load_runs(stream_dir: Path, labels: list[str] | None = None) -> list[dict]:
-    runs = []
+    """The run records of one results folder (optionally only some rows); runs of two different stream files
+    (same name, different content) are never mixed into one table: that is an error naming both."""
+    runs, shas = [], {}
     for p in sorted((Path(stream_dir) / "runs").glob("*/seed*.json")):
         run = read_run(p)
+        shas.setdefault(run["config"].get("stream_sha256"), p)
         if labels is None or label(run) in labels:
             runs.append(run)
+    if len(shas) > 1:
+        (a, pa), (b, pb) = list(shas.items())[:2]
+        raise BenchError(f"{stream_dir}: runs of different stream files share this folder ({pa} from content {a}, "
+                         f"{pb} from content {b}); move one set to another folder")
     return runs
+
+
+def stream_files_of(stream_dir: Path) -> set:
+    """The stream-file content hashes of the runs in a results folder."""
+    out = set()
+    for p in (Path(stream_dir) / "runs").glob("*/seed*.json"):
+        try:
+            out.add(read_run(p)["config"].get("stream_sha256"))
+        except BenchError:
+            pass                    # an unreadable file is rerun, never trusted
+    return out
 
 
 def row_order(runs: list[dict]) -> list[str]:
