@@ -113,8 +113,10 @@ class Options:
 class Method:
     """Base class. Subclasses declare ``defaults`` (every option and its default, overridable with
     ``--set name.key=value``), ``choices`` (allowed values of string options), ``types`` (the type of an
-    option whose default is ``None``, which means "derived at run time"), ``role`` (one of
-    ``bench.roles.ROLES``: table position; references are never bolded) and ``sees_old_data``."""
+    option whose default is ``None``, which means "derived at run time"), ``search_space`` (the values
+    ``python -m bench.tune`` tries, per option: the method's stability–plasticity knobs, each list holding
+    the default), ``role`` (one of ``bench.roles.ROLES``: table position; references are never bolded) and
+    ``sees_old_data``."""
 
     name: ClassVar[str] = "?"
     role: ClassVar[str] = "baseline"
@@ -123,11 +125,16 @@ class Method:
     defaults: ClassVar[dict] = {}
     choices: ClassVar[dict[str, tuple]] = {}
     types: ClassVar[dict[str, type]] = {}
+    search_space: ClassVar[dict[str, list]] = {}
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         if cls.role not in ROLES:
             raise TypeError(f"{cls.__name__}.role must be one of {ROLES}, got {cls.role!r}")
+        for key, values in cls.search_space.items():
+            if key not in cls.defaults or cls.defaults[key] not in values:
+                raise TypeError(f"{cls.__name__}.search_space[{key!r}] must be an option's values, its default "
+                                f"({cls.defaults.get(key)!r}) among them")
         for key, value in cls.defaults.items():
             if value is None and key not in cls.types:
                 raise TypeError(f"{cls.__name__}: option {key!r} defaults to None; declare its type in `types`")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BenchError, run_cli
-from .tuned import load_tuned
+from .tuned import load_tuned, warn_if_other_training
 from .variants import check_label, grid_points, parse_grid, variant_label
 
 DEFAULT_STREAM = "sim-paper"
@@ -21,9 +21,13 @@ DEFAULT_SEEDS = "3"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="python -m bench.run",
-        description="Run continual multimodal contrastive learning methods on a stream of modality-pair steps.")
+    return build_parser().parse_args(argv)
+
+
+def build_parser(prog="python -m bench.run",
+                 description="Run continual multimodal contrastive learning methods on a stream of modality-pair "
+                             "steps.") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list (see --list)")
     p.add_argument("--stream", default=DEFAULT_STREAM, help="built-in stream name or path of a stream .toml "
                    f"(default: {DEFAULT_STREAM})")
@@ -71,7 +75,7 @@ def parse_args(argv):
     p.add_argument("--force", action="store_true", help="rerun runs whose result file already exists")
     p.add_argument("--no-figures", action="store_true", help="write summary.csv and table.md only")
     p.add_argument("--list", action="store_true", help="list methods and streams and exit")
-    return p.parse_args(argv)
+    return p
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -124,6 +128,7 @@ class Plan:
     skipped: int
     methods: list[str]
     seeds: list[int]
+    runs: list = None   # every planned RunSpec (to do or already done), in order
 
 
 def plan(args) -> Plan:
@@ -152,9 +157,12 @@ def plan(args) -> Plan:
             raise BenchError(f"--grid/--label name method {m!r}, which --methods does not run")
     spec = streams.load(args.stream)
     encoder_settings = stream_settings(spec, args.encoder, known)
-    tuned, tuned_file = ({}, None) if args.untuned else load_tuned(spec, args.encoder)
+    split = getattr(args, "split", "test")
+    # tuning (validation split) starts from the untuned base; its runs never read tuned settings
+    tuned, tuned_file, tuned_data = ({}, None, {}) if args.untuned or split != "test" else load_tuned(spec, args.encoder)
+    points = getattr(args, "points", None) or {m: grid_points(grids.get(m, {})) for m in names}
     variants = {m: method_variants(m, encoder_settings.get(m, {}), tuned.get(m, {}), tuned_file, sets.get(m, {}),
-                                   grids.get(m, {}), labels.get(m)) for m in names}
+                                   points.get(m, [{}]), labels.get(m)) for m in names}
     official = args.protocol == "official"
     base = OFFICIAL_LOSS if args.loss == "official" or (args.loss is None and official) else LossConfig()
     loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
@@ -166,6 +174,8 @@ def plan(args) -> Plan:
     preset = OFFICIAL_TRAINING if official else {}
     train = TrainConfig(**{**spec.train, **encoder_settings.get("train", {}), **preset,
                            **{k: v for k, v in cli.items() if v is not None}})
+    from dataclasses import asdict
+    warn_if_other_training(tuned_data, tuned_file, asdict(train), asdict(loss))
     import torch
     try:
         torch.empty(1, device=args.device)
@@ -175,19 +185,23 @@ def plan(args) -> Plan:
         raise BenchError("--device meta holds no values (the test suite uses it to check device handling); "
                          "choose cpu, cuda or mps")
 
-    scenario = get_scenario(spec, args.encoder, args.banks)   # validates banks before any work; workers inherit it
+    scenario = get_scenario(spec, args.encoder, args.banks, split)   # validates banks first; workers inherit it
     todo, skipped = [], 0
     out = Path(args.out)
     stream_dir = out / RunSpec(spec, names[0], {}, 0, encoder=args.encoder, untuned=args.untuned).result_name
+    if split == "validation":
+        stream_dir = stream_dir / "tuning"
     check_same_stream(stream_dir, spec)
+    every = []
     for m in names:
         for opts, label, sources in variants[m]:
             for seed in seeds:
                 run = RunSpec(spec, m, opts, seed, train, loss, device=args.device, encoder=args.encoder,
                               banks=args.banks, bank_shas=scenario.bank_shas, label=label,
-                              option_sources=sources or None, untuned=args.untuned)
+                              option_sources=sources or None, untuned=args.untuned, split=split)
+                every.append(run)
                 todo, skipped = _todo_or_skip(run, out, args.force, todo, skipped)
-    return Plan(spec, stream_dir, todo, skipped, names, seeds)
+    return Plan(spec, stream_dir, todo, skipped, names, seeds, every)
 
 
 def _todo_or_skip(run, out, force, todo, skipped):
@@ -220,13 +234,13 @@ def stream_settings(spec, encoder, known) -> dict:
     return settings
 
 
-def method_variants(method, stream_opts, tuned_opts, tuned_file, sets, grid, label=None):
+def method_variants(method, stream_opts, tuned_opts, tuned_file, sets, points, label=None):
     """The variants of one method to run: ``[(options, label or None, {option: source})]``. Options resolve
     in order: method defaults < the stream's settings < the stream's tuned settings < ``--set`` / ``--grid``;
     the base (without the last layer) keeps the plain method name."""
     from . import registry
     cls = registry.get(method)
-    for p in grid:
+    for p in {k for point in points for k in point}:
         if p in sets:
             raise BenchError(f"{method}.{p} is given by both --set and --grid")
     try:
@@ -234,7 +248,7 @@ def method_variants(method, stream_opts, tuned_opts, tuned_file, sets, grid, lab
     except BenchError as e:
         raise BenchError(f"tuned settings {tuned_file}: {e}") from None
     out = []
-    for point in grid_points(grid):
+    for point in points:
         opts = cls.resolve({**stream_opts, **tuned_opts, **sets, **point})
         sources = {k: "stream settings" for k in stream_opts}
         sources.update({k: f"tuned ({tuned_file.name})" for k in tuned_opts} if tuned_file else {})

@@ -39,19 +39,30 @@ def read_tuned(path: Path) -> dict:
     return data
 
 
-def load_tuned(spec, encoder: str | None) -> tuple[dict[str, dict], Path | None]:
-    """``({method: chosen options}, path)`` of the stream's tuned settings; ``({}, None)`` when there are none
-    or they were tuned on another version of the stream file."""
+def load_tuned(spec, encoder: str | None) -> tuple[dict[str, dict], Path | None, dict]:
+    """``({method: chosen options}, path, file contents)`` of the stream's tuned settings; ``({}, None, {})``
+    when there are none or they were tuned on another version of the stream file."""
     path = tuned_path(spec, encoder)
     if not path.is_file():
-        return {}, None
+        return {}, None, {}
     data = read_tuned(path)
     if data.get("stream_sha256") != spec.sha256:
         print(f"warning: {path.name} was tuned on another version of stream file {spec.path.name} "
               f"(content {data.get('stream_sha256')} vs {spec.sha256}); not applied — rerun python -m bench.tune",
               file=sys.stderr)
-        return {}, None
-    return {m: dict(e["chosen"]) for m, e in data["methods"].items()}, path
+        return {}, None, {}
+    return {m: dict(e["chosen"]) for m, e in data["methods"].items()}, path, data
+
+
+def warn_if_other_training(data: dict, path: Path | None, train: dict, loss: dict) -> None:
+    """One warning line when the runs train differently from how the settings were tuned (still applied)."""
+    if path is None:
+        return
+    diff = [k for k in train if data.get("train", {}).get(k) != train[k]]
+    diff += [f"loss.{k}" for k in loss if data.get("loss", {}).get(k) != loss[k]]
+    if diff:
+        print(f"warning: {path.name} was tuned with other training settings ({', '.join(diff)}); applied anyway",
+              file=sys.stderr)
 
 
 def write_tuned(path: Path, data: dict) -> None:

@@ -24,6 +24,7 @@ class DERpp(DER):
     """
 
     defaults = dict(DER.defaults, alpha=3.0, beta=0.5, same_batch=False)
+    search_space = dict(alpha=[1.0, 3.0], beta=[0.5, 1.0])
     choices = dict(DER.choices)
     term_names = ("embedding_distance", "replay_infonce")
 

@@ -48,6 +48,7 @@ class DNS(ProjectionMethod):
     role = "proposed"
     defaults = dict(lambda_min=0.01, left_lambda_min=None, threshold="abs", project="update", bias="fold",
                     counts="modality", columns="pair", numerics="exact")
+    search_space = dict(lambda_min=[1e-3, 1e-2, 1e-1])
     types = dict(left_lambda_min=float)
     choices = dict(threshold=THRESHOLDS, project=PROJECT, bias=BIAS,
                    counts=("modality", "global"), columns=("pair", "first_two"), numerics=NUMERICS)

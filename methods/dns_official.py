@@ -20,3 +20,4 @@ class DNSOfficial(DNS):
     role = "proposed"
     defaults = dict(DNS.defaults, lambda_min=0.1, left_lambda_min=0.0, project="gradient", bias="free",
                     counts="global", columns="first_two", numerics="float32")
+    search_space = {}          # it reproduces the official code's settings; not tuned

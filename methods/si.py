@@ -33,6 +33,7 @@ class SI(QuadraticPenalty):
     """
 
     defaults = {"strength": 0.3, "xi": 1e-3, "omega_grad": "task", "clamp": False}
+    search_space = {"strength": [0.03, 0.3, 3.0]}
     choices = {"omega_grad": ("task", "total")}
 
     def __init__(self, **overrides):

@@ -1,0 +1,172 @@
+"""``python -m bench.tune``: choose each method's settings on validation pairs, never on test pairs.
+
+For every method with a search space (``search_space`` beside its defaults; ``--grid`` replaces it), each
+candidate setting runs over the seeds on the stream's validation split (``bench.scenario.validation_split``:
+10% of each source's training pairs held out of training; no test file is opened), is scored by one
+criterion (``CRITERIA``; default ``score``: the final average, over all tasks, of the metrics each task
+declares — R@10 for recall, Acc for zero-shot accuracy — which rewards stability and plasticity together),
+and the best setting is written with its provenance (every candidate's score per seed, the criterion, the
+seeds, the training settings, the code version, the date) to the stream's tuned-settings file, which
+``bench.run`` then applies. Runs are ordinary run records under ``<out>/<stream>/tuning/``: finished ones
+are skipped, so an interrupted tuning resumes.
+"""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import BenchError, run_cli
+
+DEFAULT_SEEDS = "2"
+DEFAULT_BUDGET = 4
+
+
+def _final_of_declared(record: dict) -> float | None:
+    """Mean over tasks j of the mean over j's declared metrics of R[T][j] (recall → R@10, acc → Acc)."""
+    mats, vals = record["matrices"], []
+    for j, task in enumerate(record["tasks"]):
+        per = [mats["r10" if m == "recall" else "acc"][-1][j] for m in task["metrics"]]
+        per = [v for v in per if v is not None]
+        if per:
+            vals.append(sum(per) / len(per))
+    return sum(vals) / len(vals) if vals else None
+
+
+def criteria() -> dict:
+    """name -> (function of a run record, direction): ``score`` and every summary metric."""
+    from .metrics import SUMMARY
+    out = {"score": (_final_of_declared, "higher")}
+    for m in SUMMARY:
+        if m.higher is not None:
+            out[m.key] = ((lambda r, k=m.key: r["summary"].get(k)), "higher" if m.higher else "lower")
+    return out
+
+
+def candidates(cls, budget: int, grid: dict | None = None) -> list[dict]:
+    """The settings to try: the cartesian product of the search space (or ``grid``); when it is larger than
+    ``budget``, the default point plus a seeded random sample of the others (deterministic)."""
+    from .variants import grid_points
+    space = grid if grid is not None else cls.search_space
+    points = grid_points({k: list(v) for k, v in space.items()})
+    if len(points) <= budget:
+        return points
+    default = [p for p in points if all(cls.defaults.get(k) == v for k, v in p.items())]
+    rest = [p for p in points if p not in default]
+    return default + random.Random(0).sample(rest, budget - len(default))
+
+
+def select(rows: list[dict], direction: str, defaults: dict) -> dict:
+    """The best-scoring candidate; among equal scores the default setting, else the first listed."""
+    scored = [r for r in rows if r["score"] is not None]
+    if not scored:
+        return next((r for r in rows if all(defaults.get(k) == v for k, v in r["options"].items())), rows[0])
+    best = (max if direction == "higher" else min)(r["score"] for r in scored)
+    tied = [r for r in scored if r["score"] == best]
+    return next((r for r in tied if all(defaults.get(k) == v for k, v in r["options"].items())), tied[0])
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        v = version("cmcl-bench")
+    except PackageNotFoundError:  # pragma: no cover
+        v = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{v}+{commit}" if commit else v
+
+
+def parse_args(argv):
+    from .run import build_parser
+    p = build_parser("python -m bench.tune", "Choose each method's settings on validation pairs (never test "
+                     "pairs) and write them to the stream's tuned-settings file.")
+    p.set_defaults(seeds=DEFAULT_SEEDS)
+    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                   help=f"settings tried per method at most (default {DEFAULT_BUDGET}; the default setting always)")
+    p.add_argument("--criterion", default="score", help="what selects: 'score' (default: final average of each "
+                   "task's declared metrics) or a summary metric key, e.g. r10, bwt_r10")
+    p.add_argument("--write", help="tuned-settings file to write (default: <stream>.tuned[-<encoder>].json beside "
+                   "the stream file, where bench.run finds it)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_cli(lambda: _main(args), "interrupted: finished tuning runs are saved; rerun to continue")
+
+
+def _main(args) -> int:
+    import os
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from . import registry
+    from .reporting.records import read_run
+    from .run import execute, parse_grid, plan
+    from .tuned import tuned_path, write_tuned
+    known = registry.names()
+    crit = criteria()
+    if args.criterion not in crit:
+        raise BenchError(f"--criterion must be one of {', '.join(crit)}, got {args.criterion!r}")
+    if args.budget < 1:
+        raise BenchError("--budget must be >= 1")
+    if args.labels:
+        raise BenchError("--label is not used by bench.tune (candidates are labelled by their settings)")
+    grids = parse_grid(args.grids, known)
+    names = known if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in names:
+        registry.get(m)
+    names = [m for m in names if grids.get(m) or registry.get(m).search_space]
+    if not names:
+        raise BenchError("none of these methods has a search space (or a --grid) to tune")
+    args.methods = ",".join(names)
+    args.split, args.grids = "validation", []
+    args.points = {m: candidates(registry.get(m), args.budget, grids.get(m)) for m in names}
+    import torch
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    p = plan(args)
+    print(f"tuning {p.stream.name} on validation pairs: {len(names)} methods, seeds "
+          f"{', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done", file=sys.stderr)
+    execute(p, args)
+    fn, direction = crit[args.criterion]
+    out_dir = Path(args.out)
+    groups: dict[tuple, list] = {}
+    for r in p.runs:
+        groups.setdefault((r.method, r.row), []).append(r)
+    result = {}
+    for m in names:
+        rows = []
+        for point, runs in zip(args.points[m], [g for (meth, _), g in groups.items() if meth == m]):
+            scores = [fn(read_run(r.path(out_dir))) for r in runs]
+            valid = [s for s in scores if s is not None]
+            rows.append({"options": {k: runs[0].options[k] for k in point}, "label": runs[0].row,
+                         "score": sum(valid) / len(valid) if valid else None, "per_seed": scores})
+        best = select(rows, direction, registry.get(m).defaults)
+        result[m] = {"chosen": best["options"], "search_space": {k: [c[k] for c in args.points[m]]
+                                                                  for k in args.points[m][0]},
+                     "candidates": rows}
+        print(f"{m}: {best['label']} ({args.criterion} {best['score']:.2f})" if best["score"] is not None
+              else f"{m}: no score", file=sys.stderr)
+    spec = p.stream
+    target = Path(args.write) if args.write else tuned_path(spec, args.encoder)
+    from dataclasses import asdict
+    first = p.runs[0]
+    write_tuned(target, {
+        "stream": spec.name, "stream_sha256": spec.sha256, "encoder": args.encoder if spec.bank_sources else None,
+        "criterion": args.criterion, "direction": direction,
+        "split": "validation: 10% of each source's training pairs held out of training (bench.scenario)",
+        "seeds": p.seeds, "budget": args.budget, "train": asdict(first.train), "loss": asdict(first.loss),
+        "code_version": code_version(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_seconds": round(time.perf_counter() - t0, 1), "methods": result})
+    print(f"tuned settings written to {target}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
