@@ -47,3 +47,54 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
                 failed = failed or e
     if failed:
         raise failed
+
+
+def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
+            on_result: Callable[[RunSpec, dict], None], address: str | None = None) -> None:
+    """Train every run as a Ray task (one CPU each); ``on_result`` as each finishes, in the order they finish.
+    ``address``: an existing cluster (``ray start --head`` … or ``auto``); None starts a local one with
+    ``jobs`` CPUs. Every node needs this package importable (installed, or shipped in a Ray runtime
+    environment). A run failing with a ``BenchError`` does not stop the others; the first is raised at
+    the end, as with ``run_local``."""
+    try:
+        import ray
+    except ImportError:
+        raise BenchError("--executor ray needs Ray: pip install 'cmcl-bench[ray]'") from None
+    runs = list(runs)
+    if not runs:
+        return
+    started_here = not ray.is_initialized()
+    if started_here:
+        kw = dict(address=address) if address else dict(num_cpus=jobs)
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise BenchError(f"--executor ray: cannot reach a Ray cluster at {address or 'a new local one'} "
+                             f"({str(e).splitlines()[0]})") from None
+    remote = ray.remote(num_cpus=1, max_retries=0)(_work)
+    pending = {}
+    for run in runs:
+        on_start(run)
+        pending[remote.remote((run, threads))] = run
+    failed = None
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                run = pending.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    if isinstance(cause, BenchError):
+                        failed = failed or cause
+                        continue
+                    raise
+                on_result(run, record)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if started_here:
+            ray.shutdown()
+    if failed:
+        raise failed

@@ -70,6 +70,10 @@ def build_parser(prog="python -m bench.run",
                    "(<stream>.tuned.json); results go to <out>/<stream>-untuned")
     p.add_argument("--out", default="results", help="output folder (default: results/)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="where runs train: 'local' (this machine, --jobs processes) or 'ray' (tasks on a Ray "
+                        "cluster: --address, or a local one with --jobs CPUs; pip install 'cmcl-bench[ray]')")
+    p.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto, or HOST:6379)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--force", action="store_true", help="rerun runs whose result file already exists")
@@ -285,7 +289,7 @@ def execute(p: Plan, args) -> None:
     """Train the planned runs; each record is written atomically as soon as its run finishes."""
     from tqdm import tqdm
 
-    from .executor import run_local
+    from .executor import run_local, run_ray
     from .reporting.records import write_run
     if not p.todo:
         return
@@ -306,7 +310,10 @@ def execute(p: Plan, args) -> None:
                 print(f"[{len(finished)}/{len(p.todo)}] {done} "
                       f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
 
-        run_local(p.todo, args.jobs, args.threads, started, save)
+        if getattr(args, "executor", "local") == "ray":
+            run_ray(p.todo, args.jobs, args.threads, started, save, args.address)
+        else:
+            run_local(p.todo, args.jobs, args.threads, started, save)
 
 
 def main(argv=None) -> int:

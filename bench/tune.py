@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import BenchError, run_cli
 
 DEFAULT_SEEDS = "2"
-DEFAULT_BUDGET = 4
+DEFAULT_BUDGET = 6
 
 
 def _final_of_declared(record: dict) -> float | None:
@@ -76,8 +76,10 @@ def code_version() -> str:
     except PackageNotFoundError:  # pragma: no cover
         v = "unknown"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
+        git = dict(cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip()
+        if commit and subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git).stdout.strip():
+            commit += "-dirty"
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{v}+{commit}" if commit else v
@@ -139,11 +141,13 @@ def _main(args) -> int:
     groups: dict[tuple, list] = {}
     for r in p.runs:
         groups.setdefault((r.method, r.row), []).append(r)
-    result = {}
+    result, compute = {}, 0.0
     for m in names:
         rows = []
         for point, runs in zip(args.points[m], [g for (meth, _), g in groups.items() if meth == m]):
-            scores = [fn(read_run(r.path(out_dir))) for r in runs]
+            recs = [read_run(r.path(out_dir)) for r in runs]
+            compute += sum(rec["timings"]["wall_seconds"] for rec in recs)
+            scores = [fn(rec) for rec in recs]
             valid = [s for s in scores if s is not None]
             rows.append({"options": {k: runs[0].options[k] for k in point}, "label": runs[0].row,
                          "score": sum(valid) / len(valid) if valid else None, "per_seed": scores})
@@ -163,7 +167,8 @@ def _main(args) -> int:
         "split": "validation: 10% of each source's training pairs held out of training (bench.scenario)",
         "seeds": p.seeds, "budget": args.budget, "train": asdict(first.train), "loss": asdict(first.loss),
         "code_version": code_version(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "wall_seconds": round(time.perf_counter() - t0, 1), "methods": result})
+        "wall_seconds": round(time.perf_counter() - t0, 1), "run_seconds": round(compute, 1),
+        "jobs": args.jobs, "methods": result})
     print(f"tuned settings written to {target}", file=sys.stderr)
     return 0
 

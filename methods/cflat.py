@@ -168,7 +168,7 @@ class CFlat(Method):
 
     uses_closure = True
     defaults = dict(rho=0.2, lam=0.2, variant="paper")
-    search_space = dict(rho=[0.05, 0.2], lam=[0.2, 0.5])
+    search_space = dict(rho=[0.005, 0.01, 0.02, 0.05, 0.2])
     choices = dict(variant=VARIANTS)
 
     def __init__(self, **overrides):

@@ -59,7 +59,7 @@ class CILA(Co2L):
     """
 
     defaults = dict(Co2L.defaults, alpha=1.0, adaptive=True, ratio="distill/contrastive")
-    search_space = dict(alpha=[0.3, 1.0, 3.0])
+    search_space = dict(alpha=[0.1, 0.3, 1.0, 3.0])
     choices = dict(Co2L.choices, ratio=RATIOS)
 
     def coefficient(self) -> float:

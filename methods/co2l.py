@@ -126,7 +126,7 @@ class Co2L(ReplayMixin, Method):
     defaults = dict(ird=1.0, current_temp=0.2, past_temp=0.01, relation="cross", normalize=True, negatives=True,
                     replay_anchors=False, buffer="reservoir", buffer_size=2500, memory_per_step=256,
                     replay_batch=64, groups=0, heads="pair", seed=None)
-    search_space = dict(ird=[0.3, 1.0, 3.0])
+    search_space = dict(ird=[0.1, 0.3, 1.0, 3.0])
     types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS, relation=RELATIONS)
 

@@ -31,7 +31,7 @@ class EWC(QuadraticPenalty):
     """
 
     defaults = {"strength": 1e4, "fisher_batch": 64}
-    search_space = {"strength": [1e2, 1e3, 1e4]}
+    search_space = {"strength": [1.0, 10.0, 1e2, 1e3, 1e4]}
     factor_half = True
 
     def __init__(self, **overrides):

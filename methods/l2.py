@@ -13,7 +13,7 @@ class L2Anchor(Method):
     """
 
     defaults = {"strength": 1.0}
-    search_space = {"strength": [0.1, 1.0, 10.0]}
+    search_space = {"strength": [0.01, 0.1, 1.0, 10.0]}
 
     def __init__(self, **overrides):
         super().__init__(**overrides)

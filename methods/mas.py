@@ -31,7 +31,7 @@ class MAS(QuadraticPenalty):
     """
 
     defaults = {"strength": 40.0, "importance_batch": 64, "accumulate": "sum"}
-    search_space = {"strength": [4.0, 40.0, 400.0]}
+    search_space = {"strength": [0.4, 4.0, 40.0, 400.0]}
     choices = {"accumulate": ("sum", "average")}
 
     def __init__(self, **overrides):

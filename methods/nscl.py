@@ -61,7 +61,7 @@ class NSCL(OneSidedProjection):
     """
 
     defaults = dict(threshold="min_ratio", value=10.0, project="update", bias="fold", normalize_projector=False)
-    search_space = dict(value=[2.0, 10.0, 50.0])
+    search_space = dict(value=[2.0, 10.0, 50.0, 250.0, 1e3, 1e4])
     choices = dict(threshold=NULL_RULES, project=PROJECT, bias=BIAS)
 
     def __init__(self, **overrides):
