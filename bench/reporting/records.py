@@ -90,9 +90,24 @@ def stream_files_of(stream_dir: Path) -> set:
 
 
 def row_order(runs: list[dict]) -> list[str]:
-    """Stable table order: by role (lower reference, naive, baselines, proposed, upper reference), then name."""
+    """Stable table order: by role (lower reference, naive, baselines, proposed, upper reference), then method,
+    then its variants by their option values (numbers as numbers: 100 before 1000 before 10000)."""
     roles = roles_of(runs)
-    return sorted(roles, key=lambda m: (role_rank(roles[m]), m))
+    methods = {label(r): r["method"] for r in runs}
+    return sorted(roles, key=lambda m: (role_rank(roles[m]), methods[m], m != methods[m], _variant_key(m)))
+
+
+def _variant_key(lab: str) -> tuple:
+    """``dns[lambda_min=0.001,x=a]`` → ((lambda_min, (0, 0.001)), (x, (1, 'a'))): numbers compare as numbers."""
+    inside = lab[lab.find("[") + 1:-1] if lab.endswith("]") and "[" in lab else lab
+    key = []
+    for part in inside.split(","):
+        k, _, v = part.partition("=")
+        try:
+            key.append((k, (0, float(v), "")))
+        except ValueError:
+            key.append((k, (1, 0.0, v)))
+    return tuple(key)
 
 
 def roles_of(runs: list[dict]) -> dict[str, str]:
