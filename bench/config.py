@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +18,34 @@ from .streams import StreamSpec
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "linear")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# The constraint on each training setting, written once: (what it must be, test). Checked where a value is
+# read — command line, stream file — so the error names the flag or the file and key.
+TRAIN_RULES = {
+    "epochs": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "batch_size": ("an integer >= 2", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2),
+    "lr": ("a finite number >= 0", lambda v: _finite(v) and v >= 0),
+    "weight_decay": ("a finite number >= 0", lambda v: _finite(v) and v >= 0),
+    "momentum": ("a finite number in [0, 1)", lambda v: _finite(v) and 0 <= v < 1),
+    "clip_grad_norm": ("a finite number > 0", lambda v: v is None or (_finite(v) and v > 0)),
+    "optimizer": (f"one of {', '.join(OPTIMIZERS)}", lambda v: v in OPTIMIZERS),
+    "schedule": (f"one of {', '.join(SCHEDULES)}", lambda v: v in SCHEDULES),
+    "decay_bias": ("true or false", lambda v: isinstance(v, bool)),
+}
+FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "weight_decay": "--weight-decay",
+         "momentum": "momentum", "clip_grad_norm": "--clip-grad-norm", "optimizer": "--optimizer",
+         "schedule": "--lr-schedule", "decay_bias": "--bias-decay"}
+
+
+def train_problem(key: str, value) -> str | None:
+    """What is wrong with one training setting (``None``: nothing)."""
+    rule, ok = TRAIN_RULES[key]
+    return None if ok(value) else f"must be {rule}, got {value!r}"
 DIRECTIONS = ("both", "a2b")
 
 
@@ -44,14 +73,10 @@ class TrainConfig:
     decay_bias: bool = True
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise BenchError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise BenchError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise BenchError(f"--clip-grad-norm must be > 0 (omit it for no clipping), got {self.clip_grad_norm}")
-        if self.epochs < 0 or self.batch_size < 2 or self.lr < 0 or self.weight_decay < 0:
-            raise BenchError("--epochs must be >= 0, --batch-size >= 2, --lr and --weight-decay >= 0")
+        for key in TRAIN_RULES:
+            problem = train_problem(key, getattr(self, key))
+            if problem:
+                raise BenchError(f"{FLAGS[key]} {problem}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +92,8 @@ class LossConfig:
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
             raise BenchError(f"loss direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
-        if not self.temperature > 0:
-            raise BenchError(f"loss temperature must be > 0, got {self.temperature}")
+        if not (_finite(self.temperature) and self.temperature > 0):
+            raise BenchError(f"--temperature must be a finite number > 0, got {self.temperature}")
 
 
 # The official code's loss: cross-entropy m1→m2, temperature 1, raw head outputs.

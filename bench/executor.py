@@ -24,45 +24,67 @@ def start_method(runs: list[RunSpec]) -> str:
     return "fork" if all(r.device.split(":")[0] == "cpu" for r in runs) else "spawn"
 
 
+def failure(e: BaseException) -> str:
+    """One line for a failed run: a ``BenchError``'s message, or the exception's type and first line."""
+    if isinstance(e, BenchError):
+        return str(e)
+    first = (str(e).splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
-              on_result: Callable[[RunSpec, dict], None]) -> None:
+              on_result: Callable[[RunSpec, dict], None],
+              on_failure: Callable[[RunSpec, str], None] | None = None) -> list[tuple[RunSpec, str]]:
     """Train every run; ``on_result(run, record)`` as each finishes. With ``jobs > 1`` the runs go to worker
-    processes (``start_method``); a run that fails with a
-    ``BenchError`` does not stop the others, and the first such error is raised once all have finished."""
+    processes (``start_method``). A run that fails (a diverging run, any exception in it) does not stop the
+    others: ``on_failure(run, message)`` is called and the failures are returned, every one of them."""
     runs = list(runs)
+    failures: list[tuple[RunSpec, str]] = []
+
+    def failed(run, e):
+        failures.append((run, failure(e)))
+        if on_failure is not None:
+            on_failure(run, failures[-1][1])
+
     if jobs == 1:
         for run in runs:
             on_start(run)
-            on_result(run, _work((run, threads)))
-        return
+            try:
+                record = _work((run, threads))
+            except Exception as e:                   # noqa: BLE001 - reported, the sweep goes on
+                failed(run, e)
+                continue
+            on_result(run, record)
+        return failures
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    failed = None
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(start_method(runs))) as pool:
         futures = {pool.submit(_work, (run, threads)): run for run in runs}
         for fut in as_completed(futures):
             try:
-                on_result(futures[fut], fut.result())
-            except BenchError as e:
-                failed = failed or e
-    if failed:
-        raise failed
+                record = fut.result()
+            except Exception as e:                   # noqa: BLE001 - reported, the others' results are kept
+                failed(futures[fut], e)
+                continue
+            on_result(futures[fut], record)
+    return failures
 
 
 def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
-            on_result: Callable[[RunSpec, dict], None], address: str | None = None) -> None:
+            on_result: Callable[[RunSpec, dict], None], address: str | None = None,
+            on_failure: Callable[[RunSpec, str], None] | None = None) -> list[tuple[RunSpec, str]]:
     """Train every run as a Ray task (one CPU each); ``on_result`` as each finishes, in the order they finish.
     ``address``: an existing cluster (``ray start --head`` … or ``auto``); None starts a local one with
     ``jobs`` CPUs. Every node needs this package importable (installed, or shipped in a Ray runtime
-    environment). A run failing with a ``BenchError`` does not stop the others; the first is raised at
-    the end, as with ``run_local``."""
+    environment). Failed runs are reported and returned, as with ``run_local``."""
     try:
         import ray
     except ImportError:
         raise BenchError("--executor ray needs Ray: pip install 'cmcl-bench[ray]'") from None
     runs = list(runs)
+    failures: list[tuple[RunSpec, str]] = []
     if not runs:
-        return
+        return failures
     started_here = not ray.is_initialized()
     if started_here:
         kw = dict(address=address) if address else dict(num_cpus=jobs)
@@ -76,7 +98,6 @@ def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable
     for run in runs:
         on_start(run)
         pending[remote.remote((run, threads))] = run
-    failed = None
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -85,16 +106,14 @@ def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable
                 try:
                     record = ray.get(ref)
                 except ray.exceptions.RayTaskError as e:
-                    cause = getattr(e, "cause", None)
-                    if isinstance(cause, BenchError):
-                        failed = failed or cause
-                        continue
-                    raise
+                    failures.append((run, failure(getattr(e, "cause", None) or e)))
+                    if on_failure is not None:
+                        on_failure(run, failures[-1][1])
+                    continue
                 on_result(run, record)
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
         if started_here:
             ray.shutdown()
-    if failed:
-        raise failed
+    return failures

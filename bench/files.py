@@ -11,6 +11,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import BenchError
+
 
 @contextmanager
 def atomic_path(path: Path | str):
@@ -36,3 +38,26 @@ def write_atomic(path: Path | str, content: str | bytes) -> None:
         else:
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 f.write(content)
+
+
+def check_writable(folder: Path | str, flag: str = "--out") -> None:
+    """Fail before any work when ``folder`` cannot hold results: a file, not writable, or under something that
+    is not a writable folder. Creates nothing (a folder that does not exist yet is checked through its
+    nearest existing parent)."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    reason = None
+    if not probe.is_dir():
+        reason = f"{probe} is not a folder"
+    elif probe == folder:
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+        except OSError as e:
+            reason = e.strerror or str(e)
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        reason = f"{probe} is not writable"
+    if reason:
+        raise BenchError(f"{flag} {folder}: cannot write results there ({reason})")

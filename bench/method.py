@@ -126,6 +126,8 @@ class Method:
     choices: ClassVar[dict[str, tuple]] = {}
     types: ClassVar[dict[str, type]] = {}
     search_space: ClassVar[dict[str, list]] = {}
+    # numeric options are finite and >= 0 unless ``bounds`` says otherwise: key -> (low, high, low_open)
+    bounds: ClassVar[dict[str, tuple]] = {}
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -164,7 +166,27 @@ class Method:
             if params[key] not in allowed:
                 raise BenchError(f"option {cls.name}.{key} must be one of {', '.join(map(str, allowed))}, "
                                  f"got {params[key]!r}")
+        for key, value in params.items():
+            problem = cls.option_problem(key, value)
+            if problem:
+                raise BenchError(f"option {cls.name}.{key} {problem}")
         return params
+
+    @classmethod
+    def option_problem(cls, key: str, value) -> str | None:
+        """What is wrong with a numeric option's value (``None``: nothing): not finite, or outside
+        ``bounds[key]`` (default: >= 0)."""
+        import math
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not math.isfinite(value):
+            return f"must be finite, got {value}"
+        low, high, low_open = cls.bounds.get(key, (0, None, False))
+        if low is not None and (value <= low if low_open else value < low):
+            return f"must be {'>' if low_open else '>='} {low}, got {value}"
+        if high is not None and value > high:
+            return f"must be <= {high}, got {value}"
+        return None
 
     def __init__(self, **overrides):
         self.options = Options(self.resolve(overrides))

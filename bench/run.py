@@ -150,6 +150,8 @@ def plan(args) -> Plan:
         registry.get(m)
     if args.jobs < 1 or args.threads < 1:
         raise BenchError("--jobs and --threads must be >= 1")
+    from .files import check_writable
+    check_writable(args.out)
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.sets, known)
     for m in sets:                  # validates names and values, also of methods not run
@@ -160,6 +162,9 @@ def plan(args) -> Plan:
         if m not in names:
             raise BenchError(f"--grid/--label name method {m!r}, which --methods does not run")
     spec = streams.load(args.stream)
+    if args.encoder and not spec.bank_sources and args.encoder not in spec.settings:
+        raise BenchError(f"--encoder {args.encoder}: stream {spec.name!r} reads no feature banks and has no "
+                         f"[settings.{args.encoder}]; --encoder applies to streams of banks (e.g. paper)")
     encoder_settings = stream_settings(spec, args.encoder, known)
     split = getattr(args, "split", "test")
     # tuning (validation split) starts from the untuned base; its runs never read tuned settings
@@ -175,6 +180,11 @@ def plan(args) -> Plan:
     cli = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                optimizer=args.optimizer, schedule=args.schedule, clip_grad_norm=args.clip_grad_norm,
                decay_bias=args.decay_bias)
+    from .config import FLAGS, train_problem
+    for key, value in cli.items():                       # the command line's own values, blamed on their flag
+        problem = None if value is None else train_problem(key, value)
+        if problem:
+            raise BenchError(f"{FLAGS[key]} {problem}")
     preset = OFFICIAL_TRAINING if official else {}
     train = TrainConfig(**{**spec.train, **encoder_settings.get("train", {}), **preset,
                            **{k: v for k, v in cli.items() if v is not None}})
@@ -285,14 +295,16 @@ def check_same_stream(stream_dir: Path, spec) -> None:
 
 
 
-def execute(p: Plan, args) -> None:
-    """Train the planned runs; each record is written atomically as soon as its run finishes."""
+def execute(p: Plan, args) -> list:
+    """Train the planned runs; each record is written atomically as soon as its run finishes. A failed run
+    does not stop the others; the failures (run, message) are returned and listed in ``failures.json`` of the
+    results folder (rewritten by every sweep that trains something)."""
     from tqdm import tqdm
 
     from .executor import run_local, run_ray
     from .reporting.records import write_run
     if not p.todo:
-        return
+        return []
     # a live bar on a terminal; in logs (CI, redirected stderr) one line per finished run instead
     finished = []
     with tqdm(total=len(p.todo), desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
@@ -310,10 +322,19 @@ def execute(p: Plan, args) -> None:
                 print(f"[{len(finished)}/{len(p.todo)}] {done} "
                       f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
 
+        def failed(run, message):
+            bar.update(1)
+            print(f"failed: {run.row} seed {run.seed}: {message}", file=sys.stderr)
+
         if getattr(args, "executor", "local") == "ray":
-            run_ray(p.todo, args.jobs, args.threads, started, save, args.address)
+            failures = run_ray(p.todo, args.jobs, args.threads, started, save, args.address, failed)
         else:
-            run_local(p.todo, args.jobs, args.threads, started, save)
+            failures = run_local(p.todo, args.jobs, args.threads, started, save, failed)
+    import json
+    from .files import write_atomic
+    write_atomic(p.stream_dir / "failures.json", json.dumps(
+        [{"label": r.row, "seed": r.seed, "config_hash": r.hash, "error": m} for r, m in failures], indent=1) + "\n")
+    return failures
 
 
 def main(argv=None) -> int:
@@ -326,17 +347,24 @@ def _main(args) -> int:
         print(list_all())
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = plan(args)                  # validates everything, --threads included, before any work
     import torch
     torch.set_num_threads(args.threads)
-    p = plan(args)
     print(f"{p.stream.name}: {len(p.stream.steps)} steps, methods {', '.join(p.methods)}, "
           f"seeds {', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done",
           file=sys.stderr)
-    execute(p, args)
+    failures = execute(p, args)
     from .reporting.rebuild import rebuild
-    table = rebuild(p.stream_dir, figures=not args.no_figures)
-    print(table)
-    print(f"results in {p.stream_dir}/", file=sys.stderr)
+    if any(p.stream_dir.glob("runs/*/seed*.json")):
+        table = rebuild(p.stream_dir, figures=not args.no_figures)     # from what finished
+        print(table)
+        print(f"results in {p.stream_dir}/", file=sys.stderr)
+    if failures:
+        for run, message in failures:
+            print(f"error: {run.row} seed {run.seed} failed: {message}", file=sys.stderr)
+        print(f"error: {len(failures)} of {len(p.todo)} runs failed (listed in {p.stream_dir / 'failures.json'}); "
+              "the others are saved and in the table", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -77,7 +77,7 @@ def run_one(run: RunSpec, progress=None) -> dict:
     for step in range(len(scenario.tasks)):
         timings.append(trainer.train_experience(step))
         if not is_data_free(run.device) and not host(torch.stack([p.isfinite().all() for p in heads.parameters()])).all():
-            raise BenchError(f"{run.method} seed {run.seed}: training diverged in step {step + 1} "
+            raise BenchError(f"training diverged in step {step + 1} "
                              f"({scenario.tasks[step].name}): non-finite head weights; lower --lr")
         rows.append(evaluator.evaluate(heads, learned=step + 1))
         if progress is not None:

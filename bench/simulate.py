@@ -27,10 +27,8 @@ import math
 import torch
 
 from .features.bank import SplitFeatures
-from .streams import StreamSpec
+from .streams import SIM_DEFAULTS, StreamSpec
 
-SIM_DEFAULTS = dict(seed=0, dim=128, common_dim=16, specific_dim=16, floor_noise=0.02, domain_shift=0.5,
-                    class_spread=1.0, instance_spread=0.6)
 MODALITY_DEFAULTS = dict(misalignment=0.3, noise=0.5, offset=0.0)
 
 

@@ -8,6 +8,7 @@ for the encoder chosen at run time (``--encoder``).
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,8 +106,33 @@ SOURCE_KEYS = {"kind", "modalities", "classes", "train", "test", "class_texts", 
                "instance_spread"}
 BANK_SOURCE_KEYS = {"kind", "modalities", "bank", "class_texts"}
 SIM_KEYS = {"seed", "dim", "common_dim", "specific_dim", "floor_noise", "domain_shift", "class_spread",
-            "instance_spread", "shift_scope"}
+            "instance_spread"}
 MODALITY_KEYS = {"misalignment", "noise", "offset"}
+SIM_DEFAULTS = dict(seed=0, dim=128, common_dim=16, specific_dim=16, floor_noise=0.02, domain_shift=0.5,
+                    class_spread=1.0, instance_spread=0.6)
+
+
+def _int_in(lo, hi):
+    return (f"an integer in [{lo}, {hi}]",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi)
+
+
+_NONNEG = ("a finite number >= 0",
+           lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
+# The constraint on each simulation value, written once (what it must be, test); checked when the file loads.
+SIM_RULES = {"seed": _int_in(0, 2 ** 62), "dim": _int_in(2, 16_384), "common_dim": _int_in(0, 16_384),
+             "specific_dim": _int_in(1, 16_384), "floor_noise": _NONNEG, "domain_shift": _NONNEG,
+             "class_spread": _NONNEG, "instance_spread": _NONNEG}
+MODALITY_RULES = {"misalignment": _NONNEG, "noise": _NONNEG, "offset": _NONNEG}
+SOURCE_RULES = {"domain_shift": _NONNEG, "class_spread": _NONNEG, "instance_spread": _NONNEG,
+                "classes": _int_in(1, 100_000), "train": _int_in(1, 1_000_000), "test": _int_in(1, 1_000_000),
+                "class_texts": ("true or false", lambda v: isinstance(v, bool))}
+
+
+def _check_values(where: str, table: dict, rules: dict) -> None:
+    for key, (what, ok) in rules.items():
+        if key in table and not ok(table[key]):
+            raise BenchError(f"{where}: key {key!r} must be {what}, got {table[key]!r}")
 TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "optimizer": str,
               "schedule": str, "clip_grad_norm": float, "decay_bias": bool}
 
@@ -119,6 +145,11 @@ def _train_table(where: str, train) -> dict:
         if key in train and (not isinstance(train[key], (int, float) if kind is float else kind)
                              or (isinstance(train[key], bool) and kind is not bool)):
             raise BenchError(f"{where}: key {key!r} must be a {kind.__name__}, got {train[key]!r}")
+    from .config import train_problem          # the one statement of each setting's constraint
+    for key, value in train.items():
+        problem = train_problem(key, float(value) if TRAIN_KEYS[key] is float else value)
+        if problem:
+            raise BenchError(f"{where}: key {key!r} {problem}")
     return train
 
 
@@ -158,6 +189,11 @@ def load(name_or_path: str) -> StreamSpec:
     if not isinstance(sim, dict):
         raise BenchError(f"{where}: [simulation] must be a table")
     _check_keys(f"{where} [simulation]", sim, SIM_KEYS)
+    _check_values(f"{where} [simulation]", sim, SIM_RULES)
+    full = {**SIM_DEFAULTS, **sim}
+    if full["common_dim"] + full["specific_dim"] > full["dim"]:
+        raise BenchError(f"{where} [simulation]: common_dim + specific_dim ({full['common_dim']} + "
+                         f"{full['specific_dim']}) must not exceed dim ({full['dim']})")
     mods = raw.get("modalities", {})
     if not isinstance(mods, dict):
         raise BenchError(f"{where}: [modalities] must be a table")
@@ -165,6 +201,7 @@ def load(name_or_path: str) -> StreamSpec:
         if not isinstance(t, dict):
             raise BenchError(f"{where} [modalities.{m}]: must be a table")
         _check_keys(f"{where} [modalities.{m}]", t, MODALITY_KEYS)
+        _check_values(f"{where} [modalities.{m}]", t, MODALITY_RULES)
     sources = raw.get("sources")
     if not isinstance(sources, dict) or not sources:
         raise BenchError(f"{where}: needs at least one [sources.<name>] table")
@@ -187,9 +224,8 @@ def load(name_or_path: str) -> StreamSpec:
             if m not in mods:
                 raise BenchError(f"{w}: modality {m!r} has no [modalities.{m}] table")
         for key in ("classes", "train", "test"):
-            v = _req(w, src, key, int, "a positive integer")
-            if v < 1:
-                raise BenchError(f"{w}: key {key!r} must be a positive integer, got {v}")
+            _req(w, src, key, int, "a positive integer")
+        _check_values(w, src, SOURCE_RULES)
         if src["test"] < 10:
             raise BenchError(f"{w}: 'test' must be at least 10 (Recall@10 needs 10 candidates)")
     steps_raw = raw.get("steps")

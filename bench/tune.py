@@ -135,7 +135,10 @@ def _main(args) -> int:
     p = plan(args)
     print(f"tuning {p.stream.name} on validation pairs: {len(names)} methods, seeds "
           f"{', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done", file=sys.stderr)
-    execute(p, args)
+    failures = execute(p, args)
+    if failures:
+        raise BenchError(f"{len(failures)} tuning runs failed (first: {failures[0][0].row} seed {failures[0][0].seed}: "
+                         f"{failures[0][1]}); nothing written — fix the cause and rerun (finished runs are kept)")
     fn, direction = crit[args.criterion]
     out_dir = Path(args.out)
     groups: dict[tuple, list] = {}

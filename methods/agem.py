@@ -46,6 +46,7 @@ class AGEM(ReplayMixin, Method):
 
     defaults = dict(buffer="per_step", memory_per_step=256, buffer_size=2500, replay_batch=1024, groups=0,
                     heads="pair", project="update", seed=None)
+    bounds = dict(replay_batch=(1, None, False))
     types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS, project=PROJECT)
 

@@ -127,6 +127,7 @@ class Co2L(ReplayMixin, Method):
                     replay_anchors=False, buffer="reservoir", buffer_size=2500, memory_per_step=256,
                     replay_batch=64, groups=0, heads="pair", seed=None)
     search_space = dict(ird=[0.1, 0.3, 1.0, 3.0])
+    bounds = dict(replay_batch=(1, None, False), current_temp=(0, None, True), past_temp=(0, None, True))
     types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS, relation=RELATIONS)
 

@@ -52,6 +52,7 @@ class DER(ReplayMixin, Method):
     defaults = dict(alpha=3.0, buffer="reservoir", buffer_size=2500, memory_per_step=256, replay_batch=64,
                     groups=0, heads="pair", seed=None)
     search_space = dict(alpha=[1.0, 3.0, 10.0])
+    bounds = dict(replay_batch=(1, None, False))
     types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS)
 

@@ -27,6 +27,7 @@ class ER(ReplayMixin, Method):
     defaults = dict(buffer="reservoir", buffer_size=2500, memory_per_step=256, replay_batch=64, groups=0,
                     weight=1.0, heads="pair", seed=None)
     search_space = dict(weight=[0.25, 0.5, 1.0, 2.0])
+    bounds = dict(replay_batch=(1, None, False))
     types = dict(seed=int)
     choices = dict(buffer=POLICIES, heads=HEADS)
 

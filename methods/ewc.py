@@ -32,6 +32,7 @@ class EWC(QuadraticPenalty):
 
     defaults = {"strength": 1e4, "fisher_batch": 64}
     search_space = {"strength": [1.0, 10.0, 1e2, 1e3, 1e4]}
+    bounds = dict(fisher_batch=(2, None, False))
     factor_half = True
 
     def __init__(self, **overrides):

@@ -24,6 +24,7 @@ class OnlineEWC(EWC):
 
     defaults = {"strength": 1e3, "gamma": 0.9, "fisher_batch": 64}
     search_space = {"strength": [1e2, 1e3, 1e4]}
+    bounds = dict(fisher_batch=(2, None, False), gamma=(0, 1, False))
 
     def __init__(self, **overrides):
         super().__init__(**overrides)

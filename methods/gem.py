@@ -62,6 +62,7 @@ class GEM(ReplayMixin, Method):
     defaults = dict(memory_per_step=256, margin=0.0, eps=1e-6, ref_batch=0, heads="pair", project="update",
                     seed=None)
     search_space = dict(margin=[0.0, 0.5])
+    bounds = dict(memory_per_step=(1, None, False))
     types = dict(seed=int)
     choices = dict(heads=HEADS, project=PROJECT)
 

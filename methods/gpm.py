@@ -86,6 +86,7 @@ class GPM(OneSidedProjection):
 
     defaults = dict(energy=0.97, energy_step=0.0, samples=0, project="gradient", bias="fold")
     search_space = dict(energy=[0.5, 0.7, 0.8, 0.9, 0.97, 0.99])
+    bounds = dict(energy=(0, 1, False))
     choices = dict(project=PROJECT, bias=BIAS)
 
     def __init__(self, **overrides):

@@ -48,6 +48,7 @@ class LwF(Method):
 
     defaults = dict(alpha=3.0, temperature=None, cross_modal=True, shared_modalities=True)
     search_space = dict(alpha=[0.3, 1.0, 3.0, 10.0])
+    bounds = dict(temperature=(0, None, True))
     types = dict(temperature=float)
 
     def __init__(self, **overrides):

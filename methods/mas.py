@@ -32,6 +32,7 @@ class MAS(QuadraticPenalty):
 
     defaults = {"strength": 40.0, "importance_batch": 64, "accumulate": "sum"}
     search_space = {"strength": [0.4, 4.0, 40.0, 400.0]}
+    bounds = dict(importance_batch=(1, None, False))
     choices = {"accumulate": ("sum", "average")}
 
     def __init__(self, **overrides):

@@ -34,6 +34,7 @@ class SI(QuadraticPenalty):
 
     defaults = {"strength": 0.3, "xi": 1e-3, "omega_grad": "task", "clamp": False}
     search_space = {"strength": [0.03, 0.3, 3.0]}
+    bounds = dict(xi=(0, None, True))
     choices = {"omega_grad": ("task", "total")}
 
     def __init__(self, **overrides):

@@ -81,6 +81,12 @@ MUTATIONS = [
     M("variants share the plain method's label", "bench/variants.py",
       "    if not diff:\n        return None", "    if True:\n        return None",
       ("tests/test_variants_tuning.py",)),
+    M("a failed run aborts a serial sweep", "bench/executor.py",
+      "                failed(run, e)\n                continue", "                failed(run, e)\n                raise",
+      ("tests/test_cli.py",)),
+    M("negative method options accepted", "bench/method.py",
+      "low, high, low_open = cls.bounds.get(key, (0, None, False))",
+      "low, high, low_open = cls.bounds.get(key, (None, None, False))", ("tests/test_cli.py",)),
     # -- regularisers -------------------------------------------------------------------------------
     M("EWC Fisher from |g| instead of g^2", "methods/ewc.py",
       "s.addcmul_(g, g)", "s.add_(g.abs())", ("tests/test_regularizers.py",)),

@@ -118,9 +118,20 @@ def test_rerun_skips_finished_runs_and_reruns_changed_configs(tmp_path, capsys):
     (["--set", "nope.x=1"], "unknown method 'nope'"),
     (["--set", "dnslambda"], "--set expects METHOD.PARAM=VALUE"),
     (["--seeds", "two"], "--seeds must be a positive count"),
-    (["--batch-size", "1"], "--batch-size >= 2"),
+    (["--batch-size", "1"], "--batch-size must be an integer >= 2, got 1"),
+    (["--threads", "0"], "--jobs and --threads must be >= 1"),
+    (["--lr", "nan"], "--lr must be a finite number >= 0, got nan"),
+    (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0, got nan"),
+    (["--temperature", "0"], "--temperature must be a finite number > 0"),
+    (["--set", "er.buffer_size=-5"], "option er.buffer_size must be >= 0, got -5"),
+    (["--set", "dns.lambda_min=-1"], "option dns.lambda_min must be >= 0, got -1"),
+    (["--set", "er.replay_batch=0"], "option er.replay_batch must be >= 1, got 0"),
+    (["--set", "dns.lambda_min=nan"], "option dns.lambda_min must be finite"),
+    (["--set", "lwf.temperature=0"], "option lwf.temperature must be > 0"),
+    (["--out", "/etc/passwd"], "--out /etc/passwd: cannot write results there"),
+    (["--encoder", "imagebind"], "--encoder imagebind: stream 'toy' reads no feature banks"),
+    (["--stream", "/tmp"], "--stream /tmp is a folder, not a stream file"),
     (["--device", "tpu9"], "--device 'tpu9' is not usable"),
-    (["--methods", "vanilla", "--lr", "1e30", "--optimizer", "sgd", "--seeds", "1"], "training diverged in step 1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -129,6 +140,30 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv,
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
     assert not list(out.rglob("*.json"))
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, capsys, jobs):
+    """l2 at an absurd strength diverges at step 2; vanilla (planned before and after it) still runs, the table
+    is built from what finished, every failure is listed, and the exit code says something failed."""
+    out = tmp_path / "out"
+    argv = ["--stream", "toy", "--methods", "vanilla,l2,dns", "--seeds", "1", "--epochs", "1", "--optimizer", "sgd",
+            "--lr", "0.05", "--set", "l2.strength=1e9", "--no-figures", "--out", str(out), "--jobs", jobs]
+    assert run.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: l2[strength=1e+09] seed 0 failed: training diverged in step 3" in err
+    assert "error: 1 of 3 runs failed" in err and "Traceback" not in err
+    assert {p.parent.name for p in out.glob("toy/runs/*/seed0.json")} == {"vanilla", "dns"}
+    assert _rows_of(out / "toy" / "table.md") == ["vanilla", "dns"]
+    failures = json.loads((out / "toy" / "failures.json").read_text())
+    assert [(f["label"], f["seed"]) for f in failures] == [("l2[strength=1e+09]", 0)]
+    # a rerun retries only the failed run
+    assert run.main(argv) == 1
+    assert "1 runs to do, 2 already done" in capsys.readouterr().err
+
+
+def _rows_of(table):
+    return [line.split("|")[1].strip() for line in table.read_text().splitlines() if line.startswith("| ") and "±" in line]
 
 
 def test_malformed_stream_file_is_reported(tmp_path, capsys):

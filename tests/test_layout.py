@@ -37,8 +37,8 @@ def test_seed_purposes_give_distinct_streams():
 
 
 def test_run_records_refuse_a_newer_schema_and_upgrade_schema_zero(tmp_path):
-    base = {"method": "vanilla", "seed": 0, "config_hash": "x", "matrices": {}, "tasks": [],
-            "summary": {"stability_dev": 0.5}, "order": 5}
+    base = {"method": "vanilla", "seed": 0, "config_hash": "x", "matrices": {}, "tasks": [], "stream": "toy",
+            "config": {}, "timings": {}, "summary": {"stability_dev": 0.5}, "order": 5}
     p = tmp_path / "old.json"
     p.write_text(json.dumps(base))
     run = read_run(p)
@@ -49,6 +49,33 @@ def test_run_records_refuse_a_newer_schema_and_upgrade_schema_zero(tmp_path):
     p.write_text("5")
     with pytest.raises(BenchError, match="not a run record"):
         read_run(p)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("null", "not a run record"),
+    ('{"method": "vanilla", "seed": "0"}', "key 'seed' must be a JSON integer"),
+    ('{"method": "vanilla", "seed": 0}', "missing key 'stream'"),
+])
+def test_malformed_run_files_are_one_line_errors_for_a_rebuild_and_a_resume(tmp_path, capsys, content, message):
+    from bench.figures import main as figures
+    from bench.run import main as run
+    assert run(["--stream", "toy", "--methods", "vanilla", "--seeds", "1", "--epochs", "1", "--no-figures",
+                "--out", str(tmp_path)]) == 0
+    path = tmp_path / "toy" / "runs" / "vanilla" / "seed0.json"
+    good = json.loads(path.read_text())
+    for key in ("config", "timings"):                   # a record missing any required key is refused
+        path.write_text(json.dumps({k: v for k, v in good.items() if k != key}))
+        with pytest.raises(BenchError, match=f"missing key '{key}'"):
+            read_run(path)
+    path.write_text(content)
+    capsys.readouterr()
+    assert figures([str(tmp_path), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "Traceback" not in err
+    # a resume treats the unreadable file as not done and runs it again
+    assert run(["--stream", "toy", "--methods", "vanilla", "--seeds", "1", "--epochs", "1", "--no-figures",
+                "--out", str(tmp_path)]) == 0
+    assert read_run(path)["config_hash"] == good["config_hash"]
 
 
 def test_bench_never_imports_methods_statically():

@@ -23,9 +23,20 @@ def test_builtin_streams_load():
     ("classes = 6\ntrain = 200", "classes = 6\ntrain = 200\ncolour = 1", "unknown key 'colour'"),
     ('metrics = ["recall"]', 'metrics = ["acc"]\n[sources.b.x]', "unknown key 'x'"),
     ('metrics = ["recall"]', 'metrics = ["map"]', "'metrics' must be a non-empty list"),
-    ("train = 200\ntest = 64\n[sources.b]", "train = -1\ntest = 64\n[sources.b]", "'train' must be a positive integer"),
+    ("train = 200\ntest = 64\n[sources.b]", "train = -1\ntest = 64\n[sources.b]", "key 'train' must be an integer in [1, 1000000], got -1"),
     ("[simulation]", "[simulation\n", "not valid TOML"),
     ("[simulation]", "[train]\nlr = 'fast'\n[simulation]", "'lr' must be a float"),
+    ("[simulation]", "[train]\nlr = nan\n[simulation]", "[train]: key 'lr' must be a finite number >= 0, got nan"),
+    ("[simulation]", "[train]\nbatch_size = 1\n[simulation]", "[train]: key 'batch_size' must be an integer >= 2"),
+    ("dim = 24", 'dim = "32"', "[simulation]: key 'dim' must be an integer in [2, 16384], got '32'"),
+    ("dim = 24", "dim = 1.5", "key 'dim' must be an integer"),
+    ("dim = 24", "dim = -32", "key 'dim' must be an integer"),
+    ("seed = 3", 'seed = "x"', "key 'seed' must be an integer"),
+    ("specific_dim = 6", "specific_dim = 60", "common_dim + specific_dim (4 + 60) must not exceed dim (24)"),
+    ("noise = 0.8", 'noise = "high"', "[modalities.text]: key 'noise' must be a finite number >= 0"),
+    ("noise = 0.8", "noise = -5", "[modalities.text]: key 'noise' must be a finite number >= 0, got -5"),
+    ("train = 200\ntest = 64\n[sources.b]", "train = 10000000000\ntest = 64\n[sources.b]",
+     "key 'train' must be an integer in [1, 1000000]"),
 ])
 def test_malformed_stream_files_name_the_problem(tmp_path, old, new, message):
     assert old in TWO_STEP

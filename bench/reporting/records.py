@@ -14,7 +14,9 @@ from ..files import write_atomic
 from ..roles import role_from_order, role_rank
 
 SCHEMA = 1
-REQUIRED = ("method", "seed", "config_hash", "matrices", "summary", "tasks")
+# every key a record must hold, with its JSON type (checked when a file is read: a resume, a rebuild)
+REQUIRED = {"method": str, "seed": int, "stream": str, "config": dict, "config_hash": str, "matrices": dict,
+            "summary": dict, "tasks": list, "timings": dict}
 
 
 def dumps(record: dict) -> str:
@@ -51,10 +53,20 @@ def read_run(path: Path) -> dict:
     if not isinstance(schema, int) or isinstance(schema, bool) or not 0 <= schema <= SCHEMA:
         raise BenchError(f"run file {path}: key 'schema' is {schema!r}; this version of cmcl-bench reads "
                          f"schemas 0 to {SCHEMA} (upgrade cmcl-bench to read it)")
-    for key in REQUIRED:
+    for key, kind in REQUIRED.items():
         if key not in data:
             raise BenchError(f"run file {path}: missing key {key!r}")
-    return _upgrade(data) if schema < SCHEMA else data
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise BenchError(f"run file {path}: key {key!r} must be a JSON {_JSON[kind]}, got {str(data[key])[:40]!r}")
+    if schema < SCHEMA:
+        data = _upgrade(data)
+    for key in ("role", "label"):
+        if (key == "role" or key in data) and not isinstance(data.get(key), str):
+            raise BenchError(f"run file {path}: key {key!r} must be a JSON string, got {str(data.get(key))[:40]!r}")
+    return data
+
+
+_JSON = {str: "string", int: "integer", dict: "object", list: "array"}
 
 
 def label(run: dict) -> str:
