@@ -58,7 +58,9 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
         return failures
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(start_method(runs))) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(start_method(runs)),
+                               initializer=_ignore_interrupts)
+    try:
         futures = {pool.submit(_work, (run, threads)): run for run in runs}
         for fut in as_completed(futures):
             try:
@@ -67,7 +69,29 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
                 failed(futures[fut], e)
                 continue
             on_result(futures[fut], record)
+    except BaseException:
+        # Ctrl-C (or an error saving a result): stop now — queued runs are dropped, running ones killed; every
+        # finished run has been saved already
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
     return failures
+
+
+def _ignore_interrupts():
+    """Pool workers leave Ctrl-C to the parent, which stops them (no traceback from each worker)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+    for p in processes:
+        p.join(timeout=5)
 
 
 def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
