@@ -32,14 +32,27 @@ def failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
+Claim = Callable[[RunSpec], "str | None"]   # claim a run before it starts: None, or why it is skipped
+
+
 def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
               on_result: Callable[[RunSpec, dict], None],
-              on_failure: Callable[[RunSpec, str], None] | None = None) -> list[tuple[RunSpec, str]]:
+              on_failure: Callable[[RunSpec, str], None] | None = None,
+              claim: Claim | None = None, on_skip: Callable[[RunSpec, str], None] | None = None
+              ) -> list[tuple[RunSpec, str]]:
     """Train every run; ``on_result(run, record)`` as each finishes. With ``jobs > 1`` the runs go to worker
-    processes (``start_method``). A run that fails (a diverging run, any exception in it) does not stop the
-    others: ``on_failure(run, message)`` is called and the failures are returned, every one of them."""
+    processes (``start_method``), at most ``jobs`` at a time, each claimed (``claim``) just before it starts —
+    so a second runner on the same folder takes the others. A run that fails (a diverging run, any exception
+    in it) does not stop the others: ``on_failure(run, message)`` is called and the failures are returned,
+    every one of them."""
     runs = list(runs)
     failures: list[tuple[RunSpec, str]] = []
+
+    def claimed(run) -> bool:
+        why = claim(run) if claim is not None else None
+        if why and on_skip is not None:
+            on_skip(run, why)
+        return why is None
 
     def failed(run, e):
         failures.append((run, failure(e)))
@@ -48,6 +61,8 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
 
     if jobs == 1:
         for run in runs:
+            if not claimed(run):
+                continue
             on_start(run)
             try:
                 record = _work((run, threads))
@@ -60,15 +75,29 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
     from concurrent.futures import ProcessPoolExecutor, as_completed
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(start_method(runs)),
                                initializer=_ignore_interrupts)
+    queue, futures = iter(runs), {}
+
+    def submit_more():
+        while len(futures) < jobs:
+            run = next(queue, None)
+            if run is None:
+                return
+            if claimed(run):
+                on_start(run)
+                futures[pool.submit(_work, (run, threads))] = run
+
     try:
-        futures = {pool.submit(_work, (run, threads)): run for run in runs}
-        for fut in as_completed(futures):
+        submit_more()
+        while futures:
+            fut = next(as_completed(futures))
+            run = futures.pop(fut)
             try:
                 record = fut.result()
             except Exception as e:                   # noqa: BLE001 - reported, the others' results are kept
-                failed(futures[fut], e)
-                continue
-            on_result(futures[fut], record)
+                failed(run, e)
+            else:
+                on_result(run, record)
+            submit_more()
     except BaseException:
         # Ctrl-C (or an error saving a result): stop now — queued runs are dropped, running ones killed; every
         # finished run has been saved already
@@ -96,7 +125,9 @@ def _stop(pool) -> None:
 
 def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
             on_result: Callable[[RunSpec, dict], None], address: str | None = None,
-            on_failure: Callable[[RunSpec, str], None] | None = None) -> list[tuple[RunSpec, str]]:
+            on_failure: Callable[[RunSpec, str], None] | None = None,
+            claim: Claim | None = None, on_skip: Callable[[RunSpec, str], None] | None = None
+            ) -> list[tuple[RunSpec, str]]:
     """Train every run as a Ray task (one CPU each); ``on_result`` as each finishes, in the order they finish.
     ``address``: an existing cluster (``ray start --head`` … or ``auto``); None starts a local one with
     ``jobs`` CPUs. Every node needs this package importable (installed, or shipped in a Ray runtime
@@ -119,7 +150,12 @@ def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable
                              f"({str(e).splitlines()[0]})") from None
     remote = ray.remote(num_cpus=1, max_retries=0)(_work)
     pending = {}
-    for run in runs:
+    for run in runs:                                 # a cluster runs them all at once: claimed at submission
+        why = claim(run) if claim is not None else None
+        if why:
+            if on_skip is not None:
+                on_skip(run, why)
+            continue
         on_start(run)
         pending[remote.remote((run, threads))] = run
     try:

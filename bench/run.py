@@ -301,6 +301,7 @@ def execute(p: Plan, args) -> list:
     results folder (rewritten by every sweep that trains something)."""
     from tqdm import tqdm
 
+    from .claims import Claims
     from .executor import run_local, run_ray
     from .reporting.records import write_run
     if not p.todo:
@@ -309,11 +310,18 @@ def execute(p: Plan, args) -> list:
     finished = []
     with tqdm(total=len(p.todo), desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
 
+        claims = Claims(args.out)
+
         def started(run):
             bar.set_postfix_str(f"{run.method} seed {run.seed}")
 
+        def skipped(run, why):
+            bar.update(1)
+            print(f"skipped: {run.row} seed {run.seed}: {why}", file=sys.stderr)
+
         def save(run, record):
             write_run(run.path(args.out), record)
+            claims.release(run)
             done = f"{run.method} seed {run.seed}: R@10 {fmt(record['summary']['r10'])}"
             bar.set_postfix_str(done)
             bar.update(1)
@@ -323,13 +331,18 @@ def execute(p: Plan, args) -> list:
                       f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
 
         def failed(run, message):
+            claims.release(run)
             bar.update(1)
             print(f"failed: {run.row} seed {run.seed}: {message}", file=sys.stderr)
 
-        if getattr(args, "executor", "local") == "ray":
-            failures = run_ray(p.todo, args.jobs, args.threads, started, save, args.address, failed)
-        else:
-            failures = run_local(p.todo, args.jobs, args.threads, started, save, failed)
+        try:
+            if getattr(args, "executor", "local") == "ray":
+                failures = run_ray(p.todo, args.jobs, args.threads, started, save, args.address, failed,
+                                   claims.take, skipped)
+            else:
+                failures = run_local(p.todo, args.jobs, args.threads, started, save, failed, claims.take, skipped)
+        finally:
+            claims.close()
     import json
     from .files import write_atomic
     write_atomic(p.stream_dir / "failures.json", json.dumps(

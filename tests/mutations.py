@@ -87,6 +87,10 @@ MUTATIONS = [
     M("negative method options accepted", "bench/method.py",
       "low, high, low_open = cls.bounds.get(key, (0, None, False))",
       "low, high, low_open = cls.bounds.get(key, (None, None, False))", ("tests/test_cli.py",)),
+    M("runners sharing a folder never claim their runs", "bench/run.py",
+      "failures = run_local(p.todo, args.jobs, args.threads, started, save, failed, claims.take, skipped)",
+      "failures = run_local(p.todo, args.jobs, args.threads, started, save, failed, None, skipped)",
+      ("tests/test_claims.py",)),
     # -- regularisers -------------------------------------------------------------------------------
     M("EWC Fisher from |g| instead of g^2", "methods/ewc.py",
       "s.addcmul_(g, g)", "s.add_(g.abs())", ("tests/test_regularizers.py",)),
