@@ -10,7 +10,8 @@ class BenchError(Exception):
 
 def run_cli(body, interrupted: str = "interrupted: rerun the same command to continue") -> int:
     """Run a CLI's body: a ``BenchError`` becomes ``error: <message>`` on stderr and its exit code (2), an
-    interrupt a one-line note and 130 — never a traceback. ``body()`` returns the exit code (None = 0)."""
+    interrupt a one-line note and 130, an operating-system error (full disk, …) one line and 1 — never a
+    traceback. ``body()`` returns the exit code (None = 0)."""
     import sys
     try:
         return body() or 0
@@ -20,3 +21,7 @@ def run_cli(body, interrupted: str = "interrupted: rerun the same command to con
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    except OSError as e:                 # the machine, not the input: a full disk, a vanished folder
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}; finished runs are saved, rerun to continue", file=sys.stderr)
+        return 1

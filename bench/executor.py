@@ -108,9 +108,13 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
 
 
 def _ignore_interrupts():
-    """Pool workers leave Ctrl-C to the parent, which stops them (no traceback from each worker)."""
+    """Pool workers leave Ctrl-C to the parent, which stops them (no traceback from each worker), and die
+    with it if it is killed."""
     import signal
+
+    from .files import die_with_parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
 
 
 def _stop(pool) -> None:

@@ -40,6 +40,17 @@ def write_atomic(path: Path | str, content: str | bytes) -> None:
                 f.write(content)
 
 
+def die_with_parent() -> None:
+    """In a worker process: be killed when the parent dies, even by kill -9 (Linux; elsewhere a no-op), so
+    no worker keeps writing for a parent that is gone."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def check_writable(folder: Path | str, flag: str = "--out") -> None:
     """Fail before any work when ``folder`` cannot hold results: a file, not writable, or under something that
     is not a writable folder. Creates nothing (a folder that does not exist yet is checked through its

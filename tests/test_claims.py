@@ -8,7 +8,7 @@ import time
 from bench import run
 from bench.claims import STALE
 
-CMD = ["--stream", "toy", "--methods", "all", "--seeds", "2", "--epochs", "3", "--no-figures"]
+CMD = ["--stream", "toy", "--methods", "all", "--seeds", "2", "--epochs", "20", "--no-figures"]  # long enough to overlap
 
 
 def test_two_overlapping_runners_share_the_work(tmp_path):

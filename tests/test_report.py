@@ -86,3 +86,27 @@ def test_rebuild_is_byte_identical_and_filters_methods(hand, tmp_path):
     assert figures.main([str(hand), "--methods", "vanilla,dns", "--no-figures"]) == 0
     assert "| joint |" not in (hand / "table.md").read_text()
     assert figures.main([str(hand), "--methods", "nope"]) == 2
+
+
+def test_a_failing_figure_leaves_the_previous_outputs_untouched(hand, monkeypatch):
+    """The rebuild stages everything and swaps only when all of it succeeded: a figure that fails midway
+    leaves the old tables, figures and report as they were, and no staging folder behind."""
+    from bench.reporting import figures as plots
+    outputs = ["table.md", "table.tex", "summary.csv", "report.md"]
+    before = {f: (hand / f).read_bytes() for f in outputs}
+    figs = {p.name: p.read_bytes() for p in (hand / "figures").iterdir()}
+    # new runs would change the table ...
+    extra = _run("vanilla", 2, 10, 10.0, 90.0)
+    (hand / "runs" / "vanilla" / "seed2.json").write_text(json.dumps(extra))
+
+    def broken(self, workers=2):
+        self.draw("summary_bars")                      # one new figure is drawn, then the step fails
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots.Plotter, "all", broken)
+    with pytest.raises(OSError):
+        from bench.reporting.rebuild import rebuild
+        rebuild(hand)
+    assert {f: (hand / f).read_bytes() for f in outputs} == before
+    assert {p.name: p.read_bytes() for p in (hand / "figures").iterdir()} == figs
+    assert not [p for p in hand.iterdir() if p.name.startswith(".")]

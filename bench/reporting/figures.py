@@ -10,7 +10,7 @@ import multiprocessing as mp
 import os
 from pathlib import Path
 
-from ..files import atomic_path
+from ..files import atomic_path, die_with_parent
 from .records import label, row_order
 from .summary import aggregate
 
@@ -239,7 +239,7 @@ class Plotter:
             global _FORKED
             _FORKED = self          # the workers inherit it: nothing (matplotlib included) is pickled
             try:
-                with mp.get_context("fork").Pool(workers) as pool:
+                with mp.get_context("fork").Pool(workers, initializer=die_with_parent) as pool:
                     pool.map(_draw_in_worker, jobs, chunksize=1)
             finally:
                 _FORKED = None

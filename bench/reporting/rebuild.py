@@ -11,8 +11,18 @@ from .summary import summary_csv
 from .tables import table_md, table_tex
 
 
+OUTPUTS = ("summary.csv", "table.md", "table.tex", "report.md")
+
+
 def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = True) -> str:
-    """Write summary.csv, table.md, table.tex, figures/ and report.md of one stream folder; return table.md."""
+    """Write summary.csv, table.md, table.tex, figures/ and report.md of one stream folder; return table.md.
+
+    Everything is built in a staging folder first and moved into place only once all of it succeeded, so a
+    failure (a figure that cannot be drawn, a full disk) leaves the previous outputs untouched, never a mix
+    of new tables and stale figures."""
+    import shutil
+    import tempfile
+
     from .report import report_md
     stream_dir = Path(stream_dir)
     runs = load_runs(stream_dir, methods)
@@ -21,16 +31,31 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
                          + (f" for methods {', '.join(methods)}" if methods else ""))
     stream = runs[0]["stream"]
     table = table_md(runs, stream)
-    write_atomic(stream_dir / "summary.csv", summary_csv(runs))
-    write_atomic(stream_dir / "table.md", table)
-    write_atomic(stream_dir / "table.tex", table_tex(runs, stream))
-    fig_dir = stream_dir / "figures"
-    if figures:
-        from .figures import Plotter
-        fig_dir.mkdir(exist_ok=True)
-        Plotter(runs, fig_dir, stream).all()
-    shown = sorted(p.stem for p in fig_dir.glob("*.png")) if fig_dir.is_dir() else []
-    write_atomic(stream_dir / "report.md", report_md(runs, stream, table, shown))
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=stream_dir))
+    try:
+        write_atomic(stage / "summary.csv", summary_csv(runs))
+        write_atomic(stage / "table.md", table)
+        write_atomic(stage / "table.tex", table_tex(runs, stream))
+        fig_dir = stream_dir / "figures"
+        if figures:
+            from .figures import Plotter
+            (stage / "figures").mkdir()
+            Plotter(runs, stage / "figures", stream).all()
+            shown = sorted(p.stem for p in (stage / "figures").glob("*.png"))
+        else:
+            shown = sorted(p.stem for p in fig_dir.glob("*.png")) if fig_dir.is_dir() else []
+        write_atomic(stage / "report.md", report_md(runs, stream, table, shown))
+        # the swap: figures/ as one folder rename, then each file (renames within one folder)
+        if figures:
+            old = stream_dir / f".figures-old-{stage.name}"
+            if fig_dir.exists():
+                fig_dir.rename(old)
+            (stage / "figures").rename(fig_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        for name in OUTPUTS:
+            (stage / name).replace(stream_dir / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return table
 
 
