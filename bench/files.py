@@ -24,6 +24,7 @@ def atomic_path(path: Path | str):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())        # mkstemp's 0600 would hide results from the user's group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,6 +39,12 @@ def write_atomic(path: Path | str, content: str | bytes) -> None:
         else:
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 f.write(content)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def die_with_parent() -> None:

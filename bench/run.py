@@ -143,7 +143,8 @@ def plan(args) -> Plan:
     from .runner import get_scenario
 
     known = registry.names()
-    names = known if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    names = known if args.methods == "all" else list(dict.fromkeys(m.strip() for m in args.methods.split(",")
+                                                                    if m.strip()))   # a repeated name runs once
     if not names:
         raise BenchError("--methods is empty")
     for m in names:

@@ -182,6 +182,10 @@ def _corrupt(path, how):
             x = f["features/audio"][...]
             del f["features/audio"]
             f.create_dataset("features/audio", data=np.concatenate([x, x], 1))
+        elif how == "int-ids":
+            n = len(f["ids"])
+            del f["ids"]
+            f.create_dataset("ids", data=np.arange(n))
 
 
 @pytest.mark.parametrize("how,message", [
@@ -190,6 +194,7 @@ def _corrupt(path, how):
     ("rows", "modality 'audio' has 13 rows but there are 14 sample ids"),
     ("modality", "missing modality 'audio' (key 'features/audio'"),
     ("ids", "duplicate sample ids"),
+    ("int-ids", "key 'ids' must hold strings (sample ids)"),
     ("truncate", "unreadable or truncated"),
     ("width", "key 'features/audio' has width 8 but the train split has 16"),
     ("missing", "missing 1 of 14 bank files"),

@@ -107,6 +107,13 @@ def test_rerun_skips_finished_runs_and_reruns_changed_configs(tmp_path, capsys):
     assert run.main(args + ["--epochs", "2", "--force"]) == 0
     assert "2 runs to do, 0 already done" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.tmp"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask          # result files follow the umask
+    capsys.readouterr()
+    assert run.main(TOY + ["--methods", "vanilla,vanilla", "--seeds", "1", "--no-figures", "--out", str(tmp_path),
+                           "--force"]) == 0
+    assert "1 runs to do" in capsys.readouterr().err              # a repeated name runs once
 
 
 @pytest.mark.parametrize("argv,message", [

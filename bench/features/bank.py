@@ -155,6 +155,8 @@ def read_split(path: Path | str, modalities: list[str] | None = None, optional: 
                     raise BenchError(f"bank {path}: missing modality {m!r} (key 'features/{m}'; it has {', '.join(have)})")
             wanted = list(modalities or have) + [m for m in optional if m in have and m not in (modalities or have)]
             feats = {m: _matrix(path, f["features"][m], f"features/{m}") for m in wanted}
+            if f["ids"].dtype.kind not in ("S", "O", "U"):
+                raise BenchError(f"bank {path}: key 'ids' must hold strings (sample ids), got {f['ids'].dtype}")
             ids = [s for s in f["ids"].asstr()[...]]
             labels = torch.from_numpy(f["labels"][...].astype(np.int64)) if "labels" in f else None
             texts = names = None
