@@ -3,6 +3,7 @@ of worker processes; each finished run is handed back as it arrives, so the call
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable
 
 from .config import RunSpec
@@ -74,7 +75,7 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(start_method(runs)),
-                               initializer=_ignore_interrupts)
+                               initializer=_ignore_interrupts, initargs=(os.getpid(),))
     queue, futures = iter(runs), {}
 
     def submit_more():
@@ -107,14 +108,14 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
     return failures
 
 
-def _ignore_interrupts():
+def _ignore_interrupts(parent: int):
     """Pool workers leave Ctrl-C to the parent, which stops them (no traceback from each worker), and die
     with it if it is killed."""
     import signal
 
     from .files import die_with_parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()
+    die_with_parent(parent)
 
 
 def _stop(pool) -> None:

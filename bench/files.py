@@ -47,15 +47,18 @@ def _umask() -> int:
     return mask
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """In a worker process: be killed when the parent dies, even by kill -9 (Linux; elsewhere a no-op), so
-    no worker keeps writing for a parent that is gone."""
+    no worker keeps writing for a parent that is gone. ``parent``: the parent's pid, to exit at once if it
+    died before this ran (between the fork and the worker's start)."""
     try:
         import ctypes
         import signal
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def check_writable(folder: Path | str, flag: str = "--out") -> None:

@@ -48,8 +48,9 @@ def with_banks(run: RunSpec) -> RunSpec:
 
 def versions() -> dict:
     import numpy
+    from .provenance import code_version
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-           "platform": platform.platform()}
+           "platform": platform.platform(), "code": code_version()}
     try:
         from importlib.metadata import version
         out["avalanche-lib"] = version("avalanche-lib")

@@ -13,13 +13,13 @@ are skipped, so an interrupted tuning resumes.
 from __future__ import annotations
 
 import random
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import BenchError, run_cli
+from .provenance import code_version
 
 DEFAULT_SEEDS = "2"
 DEFAULT_BUDGET = 6
@@ -67,22 +67,6 @@ def select(rows: list[dict], direction: str, defaults: dict) -> dict:
     best = (max if direction == "higher" else min)(r["score"] for r in scored)
     tied = [r for r in scored if r["score"] == best]
     return next((r for r in tied if all(defaults.get(k) == v for k, v in r["options"].items())), tied[0])
-
-
-def code_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        v = version("cmcl-bench")
-    except PackageNotFoundError:  # pragma: no cover
-        v = "unknown"
-    try:
-        git = dict(cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip()
-        if commit and subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git).stdout.strip():
-            commit += "-dirty"
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{v}+{commit}" if commit else v
 
 
 def parse_args(argv):

@@ -37,7 +37,8 @@ def test_seed_purposes_give_distinct_streams():
 
 
 def test_run_records_refuse_a_newer_schema_and_upgrade_schema_zero(tmp_path):
-    base = {"method": "vanilla", "seed": 0, "config_hash": "x", "matrices": {}, "tasks": [], "stream": "toy",
+    empty = {k: [[]] for k in ("r1", "r5", "r10", "acc", "align_dev")}        # 0 tasks: one empty row each
+    base = {"method": "vanilla", "seed": 0, "config_hash": "x", "matrices": empty, "tasks": [], "stream": "toy",
             "config": {}, "timings": {}, "summary": {"stability_dev": 0.5}, "order": 5}
     p = tmp_path / "old.json"
     p.write_text(json.dumps(base))
@@ -55,6 +56,8 @@ def test_run_records_refuse_a_newer_schema_and_upgrade_schema_zero(tmp_path):
     ("null", "not a run record"),
     ('{"method": "vanilla", "seed": "0"}', "key 'seed' must be a JSON integer"),
     ('{"method": "vanilla", "seed": 0}', "missing key 'stream'"),
+    ("no-r10", "key 'matrices.r10' must be 4 rows of 3 values"),
+    ("short-acc", "key 'matrices.acc' must be 4 rows of 3 values"),
 ])
 def test_malformed_run_files_are_one_line_errors_for_a_rebuild_and_a_resume(tmp_path, capsys, content, message):
     from bench.figures import main as figures
@@ -67,6 +70,10 @@ def test_malformed_run_files_are_one_line_errors_for_a_rebuild_and_a_resume(tmp_
         path.write_text(json.dumps({k: v for k, v in good.items() if k != key}))
         with pytest.raises(BenchError, match=f"missing key '{key}'"):
             read_run(path)
+    if content == "no-r10":
+        content = json.dumps({**good, "matrices": {k: v for k, v in good["matrices"].items() if k != "r10"}})
+    elif content == "short-acc":
+        content = json.dumps({**good, "matrices": {**good["matrices"], "acc": good["matrices"]["acc"][:2]}})
     path.write_text(content)
     capsys.readouterr()
     assert figures([str(tmp_path), "--no-figures"]) == 2

@@ -110,3 +110,14 @@ def test_a_failing_figure_leaves_the_previous_outputs_untouched(hand, monkeypatc
     assert {f: (hand / f).read_bytes() for f in outputs} == before
     assert {p.name: p.read_bytes() for p in (hand / "figures").iterdir()} == figs
     assert not [p for p in hand.iterdir() if p.name.startswith(".")]
+
+
+def test_a_table_mixing_code_versions_warns(hand, capsys):
+    for seed, code in ((0, "0.1.0+aaaaaaa"), (1, "0.1.0+bbbbbbb")):
+        p = hand / "runs" / "dns" / f"seed{seed}.json"
+        r = json.loads(p.read_text())
+        r["versions"]["code"] = code
+        p.write_text(json.dumps(r))
+    capsys.readouterr()
+    assert figures.main([str(hand), "--no-figures"]) == 0
+    assert "mixes runs of 2 code versions (0.1.0+aaaaaaa, 0.1.0+bbbbbbb)" in capsys.readouterr().err

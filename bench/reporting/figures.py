@@ -239,7 +239,7 @@ class Plotter:
             global _FORKED
             _FORKED = self          # the workers inherit it: nothing (matplotlib included) is pickled
             try:
-                with mp.get_context("fork").Pool(workers, initializer=die_with_parent) as pool:
+                with mp.get_context("fork").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
                     pool.map(_draw_in_worker, jobs, chunksize=1)
             finally:
                 _FORKED = None

@@ -31,6 +31,11 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
                          + (f" for methods {', '.join(methods)}" if methods else ""))
     stream = runs[0]["stream"]
     table = table_md(runs, stream)
+    codes = sorted({str(r.get("versions", {}).get("code")) for r in runs if r.get("versions", {}).get("code")})
+    if len(codes) > 1:
+        import sys
+        print(f"warning: {stream_dir.name}'s table mixes runs of {len(codes)} code versions ({', '.join(codes[:3])}"
+              f"{', …' if len(codes) > 3 else ''}); rerun with --force to make it uniform", file=sys.stderr)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=stream_dir))
     try:
         write_atomic(stage / "summary.csv", summary_csv(runs))

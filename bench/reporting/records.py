@@ -63,7 +63,17 @@ def read_run(path: Path) -> dict:
     for key in ("role", "label"):
         if (key == "role" or key in data) and not isinstance(data.get(key), str):
             raise BenchError(f"run file {path}: key {key!r} must be a JSON string, got {str(data.get(key))[:40]!r}")
+    n = len(data["tasks"])
+    for key in MATRICES:
+        m = data["matrices"].get(key)
+        if not isinstance(m, list) or len(m) != n + 1 or any(not isinstance(r, list) or len(r) != n for r in m):
+            raise BenchError(f"run file {path}: key 'matrices.{key}' must be {n + 1} rows of {n} values "
+                             f"(one per task), got {str(m)[:40]!r}")
     return data
+
+
+# the metric matrices every run holds (the summary and the figures read them)
+MATRICES = ("r1", "r5", "r10", "acc", "align_dev")
 
 
 _JSON = {str: "string", int: "integer", dict: "object", list: "array"}
