@@ -23,7 +23,7 @@ from . import seeds
 from .errors import BenchError
 from .heads import Heads
 from .loss import LossConfig
-from .roles import ROLES
+from .roles import FAMILIES, ROLES
 from .streams import Step
 
 HOOKS = ("before_training_exp", "before_backward", "after_backward", "before_update", "after_update",
@@ -115,11 +115,12 @@ class Method:
     ``--set name.key=value``), ``choices`` (allowed values of string options), ``types`` (the type of an
     option whose default is ``None``, which means "derived at run time"), ``search_space`` (the values
     ``python -m bench.tune`` tries, per option: the method's stability–plasticity knobs, each list holding
-    the default), ``role`` (one of ``bench.roles.ROLES``: table position; references are never bolded) and
-    ``sees_old_data``."""
+    the default), ``role`` (one of ``bench.roles.ROLES``: table position; references are never bolded),
+    ``family`` (one of ``bench.roles.FAMILIES``: its hue in the figures) and ``sees_old_data``."""
 
     name: ClassVar[str] = "?"
     role: ClassVar[str] = "baseline"
+    family: ClassVar[str] = "other"
     sees_old_data: ClassVar[bool] = False  # True: train_tasks may return earlier steps (joint); never a CL method
     uses_closure: ClassVar[bool] = False   # True: the trainer calls optimizer.step(closure) (see wrap_optimizer)
     defaults: ClassVar[dict] = {}
@@ -133,6 +134,8 @@ class Method:
         super().__init_subclass__(**kw)
         if cls.role not in ROLES:
             raise TypeError(f"{cls.__name__}.role must be one of {ROLES}, got {cls.role!r}")
+        if cls.family not in FAMILIES:
+            raise TypeError(f"{cls.__name__}.family must be one of {FAMILIES}, got {cls.family!r}")
         for key, values in cls.search_space.items():
             if key not in cls.defaults or cls.defaults[key] not in values:
                 raise TypeError(f"{cls.__name__}.search_space[{key!r}] must be an option's values, its default "

@@ -14,6 +14,18 @@ ROLES = ("lower-reference",   # no continual learning at all (frozen: the zero-s
 REFERENCES = ("lower-reference", "upper-reference")   # shown, never bolded
 
 
+# what a method does to keep old tasks: the figures colour a family with one hue, so families are
+# recognisable at a glance (the colours: bench/reporting/style.py)
+FAMILIES = ("reference",       # frozen, joint: not continual learning
+            "naive",           # sequential fine-tuning
+            "regularisation",  # a penalty anchoring important weights (EWC, SI, MAS, L2)
+            "distillation",    # the old model's similarities as targets (LwF, Co2L, CILA)
+            "replay",          # a buffer of old pairs (ER, DER, GEM, A-GEM)
+            "null-space",      # updates projected away from old tasks' inputs (DNS, GPM, Adam-NSCL)
+            "optimiser",       # a different optimiser (C-Flat)
+            "other")           # the default of a new method that declares none
+
+
 def role_rank(role: str) -> int:
     return ROLES.index(role) if role in ROLES else ROLES.index("baseline")
 

@@ -89,7 +89,7 @@ def run_one(run: RunSpec, progress=None) -> dict:
     train_seconds = sum(t["train_seconds"] for t in timings)
     return {
         "method": run.method, **({"label": run.label} if run.label else {}), "seed": run.seed,
-        "stream": run.result_name, "role": method_cls.role,
+        "stream": run.result_name, "role": method_cls.role, "family": method_cls.family,
         "config": config, "config_hash": run.hash,
         "tasks": [{"name": t.name, "source": t.step.source, "modalities": list(t.pair), "metrics": list(t.metrics)}
                   for t in scenario.tasks],

@@ -57,6 +57,7 @@ class QuadraticPenalty(Method):
     ``(importance, anchor)`` terms of head m, ``[]`` if none) and compute importances in
     ``after_training_exp``; ``factor_half`` says whether the penalty is ``strength/2 · …`` (EWC) or
     ``strength · …`` (SI, MAS)."""
+    family = "regularisation"
 
     defaults = {"strength": 1.0}
     factor_half = False

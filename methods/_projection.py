@@ -210,6 +210,7 @@ class ProjectionMethod(Method):
     """The hooks every null-space method shares: each constrained head's change (``_constrained``) loses
     ``_removed``'s part — on the gradient before the optimiser or on its update after it (``project``). A
     subclass sets ``self.projection = HeadProjection(bias)`` and supplies the two."""
+    family = "null-space"
 
     def _removed(self, m: str) -> Removed:
         raise NotImplementedError
@@ -239,6 +240,7 @@ class OneSidedProjection(ProjectionMethod):
     the subspace of the modality's past inputs that must not be disturbed, so that ΔW x = 0 for every input
     x in it; ``bias`` and ``project`` as in ``HeadProjection``. A gradient can instead be projected on the
     batch's factors (G = Dᵀ X, so G (I − P) = Dᵀ (X (I − P))), cheaper for wide heads (``_use_factors``)."""
+    family = "null-space"
 
     defaults: dict = {}
 

@@ -43,6 +43,7 @@ class AGEM(ReplayMixin, Method):
     constraint is weak, and weaker with a noisier reference (measurements: docs/results.md). ``seed`` (None: the run's seed) seeds the memory's draws and the reference
     batches.
     """
+    family = "replay"
 
     defaults = dict(buffer="per_step", memory_per_step=256, buffer_size=2500, replay_batch=1024, groups=0,
                     heads="pair", project="update", seed=None)

@@ -165,6 +165,7 @@ class CFlat(Method):
     the current pair's two heads (W and b), with one norm over all four tensors — and the loss the closure
     recomputes is the step's InfoNCE on its modality pair; nothing else changes.
     """
+    family = "optimiser"
 
     uses_closure = True
     defaults = dict(rho=0.2, lam=0.2, variant="paper")

@@ -122,6 +122,7 @@ class Co2L(ReplayMixin, Method):
     ``all`` also trains every head of a buffered pair, on the distillation alone (far worse on sim-paper;
     measurements of these choices: docs/results.md). ``seed`` (None: the run's seed) seeds the buffer and the draws.
     """
+    family = "distillation"
 
     defaults = dict(ird=1.0, current_temp=0.2, past_temp=0.01, relation="cross", normalize=True, negatives=True,
                     replay_anchors=False, buffer="reservoir", buffer_size=2500, memory_per_step=256,

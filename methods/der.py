@@ -48,6 +48,7 @@ class DER(ReplayMixin, Method):
     full-size steps, and overfits them (``er`` does the same way). ``seed`` (None: the run's seed) seeds
     the buffer's decisions and the draws (the same buffer contents as ``er``).
     """
+    family = "replay"
 
     defaults = dict(alpha=3.0, buffer="reservoir", buffer_size=2500, memory_per_step=256, replay_batch=64,
                     groups=0, heads="pair", seed=None)

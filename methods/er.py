@@ -23,6 +23,7 @@ class ER(ReplayMixin, Method):
     for the rest of the stream, and overfits them (measurements: docs/results.md). ``seed`` (None: the run's seed) seeds the buffer's decisions and the
     replay draws.
     """
+    family = "replay"
 
     defaults = dict(buffer="reservoir", buffer_size=2500, memory_per_step=256, replay_batch=64, groups=0,
                     weight=1.0, heads="pair", seed=None)

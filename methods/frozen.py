@@ -8,8 +8,8 @@ class Frozen(Method):
     Row "S" of the tables of Liu et al. 2025 (CMCL). Every row of its metric matrices equals row 0; it bounds what training adds (plasticity) and shows that
     a method which forgets can end below the untrained model.
     """
-
     role = "lower-reference"
+    family = "reference"
 
     def train_tasks(self, ctx):
         return []

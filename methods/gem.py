@@ -58,6 +58,7 @@ class GEM(ReplayMixin, Method):
     slower per iteration than Vanilla late in the stream. The run file records how often the QP was solved
     (``qp_solves``, per step in ``per_step``). ``seed`` (None: the run's seed) seeds the memories' draws.
     """
+    family = "replay"
 
     defaults = dict(memory_per_step=256, margin=0.0, eps=1e-6, ref_batch=0, heads="pair", project="update",
                     seed=None)

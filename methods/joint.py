@@ -10,8 +10,8 @@ class Joint(Method):
     the no-old-data rule); it shows what one set of heads can fit jointly. Adaptation: batches are drawn per pair — each InfoNCE compares one modality pair only —
     and the batches of all seen pairs are interleaved; every head of a seen modality is trainable.
     """
-
     role = "upper-reference"
+    family = "reference"
     sees_old_data = True
 
     def train_tasks(self, ctx):

@@ -11,6 +11,7 @@ class L2Anchor(Method):
     anchored at their values when the step that last trained them ended; a modality seen for the first
     time is free. No old data is kept: one copy of each trained head.
     """
+    family = "regularisation"
 
     defaults = {"strength": 1.0}
     search_space = {"strength": [0.01, 0.1, 1.0, 10.0]}

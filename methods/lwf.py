@@ -45,6 +45,7 @@ class LwF(Method):
     absorbs it. The paper's warm-up (training only the new task's head first) has no counterpart here:
     the pair's heads are the shared model.
     """
+    family = "distillation"
 
     defaults = dict(alpha=3.0, temperature=None, cross_modal=True, shared_modalities=True)
     search_space = dict(alpha=[0.3, 1.0, 3.0, 10.0])

@@ -9,5 +9,5 @@ class Vanilla(Method):
     Adaptation: none needed — the step's InfoNCE loss on its modality pair is minimised with the run's
     optimiser.
     """
-
     role = "naive"
+    family = "naive"

@@ -178,6 +178,20 @@ MUTATIONS = [
       ("tests/test_nullspace.py",)),
     M("C-Flat never perturbs the weights", "methods/cflat.py",
       "return self.rho / (float(host(norm)) + self.eps)", "return 0.0", ("tests/test_cflat.py",)),
+    # -- figures ------------------------------------------------------------------------------------
+    M("a method's colour follows its position among the plotted ones", "bench/reporting/style.py",
+      'out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))',
+      'out.setdefault(label(r), style(str(len(out)), r.get("family"), r.get("role")))', ("tests/test_figures.py",)),
+    M("labels placed over one another", "bench/reporting/layout.py",
+      "cost = (sum(_overlap(box, b) for b in placed.values())", "cost = (0", ("tests/test_figures.py",)),
+    M("line-end labels never pulled apart", "bench/reporting/layout.py",
+      "while len(groups) > 1 and start(groups[-2]) + len(groups[-2]) * gap > start(groups[-1]):", "while False:",
+      ("tests/test_figures.py",)),
+    M("the zoom takes in every reference", "bench/reporting/layout.py",
+      "if r is not None and math.isfinite(r) and lo - reach * span <= r <= hi + reach * span:",
+      "if r is not None and math.isfinite(r):", ("tests/test_figures.py",)),
+    M("a subset rebuild overwrites the full one", "bench/reporting/rebuild.py",
+      "target = stream_dir if out is None else Path(out)", "target = stream_dir", ("tests/test_figures.py",)),
 ]
 
 

@@ -61,7 +61,7 @@ def test_outputs_table_summary_and_figures(toy_all):
     lines = (d / "summary.csv").read_text().splitlines()
     assert lines[0] == "method,seed,metric,value" and len(lines) > len(methods.names()) * 10
     pngs = sorted(p.name for p in (d / "figures").glob("*.png"))
-    assert {"summary_bars.png", "heatmaps_r10.png", "heatmaps_acc.png", "stability_plasticity.png"} <= set(pngs)
+    assert {"summary.png", "heatmaps_r10_p1.png", "heatmaps_acc_p1.png", "stability_plasticity.png"} <= set(pngs)
 
 
 def test_same_seed_gives_the_same_json(tmp_path):
@@ -201,7 +201,7 @@ def test_figures_rebuild_from_run_files_alone(toy_all, tmp_path):
     assert figures.main([str(d)]) == 0
     assert (stream / "table.md").read_bytes() == table
     assert (stream / "summary.csv").read_bytes() == summary
-    assert (stream / "figures" / "summary_bars.png").stat().st_size > 10_000
+    assert (stream / "figures" / "summary.png").stat().st_size > 10_000
 
 
 def _py(code_or_args, **kw):

@@ -67,8 +67,8 @@ def test_latex_table_and_report(hand):
     tex = (hand / "table.tex").read_text()
     assert r"\begin{tabular}" in tex and r"\textbf{-2.00}$\pm$1.41" in tex and tex.count(r"\midrule") == 4
     report = (hand / "report.md").read_text()
-    for name in ("summary_bars", "stability_plasticity", "curve_r10_seen", "final_r10_by_pair", "align_dev",
-                 "train_time", "heatmaps_r10", "heatmaps_acc"):
+    for name in ("summary", "stability_plasticity", "curve_r10_seen", "final_r10_by_task", "align_dev",
+                 "train_time", "heatmaps_r10_p1", "heatmaps_acc_p1"):
         assert f"(figures/{name}.png)" in report, name
         assert (hand / "figures" / f"{name}.png").stat().st_size > 5000
         assert (hand / "figures" / f"{name}.pdf").exists()
@@ -83,9 +83,9 @@ def test_rebuild_is_byte_identical_and_filters_methods(hand, tmp_path):
         (hand / f).unlink()
     assert figures.main([str(hand), "--no-figures"]) == 0
     assert {f: (hand / f).read_bytes() for f in files} == before
-    assert figures.main([str(hand), "--methods", "vanilla,dns", "--no-figures"]) == 0
-    assert "| joint |" not in (hand / "table.md").read_text()
-    assert figures.main([str(hand), "--methods", "nope"]) == 2
+    assert figures.main([str(hand), "--methods", "vanilla,dns", "--no-figures", "--out", str(tmp_path / "sub")]) == 0
+    assert "| joint |" not in (tmp_path / "sub" / "hand" / "table.md").read_text()
+    assert {f: (hand / f).read_bytes() for f in files} == before
 
 
 def test_a_failing_figure_leaves_the_previous_outputs_untouched(hand, monkeypatch):
@@ -100,7 +100,7 @@ def test_a_failing_figure_leaves_the_previous_outputs_untouched(hand, monkeypatc
     (hand / "runs" / "vanilla" / "seed2.json").write_text(json.dumps(extra))
 
     def broken(self, workers=2):
-        self.draw("summary_bars")                      # one new figure is drawn, then the step fails
+        self.draw("summary")                           # one new figure is drawn, then the step fails
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(plots.Plotter, "all", broken)

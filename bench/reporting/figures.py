@@ -1,5 +1,13 @@
 """The comparison figures of one stream's runs, drawn from run records alone (matplotlib, Agg backend).
 
+Sized for a paper (``PAGE`` or ``COLUMN`` inches wide, fonts of 6–9 pt at that size) and built to stay
+legible with 25 methods: dot plots and methods × tasks heatmaps instead of grouped bars, one small panel per
+method family (the family in colour, every other method in grey behind it) instead of one tangle of lines,
+labels placed beside their points without overlap, legends outside the data, axes zoomed on the
+continual-learning methods with references that fall far outside marked at the edge. Each method keeps its
+colour and marker everywhere (``style.py``). Units are the table's: percent, alignment deviation as a ratio,
+seconds.
+
 Imports neither torch nor avalanche, so a results folder copied anywhere can be re-plotted in seconds.
 Every figure is written as PNG and PDF, each atomically.
 """
@@ -11,8 +19,36 @@ import os
 from pathlib import Path
 
 from ..files import atomic_path, die_with_parent
+from ..roles import FAMILIES
+from .layout import place_labels, spread, zoom
 from .records import label, row_order
+from .style import PALETTES, styles
 from .summary import aggregate
+
+PAGE, COLUMN = 7.0, 3.5        # inches: a two-column paper's text width and column width
+DPI = 150
+GREY = "#c8c8c8"
+HEATMAP_PANELS = 9             # methods per heatmap page (3 × 3: a full page)
+
+# file stem (PNG and PDF), title and what it shows: the report's captions
+FIGURES = (
+    ("summary", "Summary", "final R@10 and zero-shot Acc with their backward transfer; mean ± std over seeds "
+     "(dots and bars); the dotted line is the naive baseline; a reference far outside the axis is marked at its edge."),
+    ("stability_plasticity", "Stability–plasticity plane",
+     "BWT on R@10 (x; right = less forgetting) against plasticity (y; R@10 right after each task is learned), "
+     "mean ± std over seeds."),
+    ("curve_r10_seen", "Average R@10 over the tasks seen so far",
+     "after each step; one panel per method family (in colour, ± std shaded), the other methods in grey, the "
+     "naive baseline and the references dashed."),
+    ("final_r10_by_task", "Final R@10 per task",
+     "methods × tasks, grouped by modality pair: the value is the final R@10; the colour its difference from the "
+     "median continual-learning method on that task (which pairs each method keeps or forgets)."),
+    ("align_dev", "Alignment-score deviation of old tasks",
+     "‖A_{j;t} − A_{j;j}‖_F / ‖A_{j;j}‖_F (a ratio, as in the table) averaged over the tasks learned before step t: "
+     "the paper's stability quantity; panels as above."),
+    ("train_time", "Training time per run",
+     "seconds, log scale: median and range over seeds (2 shared CPU cores are noisy: compare ratios)."),
+)
 
 
 def _nanmean(vals):
@@ -26,6 +62,12 @@ def _nanstd(vals):
         return 0.0
     m = sum(vals) / len(vals)
     return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def _median(vals):
+    vals = sorted(vals)
+    n = len(vals)
+    return math.nan if not n else (vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2)
 
 
 def mean_matrix(runs: list[dict], key: str) -> list[list[float]]:
@@ -44,196 +86,427 @@ def old_tasks_average(matrix: list[list[float | None]]) -> list[float]:
     return [_nanmean([matrix[t][j] for j in range(t - 1)]) for t in range(2, len(matrix))]
 
 
+def _wrap_pair(pair: str) -> str:
+    """A long pair name on two lines (it heads a narrow column)."""
+    return pair.replace("–", "–\n", 1) if len(pair) > 11 else pair
+
+
+def short_task(task: dict) -> str:
+    """``esc50 text–audio`` for the task named ``esc50:text-audio``."""
+    return f"{task['source']} {'–'.join(task['modalities'])}"
+
+
+def figure_order(runs: list[dict]) -> list[str]:
+    """Row order of the figures: the lower reference and the naive baseline, then the families in
+    ``FAMILIES`` order (so a family's shades sit together), then the upper reference; table order within."""
+    st = styles(runs)
+    table = row_order(runs)
+    roles = {label(r): r["role"] for r in runs}
+
+    def key(m):
+        if roles[m] == "lower-reference":
+            return (0, 0)
+        if roles[m] == "upper-reference":
+            return (2, 0)
+        return (1, FAMILIES.index(st[m].family))
+    return sorted(table, key=lambda m: (key(m), table.index(m)))
+
+
 class Plotter:
     def __init__(self, runs: list[dict], fig_dir: Path, stream: str):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        self.plt, self.runs, self.dir, self.stream = plt, runs, fig_dir, stream
-        self.methods = row_order(runs)
+        self.mpl, self.plt, self.runs, self.dir, self.stream = matplotlib, plt, runs, fig_dir, stream
+        self.methods = figure_order(runs)
         self.by_method = {m: [r for r in runs if label(r) == m] for m in self.methods}
         self.tasks = runs[0]["tasks"]
-        cmap = plt.get_cmap("tab10" if len(self.methods) <= 10 else "tab20")
-        self.color = {m: cmap(i % cmap.N) for i, m in enumerate(self.methods)}
-        # colours repeat or look alike past ten methods: markers keep every method distinct
-        self.marker = {m: "osD^vP*Xph<>"[i % 12] for i, m in enumerate(self.methods)}
+        self.style = styles(runs)
+        self.color = {m: s.color for m, s in self.style.items()}
+        self.marker = {m: s.marker for m, s in self.style.items()}
+        self.refs = [m for m in self.methods if self.style[m].reference]
+        self.compared = [m for m in self.methods if m not in self.refs]   # the zooms are taken on these
+        self.naive = [m for m in self.compared if self.style[m].family == "naive"]
+        self.agg = aggregate(runs)
+
+    # ------------------------------------------------------------------ helpers
+    def figure(self, w, h, **kw):
+        return self.plt.subplots(figsize=(w, h), dpi=DPI, **kw)
 
     def save(self, fig, name: str, tight: bool = True):
         """PNG and PDF, each written under a temporary name and renamed. ``tight`` crops to the drawn
-        artists (an extra draw: the heatmap grids set their own margins instead)."""
+        artists."""
+        # one tight box for both formats (savefig's "tight" would lay the figure out again for each)
+        box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.03) if tight else None
         for ext in ("png", "pdf"):
             with atomic_path(self.dir / f"{name}.{ext}") as tmp:
-                fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None)
+                fig.savefig(tmp, dpi=DPI, bbox_inches=box)
         self.plt.close(fig)
 
-    def task_labels(self, cols=None):
-        cols = range(len(self.tasks)) if cols is None else cols
-        return [f"{j + 1}. {self.tasks[j]['name']}" for j in cols]
+    def title(self, fig, text):
+        fig.suptitle(f"{self.stream}: {text}", fontsize=9, y=0.995, va="top")
 
-    def heatmaps(self, key: str):
-        """One panel per method (small multiples share one colour scale, so methods compare at a glance)."""
-        label = {"r10": "Recall@10 (%, mean of both directions)", "acc": "zero-shot Acc (%)"}[key]
-        mats = {m: mean_matrix(self.by_method[m], key) for m in self.methods}
-        any_mat = next(iter(mats.values()))
-        cols = [j for j in range(len(self.tasks)) if any(not math.isnan(row[j]) for row in any_mat)]
-        if not cols:
+    def edge_marks(self, ax, items, axis: str):
+        """References whose value lies outside the zoomed axis: a triangle at the edge and the value.
+        ``items``: (method, value, position on the other axis)."""
+        lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+        for m, v, other in items:
+            if v is None or math.isnan(v) or lo <= v <= hi:
+                continue
+            edge, below = (lo, True) if v < lo else (hi, False)
+            if axis == "x":
+                ax.plot([edge], [other], marker="<" if below else ">", color=self.color[m], ms=5, clip_on=False)
+                ax.annotate(f"{m} {v:.1f}", (edge, other), xytext=(6 if below else -6, 0), textcoords="offset points",
+                            ha="left" if below else "right", va="center", fontsize=6, color=self.color[m])
+            else:
+                ax.plot([other], [edge], marker="v" if below else "^", color=self.color[m], ms=5, clip_on=False)
+                ax.annotate(f"{m} {v:.1f}", (other, edge), xytext=(0, 5 if below else -5), textcoords="offset points",
+                            ha="center", va="bottom" if below else "top", fontsize=6, color=self.color[m])
+
+    def family_legend(self, fig, methods, **kw):
+        from matplotlib.lines import Line2D
+        fams = [f for f in FAMILIES if any(self.style[m].family == f for m in methods)]
+        handles = [Line2D([], [], color=PALETTES[f][0 if f != "reference" else 1], marker="s", ls="", ms=5) for f in fams]
+        fig.legend(handles, fams, fontsize=6.5, frameon=False, handletextpad=0.2, columnspacing=1.0, **kw)
+
+    def label_color(self, ax, methods):
+        for t, m in zip(ax.get_yticklabels(), methods):
+            t.set_color(self.color[m])
+
+    # ------------------------------------------------------------------ figures
+    def summary(self):
+        """A dot plot per metric: one row per method, mean ± std, zoomed on the compared methods."""
+        panels = [(k, t) for k, t in (("r10", "final R@10 (%)"), ("bwt_r10", "BWT on R@10 (%)"),
+                                      ("acc", "final zero-shot Acc (%)"), ("bwt_acc", "BWT on Acc (%)"))
+                  if any(self.agg[m][k][0] is not None for m in self.methods)]
+        if not panels:
             return
-        T, C, n = len(self.tasks), len(cols), len(self.methods)
-        ncol = min(n, 3 if C > 4 else 5)
-        nrow = math.ceil(n / ncol)
-        vals = [row[j] for m in mats.values() for row in m for j in cols if not math.isnan(row[j])]
-        vmin, vmax = min(vals), max(vals)
-        pw, ph = 0.9 + 0.5 * C, 0.9 + 0.32 * (T + 1)
-        fig, axes = self.plt.subplots(nrow, ncol, figsize=(pw * ncol + 1.2, ph * nrow + 1.0), squeeze=False)
-        # fixed margins: constrained layout costs seconds once there are a dozen panels
-        fig.subplots_adjust(left=0.6 / (pw * ncol + 1.2), right=1 - 1.1 / (pw * ncol + 1.2), bottom=0.5 / (ph * nrow + 1.0),
-                            top=1 - 1.1 / (ph * nrow + 1.0), wspace=0.18, hspace=0.28)
-        mid = (vmin + vmax) / 2
-        for k, m in enumerate(self.methods):
-            ax = axes[k // ncol][k % ncol]
-            mat = [[row[j] for j in cols] for row in mats[m]]
-            im = ax.imshow(mat, cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
-            ax.set_title(f"{m} ({len(self.by_method[m])} seed(s))", fontsize=9)
-            ax.set_xticks(range(C), [str(j + 1) for j in cols], fontsize=7)
-            ax.set_yticks(range(T + 1), ["0"] + [str(t) for t in range(1, T + 1)], fontsize=7)
-            if k % ncol == 0:
-                ax.set_ylabel("after step", fontsize=8)
-            if k // ncol == nrow - 1:
-                ax.set_xlabel("test set (step)", fontsize=8)
-            for i in range(T + 1):
-                for j in range(C):
-                    v = mat[i][j]
-                    if not math.isnan(v):
-                        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
-                                color="white" if v < mid else "black")
-        for k in range(n, nrow * ncol):
-            axes[k // ncol][k % ncol].axis("off")
-        cax = fig.add_axes([1 - 0.9 / (pw * ncol + 1.2), 0.25, 0.15 / (pw * ncol + 1.2), 0.5])
-        fig.colorbar(im, cax=cax, label=label)
-        labels = [f"{j + 1} {self.tasks[j]['name']}" for j in cols]
-        names = "\n".join("; ".join(labels[i:i + 6]) for i in range(0, len(labels), 6))
-        fig.suptitle(f"{self.stream}: {label}, mean over seeds; rows = evaluated after step (0 = zero-shot)\n"
-                     f"test sets: {names}", fontsize=8 if C > 4 else 9, va="top",
-                     y=1 - 0.12 / (ph * nrow + 1.0))
-        self.save(fig, f"heatmaps_{key}", tight=False)
-
-    def summary_bars(self):
-        agg = aggregate(self.runs)
-        names = self.methods
-        panels = [("r10", "final R@10 (%)"), ("bwt_r10", "BWT on R@10 (%)"), ("acc", "final zero-shot Acc (%)"),
-                  ("bwt_acc", "BWT on Acc (%)")]
-        fig, axes = self.plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 0.45 * len(names) + 1.6),
-                                      sharey=True)
+        names, n = self.methods, len(self.methods)
+        fig, axes = self.figure(PAGE, 0.15 * n + 0.9, ncols=len(panels), sharey=True, squeeze=False)
+        axes = axes[0]
         for ax, (key, title) in zip(axes, panels):
-            means = [agg[m][key][0] if agg[m][key][0] is not None else math.nan for m in names]
-            stds = [agg[m][key][1] or 0.0 for m in names]
-            ax.barh(range(len(names)), means, xerr=stds, color=[self.color[m] for m in names], capsize=3)
-            ax.set_yticks(range(len(names)), names)
-            ax.invert_yaxis()
-            ax.set_xlabel(title, fontsize=9)
-            ax.axvline(0, color="black", lw=0.6)
-            ax.grid(axis="x", alpha=0.3)
-        fig.suptitle(f"{self.stream}: summary, mean ± std over seeds", fontsize=11)
-        fig.tight_layout()
-        self.save(fig, "summary_bars")
+            mean = {m: self.agg[m][key][0] for m in names}
+            std = {m: self.agg[m][key][1] or 0.0 for m in names}
+            ax.set_xlim(*zoom([mean[m] for m in self.compared if mean[m] is not None]
+                              + [mean[m] + std[m] for m in self.compared if mean[m] is not None]
+                              + [mean[m] - std[m] for m in self.compared if mean[m] is not None],
+                              [mean[m] for m in self.refs]))
+            for y, m in enumerate(names):
+                if mean[m] is None:
+                    continue
+                ax.errorbar(mean[m], y, xerr=std[m], fmt=self.marker[m], color=self.color[m], ms=3.5, lw=0.8,
+                            capsize=1.5, mfc="white" if self.style[m].reference else self.color[m])
+            for m in self.naive:
+                if mean[m] is not None:
+                    ax.axvline(mean[m], color=self.color[m], lw=0.6, ls=":")
+            self.edge_marks(ax, [(m, mean[m], y) for y, m in enumerate(names)], "x")
+            ax.set_xlabel(title, fontsize=7.5)
+            ax.tick_params(labelsize=6.5)
+            ax.grid(axis="x", alpha=0.3, lw=0.5)
+            prev = None
+            for y, m in enumerate(names):          # thin rules between families
+                fam = self.style[m].family
+                if prev is not None and fam != prev:
+                    ax.axhline(y - 0.5, color="#e0e0e0", lw=0.6)
+                prev = fam
+        axes[0].set_yticks(range(n), names, fontsize=7)
+        self.label_color(axes[0], names)
+        axes[0].set_ylim(n - 0.5, -0.5)
+        self.title(fig, "summary, mean ± std over seeds")
+        fig.tight_layout(pad=0.4, w_pad=0.6)
+        self.save(fig, "summary")
 
     def stability_plasticity(self):
-        agg = aggregate(self.runs)
-        fig, ax = self.plt.subplots(figsize=(7.5, 5))
-        font = 8 if len(self.methods) <= 10 else 6     # many methods crowd the plane: the legend disambiguates
-        for k, m in enumerate(self.methods):
-            (x, xs, _), (y, ys, _) = agg[m]["bwt_r10"], agg[m]["plasticity_r10"]
-            if x is None or y is None:
+        pts = {m: (self.agg[m]["bwt_r10"], self.agg[m]["plasticity_r10"]) for m in self.methods}
+        pts = {m: ((x, xs), (y, ys)) for m, ((x, xs, _), (y, ys, _)) in pts.items() if x is not None and y is not None}
+        if not pts:
+            return
+        fig, ax = self.figure(PAGE, 4.2)
+        fig.subplots_adjust(left=0.09, right=0.84, bottom=0.11, top=0.92)
+        comp = [m for m in self.compared if m in pts]
+        refs = [m for m in self.refs if m in pts]
+        ax.set_xlim(*zoom([pts[m][0][0] + s * (pts[m][0][1] or 0) for m in comp for s in (-1, 1)],
+                          [pts[m][0][0] for m in refs], pad=0.12))
+        ax.set_ylim(*zoom([pts[m][1][0] + s * (pts[m][1][1] or 0) for m in comp for s in (-1, 1)],
+                          [pts[m][1][0] for m in refs], pad=0.12))
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        inside = [m for m in pts if x0 <= pts[m][0][0] <= x1 and y0 <= pts[m][1][0] <= y1]
+        for m in inside:
+            (x, xs), (y, ys) = pts[m]
+            ax.errorbar(x, y, xerr=xs or 0, yerr=ys or 0, fmt=self.marker[m], color=self.color[m], ms=5, lw=0.7,
+                        capsize=1.5, alpha=0.9, mfc="white" if self.style[m].reference else self.color[m], zorder=3)
+        for m in pts:
+            if m in inside:
                 continue
-            ax.errorbar(x, y, xerr=xs, yerr=ys, fmt=self.marker[m], color=self.color[m], capsize=3, label=m,
-                        ms=6)
-            ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=font)
-        ax.axvline(0, color="black", lw=0.6, ls=":")
-        ax.set_xlabel("stability: BWT on R@10 (%, higher = less forgetting)")
-        ax.set_ylabel("plasticity: R@10 right after learning each task (%)")
-        ax.set_title(f"{self.stream}: stability–plasticity (mean ± std over seeds)", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            (x, _), (y, _) = pts[m]
+            cx, cy = min(max(x, x0), x1), min(max(y, y0), y1)
+            ax.plot([cx], [cy], marker=self.marker[m], color=self.color[m], ms=5, mfc="white", clip_on=False, zorder=3)
+            ax.annotate(f"{m} (outside: {x:.1f}, {y:.1f})", (cx, cy), xytext=(4, 4 if cy == y0 else -8),
+                        textcoords="offset points", fontsize=6, color=self.color[m])
+        if x0 <= 0 <= x1:
+            ax.axvline(0, color="black", lw=0.5, ls=":")
+        # labels beside their points, none over another label or marker
+        fig.canvas.draw()
+        to_px = ax.transData.transform
+        xy = [tuple(to_px((pts[m][0][0], pts[m][1][0]))) for m in inside]
+        font = 6.5
+        sizes = [(0.6 * font * len(m) * DPI / 72 + 4, 1.3 * font * DPI / 72 + 2) for m in inside]
+        bars = []                              # the error bars, as thin boxes no label may cover
+        for m in inside:
+            (x, xs), (y, ys) = pts[m]
+            (ax0, ay0), (ax1, ay1) = to_px((x - (xs or 0), y - (ys or 0))), to_px((x + (xs or 0), y + (ys or 0)))
+            cx, cy = to_px((x, y))
+            bars += [(ax0, cy - 1.5, ax1, cy + 1.5), (cx - 1.5, ay0, cx + 1.5, ay1)]
+        bb = ax.get_window_extent()
+        offsets = place_labels(xy, sizes, (bb.x0, bb.y0, bb.x1, bb.y1), radius=3.5 * DPI / 72, step=6 * DPI / 72,
+                               obstacles=bars)
+        for m, (dx, dy), (w, h) in zip(inside, offsets, sizes):
+            # beyond the first ring of positions the label may sit among other points: a leader line says whose
+            far = abs(dx) - w / 2 > 7 * DPI / 72 or abs(dy) - h / 2 > 7 * DPI / 72
+            ax.annotate(m, (pts[m][0][0], pts[m][1][0]), xytext=(dx * 72 / DPI, dy * 72 / DPI),
+                        textcoords="offset points", ha="center", va="center", fontsize=font, color=self.color[m],
+                        arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5, "shrinkA": 0, "shrinkB": 3}
+                        if far else None, zorder=4)
+        ax.set_xlabel("stability: BWT on R@10 (%, right = less forgetting)", fontsize=8)
+        ax.set_ylabel("plasticity: R@10 right after\nlearning each task (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, lw=0.5)
+        self.family_legend(fig, list(pts), loc="center left", bbox_to_anchor=(0.85, 0.5), ncol=1)
+        self.title(fig, "stability–plasticity, mean ± std over seeds")
         self.save(fig, "stability_plasticity")
 
-    def _lines(self, series, xs, name, ylabel, title, xlabel="after step", logy=False, methods=None):
-        fig, ax = self.plt.subplots(figsize=(7, 4.2))
-        for m in self.methods if methods is None else methods:
+    def _family_panels(self, series, xs, name, ylabel, title, decimals=1):
+        """One panel per family of compared methods: its methods in colour (± std shaded) and labelled at
+        their line's end, every other compared method in grey, the naive baseline and the references dashed
+        in every panel. ``series(run)`` gives one value per x."""
+        mean, std = {}, {}
+        for m in self.methods:
             per_seed = [series(r) for r in self.by_method[m]]
-            mean = [_nanmean(col) for col in zip(*per_seed)]
-            std = [_nanstd(col) for col in zip(*per_seed)]
-            ax.plot(xs, mean, marker="o", ms=3, color=self.color[m], label=m)
-            ax.fill_between(xs, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
-                            color=self.color[m], alpha=0.15, lw=0)
-        ax.set_xticks(xs)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if logy:
-            ax.set_yscale("log")
-        ax.set_title(f"{self.stream}: {title}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(self.methods) > 8 else 1, loc="best")
+            mean[m] = [_nanmean(col) for col in zip(*per_seed)]
+            std[m] = [_nanstd(col) for col in zip(*per_seed)]
+        keep = [i for i in range(len(xs)) if any(not math.isnan(mean[m][i]) for m in self.methods)]
+        if not keep:
+            return
+        xs = [xs[i] for i in keep]
+        mean = {m: [v[i] for i in keep] for m, v in mean.items()}
+        std = {m: [v[i] for i in keep] for m, v in std.items()}
+        fams = [f for f in FAMILIES if f not in ("reference", "naive")
+                and any(self.style[m].family == f for m in self.compared)]
+        panels = [[m for m in self.compared if self.style[m].family == f] for f in fams] or [list(self.compared)]
+        titles = fams or ["all methods"]
+        ncol = 1 if len(panels) == 1 else 2
+        nrow = math.ceil(len(panels) / ncol)
+        W, H = (COLUMN + 0.6 if ncol == 1 else PAGE), 1.9 * nrow + 0.75
+        fig, axes = self.figure(W, H, nrows=nrow, ncols=ncol, sharey=True, squeeze=False)
+        # fixed margins in inches (room for the end labels right of each panel), so the label positions
+        # computed below hold in the saved file
+        left, right, gap, top, bottom = 0.5, 0.95, 1.05, 0.72, 0.35
+        panel_w = (W - left - right - (ncol - 1) * gap) / ncol
+        panel_h = (H - top - bottom - (nrow - 1) * 0.45) / nrow
+        fig.subplots_adjust(left=left / W, right=1 - right / W, top=1 - top / H, bottom=bottom / H,
+                            wspace=gap / panel_w, hspace=0.45 / panel_h)
+        lines = [v for m in self.compared for v in mean[m]]
+        lo, hi = zoom(lines, [v for m in self.refs for v in mean[m]], pad=0.06)
+        dashed = self.naive + self.refs
+        for k, (ax, members, ttl) in enumerate(zip(axes.flat, panels, titles)):
+            for m in self.compared:
+                if m not in members and m not in self.naive:
+                    ax.plot(xs, mean[m], color=GREY, lw=0.7, zorder=1)
+            for m in dashed:
+                ax.plot(xs, mean[m], color=self.color[m], lw=0.9, ls="--", zorder=2)
+            for m in members:
+                ax.plot(xs, mean[m], color=self.color[m], lw=1.3, marker=self.marker[m], ms=3, zorder=3)
+                ax.fill_between(xs, [a - b for a, b in zip(mean[m], std[m])], [a + b for a, b in zip(mean[m], std[m])],
+                                color=self.color[m], alpha=0.12, lw=0, zorder=2)
+            ax.set_ylim(lo, hi)
+            ax.set_xlim(xs[0] - 0.3, xs[-1] + 0.3)
+            ax.set_xticks(xs)
+            ax.tick_params(labelsize=6.5)
+            ax.grid(alpha=0.3, lw=0.5)
+            ax.set_title(ttl, fontsize=8, loc="left")
+            # labels at the right end, spread so none overlaps; references outside the zoom marked there too
+            ends = [(m, mean[m][-1]) for m in members + dashed if not math.isnan(mean[m][-1])]
+            px = ax.transData.transform
+            ys = [px((xs[-1], min(max(v, lo), hi)))[1] for _, v in ends]
+            bb = ax.get_window_extent()
+            placed = spread(ys, 7.5 * DPI / 72, bb.y0, bb.y1)
+            inv = ax.transData.inverted().transform
+            for (m, v), y in zip(ends, placed):
+                text = m if lo <= v <= hi else f"{m} ({v:.{decimals}f})"
+                ax.annotate(text, (xs[-1], min(max(v, lo), hi)), xytext=(xs[-1] + 0.45, inv((0, y))[1]),
+                            textcoords="data", fontsize=6.2, color=self.color[m], va="center", ha="left",
+                            annotation_clip=False,
+                            arrowprops={"arrowstyle": "-", "color": GREY, "lw": 0.4, "shrinkA": 1, "shrinkB": 1})
+            if k % ncol == 0:
+                ax.set_ylabel(ylabel, fontsize=7)
+            if k >= len(panels) - ncol:
+                ax.set_xlabel("after step", fontsize=7)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        self.title(fig, title)
+        fig.text(0.5, 1 - 0.36 / H, "in colour: the panel's family (± std over seeds shaded); grey: the other methods; "
+                 "dashed: " + ", ".join(dashed), ha="center", va="top", fontsize=6.5, color="#444444")
         self.save(fig, name)
 
     def curves(self):
         T = len(self.tasks)
-        self._lines(lambda r: seen_average(r["matrices"]["r10"]), list(range(1, T + 1)), "curve_r10_seen",
-                    "mean R@10 over the tasks seen so far (%)", "average R@10 over seen tasks after each step")
+        self._family_panels(lambda r: seen_average(r["matrices"]["r10"]), list(range(1, T + 1)), "curve_r10_seen",
+                            "mean R@10 over seen tasks (%)", "average R@10 over the tasks seen so far")
 
     def alignment(self):
         T = len(self.tasks)
-        if T < 2:
-            return
-        self._lines(lambda r: [100 * v for v in old_tasks_average(r["matrices"]["align_dev"])],
-                    list(range(2, T + 1)), "align_dev",
-                    "mean alignment-score deviation of old tasks (% of ‖A_jj‖)",
-                    "how far old alignment scores moved (DNS's stability quantity)")
+        if T >= 2:
+            self._family_panels(lambda r: old_tasks_average(r["matrices"]["align_dev"]), list(range(2, T + 1)),
+                                "align_dev", "alignment deviation (ratio)",
+                                "how far old tasks' alignment scores moved (mean over old tasks)", decimals=3)
 
     def train_time(self):
-        T = len(self.tasks)
-        trained = [m for m in self.methods if any(s["iterations"] for r in self.by_method[m] for s in r["timings"]["steps"])]
-        if trained:         # methods that never train (frozen) would only squash the log scale
-            self._lines(lambda r: [s["train_seconds"] for s in r["timings"]["steps"]], list(range(1, T + 1)),
-                        "train_time", "training seconds", "training time per step (methods that train)",
-                        xlabel="step", logy=True, methods=trained)
+        names = self.methods
+        secs = {m: [r["timings"]["train_seconds"] for r in self.by_method[m]] for m in names}
+        trained = [m for m in names
+                   if any(s.get("iterations") for r in self.by_method[m] for s in r["timings"]["steps"])]
+        if not trained:
+            return
+        base = next((_median(secs[m]) for m in self.naive if m in trained), None)
+        fig, ax = self.figure(COLUMN, 0.15 * len(names) + 0.8)
+        for y, m in enumerate(names):
+            if m not in trained:
+                ax.annotate("does not train", (0, y), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                            textcoords="offset points", va="center", fontsize=6, color="#777777")
+                continue
+            med = _median(secs[m])
+            ax.plot([min(secs[m]), max(secs[m])], [y, y], color=self.color[m], lw=1.2)
+            ax.plot([med], [y], marker=self.marker[m], color=self.color[m], ms=3.5)
+            if base:
+                ax.annotate(f"×{med / base:.1f}", (1, y), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                            textcoords="offset points", va="center", fontsize=5.5, color="#555555",
+                            annotation_clip=False)
+        ax.set_xscale("log")
+        vals = [v for m in trained for v in secs[m] if v > 0]
+        ax.set_xlim(min(vals) / 1.4, max(vals) * 1.4)
+        ax.set_yticks(range(len(names)), names, fontsize=6.5)
+        self.label_color(ax, names)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set_xlabel("training seconds per run (median, range over seeds)"
+                      + (f";\nright: median relative to {self.naive[0]}" if base else ""), fontsize=7)
+        ax.tick_params(axis="x", labelsize=6.5)
+        ax.grid(axis="x", which="both", alpha=0.25, lw=0.4)
+        ax.set_title(f"{self.stream}: training time", fontsize=8)
+        self.save(fig, "train_time")
 
-    def final_by_pair(self):
-        final = {m: mean_matrix(self.by_method[m], "r10")[-1] for m in self.methods}
-        spread = {m: [_nanstd([r["matrices"]["r10"][-1][j] for r in self.by_method[m]]) for j in range(len(self.tasks))]
-                  for m in self.methods}
+    def final_by_task(self):
+        """Methods × tasks: final R@10 printed; colour = difference from the median compared method."""
         cols = [j for j in range(len(self.tasks)) if "recall" in self.tasks[j]["metrics"]]
-        pair_of = {j: "–".join(self.tasks[j]["modalities"]) for j in cols}
-        cols.sort(key=lambda j: (pair_of[j], j))
         if not cols:
             return
-        n = len(self.methods)
-        width = 0.8 / n
-        fig, ax = self.plt.subplots(figsize=(max(7, 0.9 * len(cols) + 0.12 * n * len(cols)), 4.6))
-        for i, m in enumerate(self.methods):
-            xs = [k + (i - (n - 1) / 2) * width for k in range(len(cols))]
-            ax.bar(xs, [final[m][j] for j in cols], width, yerr=[spread[m][j] for j in cols],
-                   color=self.color[m], label=m, capsize=1.5, error_kw={"lw": 0.6})
-        ax.set_xticks(range(len(cols)), [f"{pair_of[j]}\n{self.tasks[j]['source']} (step {j + 1})" for j in cols],
-                      fontsize=7, rotation=30, ha="right")
-        prev = None
-        for k, j in enumerate(cols):          # separators between modality-pair groups
-            if prev is not None and pair_of[j] != prev:
-                ax.axvline(k - 0.5, color="grey", lw=0.6, ls="--")
-            prev = pair_of[j]
-        ax.set_ylabel("final R@10 (%)")
-        ax.set_title(f"{self.stream}: final R@10 per task, grouped by modality pair", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        self.save(fig, "final_r10_by_pair")
+        pair_of = {j: "–".join(self.tasks[j]["modalities"]) for j in cols}
+        cols.sort(key=lambda j: (pair_of[j], j))
+        final = {m: mean_matrix(self.by_method[m], "r10")[-1] for m in self.methods}
+        names, C, n = self.methods, len(cols), len(self.methods)
+        vals = [[final[m][j] for j in cols] + [_nanmean([final[m][j] for j in cols])] for m in names]
+        med = [_median([vals[i][c] for i, m in enumerate(names) if m in self.compared and not math.isnan(vals[i][c])])
+               for c in range(C + 1)]
+        diff = [[v - med[c] for c, v in enumerate(row)] for row in vals]
+        span = max([abs(diff[i][c]) for i, m in enumerate(names) if m in self.compared
+                    for c in range(C + 1) if not math.isnan(diff[i][c])] + [0.5])
+        fig, ax = self.figure(PAGE, 0.17 * n + 1.5)
+        im = ax.imshow(diff, cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
+        for i in range(n):
+            for c in range(C + 1):
+                v = vals[i][c]
+                if math.isnan(v):
+                    continue
+                strong = abs(diff[i][c]) > 0.6 * span
+                ax.text(c, i, f"{v:.1f}", ha="center", va="center", fontsize=5.5,
+                        color="white" if strong else "black")
+        ax.set_yticks(range(n), names, fontsize=6.5)
+        self.label_color(ax, names)
+        ax.set_xticks(range(C + 1), [f"{self.tasks[j]['source']}\n{_wrap_pair(pair_of[j])}\nstep {j + 1}" for j in cols] + ["mean"],
+                      fontsize=5.5)
+        ax.tick_params(length=0)
+        ax.xaxis.tick_top()
+        for c in range(1, C + 1):             # white rules between modality pairs and before the mean
+            if c == C or pair_of[cols[c]] != pair_of[cols[c - 1]]:
+                ax.axvline(c - 0.5, color="white", lw=2.5)
+        for i in range(1, n):
+            if self.style[names[i]].family != self.style[names[i - 1]].family:
+                ax.axhline(i - 0.5, color="white", lw=1.2)
+        cb = fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
+        cb.set_label("R@10 − median method on the task (points)", fontsize=6.5)
+        cb.ax.tick_params(labelsize=6)
+        ax.set_title(f"{self.stream}: final R@10 (%) per task, grouped by modality pair", fontsize=8, pad=26)
+        self.save(fig, "final_r10_by_task")
+
+    def heatmaps(self, key: str, page: str = "1"):
+        """Pages of ``HEATMAP_PANELS`` methods: the (T+1)×T matrix of each, one colour scale for all pages."""
+        title = {"r10": "Recall@10 (%, mean of both directions)", "acc": "zero-shot Acc (%)"}[key]
+        mats = {m: mean_matrix(self.by_method[m], key) for m in self.methods}
+        cols = self.heatmap_columns(key)
+        if not cols:
+            return
+        p = int(page)
+        pages = self.heatmap_pages(key)
+        methods = self.methods[(p - 1) * HEATMAP_PANELS: p * HEATMAP_PANELS]
+        T, C = len(self.tasks), len(cols)
+        vals = [row[j] for mat in mats.values() for row in mat for j in cols if not math.isnan(row[j])]
+        vmin, vmax = min(vals), max(vals)
+        ncol = 3
+        nrow = math.ceil(min(len(self.methods), HEATMAP_PANELS) / ncol)
+        H = nrow * (0.55 + 0.15 * (T + 1)) + 1.3
+        fig, axes = self.figure(PAGE, H, nrows=nrow, ncols=ncol, squeeze=False)
+        rows = ["before training"] + [f"{t}. {short_task(self.tasks[t - 1])}" for t in range(1, T + 1)]
+        mid = (vmin + vmax) / 2
+        im = None
+        for k, ax in enumerate(axes.flat):
+            if k >= len(methods):
+                ax.axis("off")
+                continue
+            m = methods[k]
+            mat = [[row[j] for j in cols] for row in mats[m]]
+            im = ax.imshow(mat, cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
+            ax.set_title(f"{m} ({len(self.by_method[m])} seeds)", fontsize=7.5, color=self.color[m])
+            ax.set_xticks(range(C), [short_task(self.tasks[j]) if k >= len(methods) - ncol else "" for j in cols],
+                          fontsize=5.5, rotation=40, ha="right", rotation_mode="anchor")
+            ax.set_yticks(range(T + 1), rows if k % ncol == 0 else [""] * (T + 1), fontsize=5.5)
+            ax.tick_params(length=0)
+        # the layout is computed before the cell values are written: hundreds of texts inside the axes would
+        # only slow it down
+        fig.tight_layout(pad=0.4, h_pad=0.6, w_pad=0.4, rect=(0, 0, 0.9, 1 - 0.45 / H))
+        for k, m in enumerate(methods):
+            ax = axes.flat[k]
+            for i, row in enumerate(mats[m]):
+                for c, j in enumerate(cols):
+                    if not math.isnan(row[j]):
+                        ax.text(c, i, f"{row[j]:.0f}", ha="center", va="center", fontsize=5,
+                                color="white" if row[j] < mid else "black")
+        cax = fig.add_axes((0.91, 0.3, 0.012, 0.4))
+        fig.colorbar(im, cax=cax).set_label(title, fontsize=6.5)
+        cax.tick_params(labelsize=6)
+        self.title(fig, f"{title}, mean over seeds" + (f" (page {p} of {pages})" if pages > 1 else "")
+                   + "\nrows: evaluated before training and after each step; columns: test sets")
+        self.save(fig, f"heatmaps_{key}_p{p}", tight=False)
+
+    def heatmap_columns(self, key):
+        mat = mean_matrix(self.by_method[self.methods[0]], key)
+        return [j for j in range(len(self.tasks)) if any(not math.isnan(row[j]) for row in mat)]
+
+    def heatmap_pages(self, key) -> int:
+        return math.ceil(len(self.methods) / HEATMAP_PANELS) if self.heatmap_columns(key) else 0
+
+    # ------------------------------------------------------------------ all of them
+    def jobs(self) -> list[str]:
+        heat = [f"heatmaps:{k}:{p}" for k in ("r10", "acc") for p in range(1, self.heatmap_pages(k) + 1)]
+        return heat + ["summary", "stability_plasticity", "curves", "final_by_task", "alignment", "train_time"]
 
     def draw(self, job: str):
-        getattr(self, job.split(":")[0])(*job.split(":")[1:])
+        with self.mpl.rc_context({"font.size": 7, "axes.linewidth": 0.6, "xtick.major.width": 0.5,
+                                  "ytick.major.width": 0.5, "pdf.fonttype": 42}):
+            getattr(self, job.split(":")[0])(*job.split(":")[1:])
 
     def all(self, workers: int = 2):
         """Every figure. Drawing text-heavy figures is CPU-bound matplotlib work, so the figures are split
         over ``workers`` forked processes (each inherits the loaded runs); the files are the same."""
-        jobs = ["heatmaps:r10", "heatmaps:acc", "summary_bars", "stability_plasticity", "curves", "final_by_pair",
-                "alignment", "train_time"]
+        jobs = self.jobs()
         workers = min(workers, os.cpu_count() or 1)
         if workers > 1 and "fork" in mp.get_all_start_methods():
             global _FORKED

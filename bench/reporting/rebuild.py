@@ -14,21 +14,32 @@ from .tables import table_md, table_tex
 OUTPUTS = ("summary.csv", "table.md", "table.tex", "report.md")
 
 
-def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = True) -> str:
+def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = True, out: Path | None = None) -> str:
     """Write summary.csv, table.md, table.tex, figures/ and report.md of one stream folder; return table.md.
 
-    Everything is built in a staging folder first and moved into place only once all of it succeeded, so a
-    failure (a figure that cannot be drawn, a full disk) leaves the previous outputs untouched, never a mix
-    of new tables and stale figures."""
+    ``methods``: only these rows (method names or variant labels; a name without runs is an error naming
+    what there is). ``out``: write there instead of into ``stream_dir`` (a subset drawn elsewhere leaves the
+    full rebuild untouched). Everything is built in a staging folder first and moved into place only once
+    all of it succeeded, so a failure (a figure that cannot be drawn, a full disk) leaves the previous
+    outputs untouched, never a mix of new tables and stale figures."""
     import shutil
     import tempfile
 
+    from .records import label
     from .report import report_md
     stream_dir = Path(stream_dir)
-    runs = load_runs(stream_dir, methods)
+    runs = load_runs(stream_dir)
     if not runs:
-        raise BenchError(f"no run files under {stream_dir / 'runs'}"
-                         + (f" for methods {', '.join(methods)}" if methods else ""))
+        raise BenchError(f"no run files under {stream_dir / 'runs'}")
+    if methods:
+        found = sorted({label(r) for r in runs})
+        missing = [m for m in dict.fromkeys(methods) if m not in found]
+        if missing:
+            raise BenchError(f"{stream_dir}: no runs of {', '.join(missing)}; the runs there are of "
+                             f"{', '.join(found)}")
+        runs = [r for r in runs if label(r) in methods]
+    target = stream_dir if out is None else Path(out)
+    target.mkdir(parents=True, exist_ok=True)
     stream = runs[0]["stream"]
     table = table_md(runs, stream)
     codes = sorted({str(r.get("versions", {}).get("code")) for r in runs if r.get("versions", {}).get("code")})
@@ -36,12 +47,12 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
         import sys
         print(f"warning: {stream_dir.name}'s table mixes runs of {len(codes)} code versions ({', '.join(codes[:3])}"
               f"{', …' if len(codes) > 3 else ''}); rerun with --force to make it uniform", file=sys.stderr)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=stream_dir))
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
     try:
         write_atomic(stage / "summary.csv", summary_csv(runs))
         write_atomic(stage / "table.md", table)
         write_atomic(stage / "table.tex", table_tex(runs, stream))
-        fig_dir = stream_dir / "figures"
+        fig_dir = target / "figures"
         if figures:
             from .figures import Plotter
             (stage / "figures").mkdir()
@@ -49,16 +60,17 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
             shown = sorted(p.stem for p in (stage / "figures").glob("*.png"))
         else:
             shown = sorted(p.stem for p in fig_dir.glob("*.png")) if fig_dir.is_dir() else []
-        write_atomic(stage / "report.md", report_md(runs, stream, table, shown))
+        source = None if target == stream_dir else stream_dir
+        write_atomic(stage / "report.md", report_md(runs, stream, table, shown, source=source))
         # the swap: figures/ as one folder rename, then each file (renames within one folder)
         if figures:
-            old = stream_dir / f".figures-old-{stage.name}"
+            old = target / f".figures-old-{stage.name}"
             if fig_dir.exists():
                 fig_dir.rename(old)
             (stage / "figures").rename(fig_dir)
             shutil.rmtree(old, ignore_errors=True)
         for name in OUTPUTS:
-            (stage / name).replace(stream_dir / name)
+            (stage / name).replace(target / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return table

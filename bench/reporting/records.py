@@ -60,7 +60,7 @@ def read_run(path: Path) -> dict:
             raise BenchError(f"run file {path}: key {key!r} must be a JSON {_JSON[kind]}, got {str(data[key])[:40]!r}")
     if schema < SCHEMA:
         data = _upgrade(data)
-    for key in ("role", "label"):
+    for key in ("role", "label", "family"):
         if (key == "role" or key in data) and not isinstance(data.get(key), str):
             raise BenchError(f"run file {path}: key {key!r} must be a JSON string, got {str(data.get(key))[:40]!r}")
     n = len(data["tasks"])

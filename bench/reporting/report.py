@@ -4,38 +4,33 @@ from __future__ import annotations
 
 import json
 
+from .figures import FIGURES
 from .records import label, row_order
 
-FIGURE_NOTES = [
-    ("summary_bars", "Summary", "final R@10 and zero-shot Acc with their backward transfer, mean ± std over seeds."),
-    ("stability_plasticity", "Stability–plasticity plane",
-     "BWT on R@10 (x; right = less forgetting) against plasticity (y; R@10 right after each task is learned)."),
-    ("curve_r10_seen", "Average R@10 over the tasks seen so far", "after each step, one line per method."),
-    ("final_r10_by_pair", "Final R@10 per task, grouped by modality pair", "which pairs each method keeps or forgets."),
-    ("align_dev", "Alignment-score deviation of old tasks",
-     "‖A_{j;t} − A_{j;j}‖_F / ‖A_{j;j}‖_F averaged over the tasks learned before step t: the paper's stability quantity."),
-    ("train_time", "Training time per step", "seconds, log scale (2 shared CPU cores are noisy: compare ratios)."),
-]
 
 
 def _json(obj) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
-def report_md(runs: list[dict], stream: str, table: str, figures: list[str]) -> str:
+def report_md(runs: list[dict], stream: str, table: str, figures: list[str], source=None) -> str:
+    """``source``: the results folder the runs were read from, when the report is written elsewhere (a
+    subset drawn with ``--out``)."""
     methods = row_order(runs)
     seeds = sorted({r["seed"] for r in runs})
     first = runs[0]
     lines = [f"# cmcl-bench report: {stream}", "",
              f"{len(methods)} methods × seeds {', '.join(map(str, seeds))}, {len(first['tasks'])} steps. "
-             "Regenerate with `python -m bench.figures <this folder>`.", "", "## Steps", "",
+             + ("Regenerate with `python -m bench.figures <this folder>`." if source is None else
+                f"Drawn from the run files in `{source}`: regenerate with `python -m bench.figures {source} "
+                f"--methods {','.join(methods)} --out <folder>`."), "", "## Steps", "",
              "| step | task | modalities | metrics |", "|---|---|---|---|"]
     for j, t in enumerate(first["tasks"]):
         lines.append(f"| {j + 1} | {t['name']} | {' – '.join(t['modalities'])} | {', '.join(t['metrics'])} |")
     lines += ["", "## Results", "", table.split("\n", 2)[2].strip(), ""]
     if figures:
         lines += ["## Figures", ""]
-        for name, title, note in FIGURE_NOTES:
+        for name, title, note in FIGURES:
             if name in figures:
                 lines += [f"### {title}", "", note, "", f"![{title}](figures/{name}.png)", ""]
         heat = [n for n in figures if n.startswith("heatmaps_")]
@@ -43,7 +38,7 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str]) -> 
             lines += ["### Metric matrices", "",
                       "Rows: evaluated before training (0) and after each step; columns: test sets. "
                       "Mean over seeds; n/a where a task does not report the metric.", ""]
-            for n in heat:
+            for n in sorted(heat):
                 lines.append(f"![{n}](figures/{n}.png)")
             lines.append("")
     lines += ["## Configuration", ""]
