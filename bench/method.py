@@ -57,6 +57,7 @@ class Context:
     za: torch.Tensor | None = None
     zb: torch.Tensor | None = None
     loss: torch.Tensor | None = None
+    infonce: torch.Tensor | None = None     # the batch's InfoNCE before the method's terms (a closure step)
     extra: dict = field(default_factory=dict)
 
     @property

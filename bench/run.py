@@ -330,6 +330,8 @@ def execute(p: Plan, args) -> list:
             if bar.disable:
                 print(f"[{len(finished)}/{len(p.todo)}] {done} "
                       f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
+            for w in record.get("warnings", ()):       # above the live bar, or one line in a log
+                tqdm.write(f"warning: {run.row} seed {run.seed}: {w}", file=sys.stderr)
 
         def failed(run, message):
             claims.release(run)

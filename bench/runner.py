@@ -60,6 +60,13 @@ def versions() -> dict:
     return out
 
 
+def loss_warnings(timings: list[dict], tasks) -> list[str]:
+    """One line per step whose training loss rose far above where it started (``trainer.loss_record``)."""
+    return [f"step {t['step'] + 1} ({tasks[t['step']].name}): training loss started at {t['loss_start']:.3g}, "
+            f"peaked at {t['loss_peak']:.3g} and ended at {t['loss_end']:.3g}: unstable training (lower --lr?)"
+            for t in timings if t.get("loss_rose")]
+
+
 def run_one(run: RunSpec, progress=None) -> dict:
     """Train and evaluate one run; return its record (see ``bench.reporting.records``)."""
     torch.manual_seed(run.seed)
@@ -100,6 +107,7 @@ def run_one(run: RunSpec, progress=None) -> dict:
             "probe_matrices": probes} if scenario.probes else {}),
         "timings": {"steps": timings, "train_seconds": train_seconds,
                     "wall_seconds": time.perf_counter() - t_start},
+        **({"warnings": warnings} if (warnings := loss_warnings(timings, scenario.tasks)) else {}),
         "method_state": m.state_summary(),
         "versions": versions(),
     }

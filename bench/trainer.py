@@ -12,6 +12,7 @@ import torch
 
 from . import seeds
 from .config import LossConfig, TrainConfig
+from .devices import host, is_data_free
 from .errors import BenchError
 from .heads import Heads
 from .loss import info_nce
@@ -56,6 +57,32 @@ def epoch_batches(sizes: list[int], batch_size: int, gen: torch.Generator) -> li
         out.extend((slot, chunk) for chunk in perm.split(batch_size) if len(chunk) >= 2)
     if len(sizes) > 1:
         out = [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+    return out
+
+
+RISE, SPIKE = 1.25, 10.0    # flagged: the loss ends RISE× above its start, or peaks SPIKE× above its median
+
+
+def loss_record(losses: list[list[float]], epochs: int) -> dict:
+    """A step's loss summary from its per-iteration losses (row 0: the optimised loss, InfoNCE plus the
+    method's terms; row 1: the InfoNCE alone): the mean per epoch of each; ``loss_start`` and ``loss_end``
+    (means of the first and the last tenth of the iterations), ``loss_median`` and ``loss_peak``; and
+    ``loss_rose`` when the loss ended more than ``RISE`` times above its start, peaked more than ``SPIKE``
+    times above its median, or is not finite — unstable training (e.g. a learning rate far too high) that
+    the recall table alone would not reveal. (Start and median, not the first batch: a method that
+    interleaves old and new pairs, such as joint, starts on whichever pair comes first.)"""
+    import math
+    n = len(losses[0])
+    per = max(1, n // max(1, epochs))
+    cuts = [(k * per, n if k == epochs - 1 else (k + 1) * per) for k in range(max(1, min(epochs, n)))]
+    mean = lambda xs: sum(xs) / len(xs)                                 # noqa: E731
+    out = {"loss": [mean(losses[0][a:b]) for a, b in cuts], "infonce": [mean(losses[1][a:b]) for a, b in cuts]}
+    w = max(1, n // 10)
+    values = sorted(losses[0])
+    start, end, median, peak = mean(losses[0][:w]), mean(losses[0][-w:]), values[n // 2], values[-1]
+    out.update(loss_start=start, loss_end=end, loss_median=median, loss_peak=peak)
+    if not all(math.isfinite(v) for v in (start, end, peak)) or end > RISE * abs(start) or peak > SPIKE * abs(median):
+        out["loss_rose"] = True
     return out
 
 
@@ -126,8 +153,12 @@ class Trainer:
             gen = seeds.generator(self.seed, "batches", step)
             opt, loss_cfg, call, hooks = ctx.optimizer, self.loss_cfg, self._call, self.hooks
             closure_step = self.method.uses_closure
-            schedule = make_schedule(opt, cfg, cfg.epochs * n_batches([len(d[0]) for d in data], cfg.batch_size))
+            planned = cfg.epochs * n_batches([len(d[0]) for d in data], cfg.batch_size)
+            schedule = make_schedule(opt, cfg, planned)
             clip, clipped = cfg.clip_grad_norm, self.heads.parameters_of(mods)
+            # every iteration's losses stay on the device (no host synchronisation in the loop): the
+            # optimised loss (InfoNCE and the method's terms) and the InfoNCE alone
+            losses = torch.zeros(2, planned, device=self.device)
             for _ in range(cfg.epochs):
                 for slot, idx in epoch_batches([len(d[0]) for d in data], cfg.batch_size, gen):
                     xa_all, xb_all = data[slot]
@@ -135,16 +166,19 @@ class Trainer:
                     xa, xb = xa_all[idx], xb_all[idx]
                     if closure_step:
                         self._closure_step(opt, tasks[slot], a, b, xa, xb, clip, clipped)
+                        losses[0, iters], losses[1, iters] = ctx.loss.detach(), ctx.infonce
                         if schedule is not None:
                             schedule.step()
                         iters += 1
                         continue
                     za, zb = linears[a](xa), linears[b](xb)
                     loss = info_nce(za, zb, loss_cfg)
+                    losses[1, iters] = loss.detach()
                     if hooks:
                         ctx.batch_task, ctx.xa, ctx.xb, ctx.za, ctx.zb, ctx.loss = tasks[slot], xa, xb, za, zb, loss
                         call("before_backward")
                         loss = ctx.loss
+                    losses[0, iters] = loss.detach()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if clip is not None:
@@ -160,7 +194,10 @@ class Trainer:
                     iters += 1
         self._call("after_training_exp")
         ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = ctx.source_features = None
-        return {"step": step, "train_seconds": time.perf_counter() - t0, "iterations": iters}
+        out = {"step": step, "train_seconds": time.perf_counter() - t0, "iterations": iters}
+        if iters and not is_data_free(self.device):
+            out.update(loss_record(host(losses[:, :iters]).tolist(), cfg.epochs))
+        return out
 
     def _closure_step(self, opt, task, a, b, xa, xb, clip=None, clipped=()):
         """For optimisers that re-evaluate the loss (sharpness-aware ones such as C-Flat): ``opt.step(closure)``
@@ -171,6 +208,7 @@ class Trainer:
         def closure():
             ctx.za, ctx.zb = linears[a](xa), linears[b](xb)
             ctx.loss = info_nce(ctx.za, ctx.zb, self.loss_cfg)
+            ctx.infonce = ctx.loss.detach()
             call("before_backward")
             opt.zero_grad(set_to_none=True)
             ctx.loss.backward()

@@ -178,6 +178,11 @@ MUTATIONS = [
       ("tests/test_nullspace.py",)),
     M("C-Flat never perturbs the weights", "methods/cflat.py",
       "return self.rho / (float(host(norm)) + self.eps)", "return 0.0", ("tests/test_cflat.py",)),
+    M("the recorded loss leaves out the method's terms", "bench/trainer.py",
+      "                    losses[0, iters] = loss.detach()\n", "                    losses[0, iters] = losses[1, iters]\n",
+      ("tests/test_loss_record.py",)),
+    M("a loss that ends above its start is not flagged", "bench/trainer.py",
+      "or end > RISE * abs(start) or", "or", ("tests/test_loss_record.py",)),
     # -- figures ------------------------------------------------------------------------------------
     M("a method's colour follows its position among the plotted ones", "bench/reporting/style.py",
       'out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))',
