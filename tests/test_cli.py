@@ -227,3 +227,15 @@ def test_help_and_figures_do_not_import_torch_or_avalanche(toy_all):
             "assert not heavy, heavy\n")
     r = _py(["-c", code])
     assert r.returncode == 0, r.stderr
+
+
+def test_out_dot_keeps_built_in_stream_names(tmp_path, monkeypatch, capsys):
+    """With --out . the results folder ./toy sits where a stream path could be looked up: the built-in
+    stream name still means the built-in stream, and a rerun finds its finished run."""
+    monkeypatch.chdir(tmp_path)
+    args = TOY + ["--methods", "vanilla", "--seeds", "1", "--no-figures", "--out", "."]
+    assert run.main(args) == 0
+    assert (tmp_path / "toy" / "runs" / "vanilla" / "seed0.json").is_file()
+    capsys.readouterr()
+    assert run.main(args) == 0
+    assert "0 runs to do, 1 already done" in capsys.readouterr().err
