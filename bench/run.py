@@ -112,10 +112,10 @@ def parse_sets(sets: list[str], known: list[str]) -> dict[str, dict[str, str]]:
 
 
 def list_all() -> str:
-    from . import registry
+    from . import catalogue
     from .streams import builtin_streams, load
     lines = ["methods:"]
-    for name, cls in registry.registry().items():
+    for name, cls in catalogue.specs().items():
         lines.append(f"  {name:14s} {cls.describe()}")
     lines.append("streams:")
     for name in builtin_streams():
@@ -138,17 +138,17 @@ class Plan:
 def plan(args) -> Plan:
     """Every run the arguments ask for, validated before any work; finished runs (same configuration hash)
     are skipped unless ``--force``."""
-    from . import registry, streams
+    from . import catalogue, streams
     from .config import OFFICIAL_LOSS, OFFICIAL_TRAINING, LossConfig, RunSpec, TrainConfig
-    from .runner import get_scenario
+    from .features.bank import bank_shas
 
-    known = registry.names()
+    known = catalogue.names()
     names = known if args.methods == "all" else list(dict.fromkeys(m.strip() for m in args.methods.split(",")
                                                                     if m.strip()))   # a repeated name runs once
     if not names:
         raise BenchError("--methods is empty")
     for m in names:
-        registry.get(m)
+        catalogue.get(m)
     if args.jobs < 1 or args.threads < 1:
         raise BenchError("--jobs and --threads must be >= 1")
     from .files import check_writable
@@ -156,7 +156,7 @@ def plan(args) -> Plan:
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.sets, known)
     for m in sets:                  # validates names and values, also of methods not run
-        registry.get(m).resolve(sets[m])
+        catalogue.get(m).resolve(sets[m])
     grids = parse_grid(args.grids, known)
     labels = parse_labels(args.labels, known, grids)
     for m in list(grids) + list(labels):
@@ -191,16 +191,12 @@ def plan(args) -> Plan:
                            **{k: v for k, v in cli.items() if v is not None}})
     from dataclasses import asdict
     warn_if_other_training(tuned_data, tuned_file, asdict(train), asdict(loss))
-    import torch
-    try:
-        torch.empty(1, device=args.device)
-    except (RuntimeError, AssertionError) as e:
-        raise BenchError(f"--device {args.device!r} is not usable here ({str(e).splitlines()[0]})") from None
-    if torch.device(args.device).type == "meta":
+    if args.device.split(":")[0].strip() == "meta":
         raise BenchError("--device meta holds no values (the test suite uses it to check device handling); "
                          "choose cpu, cuda or mps")
-
-    scenario = get_scenario(spec, args.encoder, args.banks, split)   # validates banks first; workers inherit it
+    # the banks' content hashes are part of each run's configuration: read from the files' attributes,
+    # so deciding what is finished needs neither torch nor the features
+    shas = bank_shas(spec, args.encoder, args.banks, ("train", "test") if split == "test" else ("train",))
     todo, skipped = [], 0
     out = Path(args.out)
     stream_dir = out / RunSpec(spec, names[0], {}, 0, encoder=args.encoder, untuned=args.untuned).result_name
@@ -212,11 +208,23 @@ def plan(args) -> Plan:
         for opts, label, sources in variants[m]:
             for seed in seeds:
                 run = RunSpec(spec, m, opts, seed, train, loss, device=args.device, encoder=args.encoder,
-                              banks=args.banks, bank_shas=scenario.bank_shas, label=label,
+                              banks=args.banks, bank_shas=shas, label=label,
                               option_sources=sources or None, untuned=args.untuned, split=split)
                 every.append(run)
                 todo, skipped = _todo_or_skip(run, out, args.force, todo, skipped)
+    if todo:            # torch and the features only now that something will train
+        check_device(args.device)
+        from .runner import get_scenario
+        get_scenario(spec, args.encoder, args.banks, split)     # validates the banks; workers inherit it
     return Plan(spec, stream_dir, todo, skipped, names, seeds, every)
+
+
+def check_device(device: str) -> None:
+    import torch
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise BenchError(f"--device {device!r} is not usable here ({str(e).splitlines()[0]})") from None
 
 
 def _todo_or_skip(run, out, force, todo, skipped):
@@ -234,7 +242,7 @@ def _todo_or_skip(run, out, force, todo, skipped):
 
 def stream_settings(spec, encoder, known) -> dict:
     """The stream's ``[settings.<encoder>]``, validated (method names and options), or ``{}``."""
-    from . import registry
+    from . import catalogue
     settings = spec.settings.get(encoder, {}) if encoder else {}
     for key, opts in settings.items():
         if key == "train":
@@ -243,7 +251,7 @@ def stream_settings(spec, encoder, known) -> dict:
         if key not in known:
             raise BenchError(f"{where}: unknown method {key!r}; available: {', '.join(known)}")
         try:
-            registry.get(key).resolve(opts)
+            catalogue.get(key).resolve(opts)
         except BenchError as e:
             raise BenchError(f"{where}: {e}") from None
     return settings
@@ -253,8 +261,8 @@ def method_variants(method, stream_opts, tuned_opts, tuned_file, sets, points, l
     """The variants of one method to run: ``[(options, label or None, {option: source})]``. Options resolve
     in order: method defaults < the stream's settings < the stream's tuned settings < ``--set`` / ``--grid``;
     the base (without the last layer) keeps the plain method name."""
-    from . import registry
-    cls = registry.get(method)
+    from . import catalogue
+    cls = catalogue.get(method)
     for p in {k for point in points for k in point}:
         if p in sets:
             raise BenchError(f"{method}.{p} is given by both --set and --grid")
@@ -364,15 +372,19 @@ def _main(args) -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = plan(args)                  # validates everything, --threads included, before any work
-    import torch
-    torch.set_num_threads(args.threads)
+    if p.todo:
+        import torch
+        torch.set_num_threads(args.threads)
     print(f"{p.stream.name}: {len(p.stream.steps)} steps, methods {', '.join(p.methods)}, "
           f"seeds {', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done",
           file=sys.stderr)
     failures = execute(p, args)
-    from .reporting.rebuild import rebuild
+    from .reporting.rebuild import rebuild, up_to_date
     if any(p.stream_dir.glob("runs/*/seed*.json")):
-        table = rebuild(p.stream_dir, figures=not args.no_figures)     # from what finished
+        if not p.todo and up_to_date(p.stream_dir, figures=not args.no_figures):
+            table = (p.stream_dir / "table.md").read_text()     # nothing new since the last rebuild
+        else:
+            table = rebuild(p.stream_dir, figures=not args.no_figures)     # from what finished
         print(table)
         print(f"results in {p.stream_dir}/", file=sys.stderr)
     if failures:

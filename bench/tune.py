@@ -91,11 +91,11 @@ def main(argv=None) -> int:
 def _main(args) -> int:
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from . import registry
+    from . import catalogue
     from .reporting.records import read_run
     from .run import execute, parse_grid, plan
     from .tuned import tuned_path, write_tuned
-    known = registry.names()
+    known = catalogue.names()
     crit = criteria()
     if args.criterion not in crit:
         raise BenchError(f"--criterion must be one of {', '.join(crit)}, got {args.criterion!r}")
@@ -106,13 +106,13 @@ def _main(args) -> int:
     grids = parse_grid(args.grids, known)
     names = known if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in names:
-        registry.get(m)
-    names = [m for m in names if grids.get(m) or registry.get(m).search_space]
+        catalogue.get(m)
+    names = [m for m in names if grids.get(m) or catalogue.get(m).search_space]
     if not names:
         raise BenchError("none of these methods has a search space (or a --grid) to tune")
     args.methods = ",".join(names)
     args.split, args.grids = "validation", []
-    args.points = {m: candidates(registry.get(m), args.budget, grids.get(m)) for m in names}
+    args.points = {m: candidates(catalogue.get(m), args.budget, grids.get(m)) for m in names}
     import torch
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -138,7 +138,7 @@ def _main(args) -> int:
             valid = [s for s in scores if s is not None]
             rows.append({"options": {k: runs[0].options[k] for k in point}, "label": runs[0].row,
                          "score": sum(valid) / len(valid) if valid else None, "per_seed": scores})
-        best = select(rows, direction, registry.get(m).defaults)
+        best = select(rows, direction, catalogue.get(m).defaults)
         result[m] = {"chosen": best["options"], "search_space": {k: [c[k] for c in args.points[m]]
                                                                   for k in args.points[m][0]},
                      "candidates": rows}

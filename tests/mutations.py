@@ -183,6 +183,12 @@ MUTATIONS = [
       ("tests/test_loss_record.py",)),
     M("a loss that ends above its start is not flagged", "bench/trainer.py",
       "or end > RISE * abs(start) or", "or", ("tests/test_loss_record.py",)),
+    M("planning imports torch and builds the stream when nothing will train", "bench/run.py",
+      "    if todo:            # torch and the features only now", "    if True:            # torch and the features only now",
+      ("tests/test_instant_cli.py",)),
+    M("the declarations' cache drops the option bounds", "bench/catalogue.py",
+      'attrs["bounds"] = {k: tuple(v) for k, v in d["bounds"].items()}', 'attrs["bounds"] = {}',
+      ("tests/test_instant_cli.py",)),
     # -- figures ------------------------------------------------------------------------------------
     M("a method's colour follows its position among the plotted ones", "bench/reporting/style.py",
       'out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))',

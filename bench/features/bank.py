@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import BenchError
 from ..files import atomic_path
@@ -30,6 +29,7 @@ SPLITS = ("train", "test")
 def all_finite(x: torch.Tensor, rows: int = 1024) -> bool:
     """No NaN/Inf, checked slice by slice through a float64 sum (NaN and Inf propagate, finite float32
     values cannot overflow it): no n×d temporary, so a memory-mapped bank is read, never copied."""
+    import torch
     return all(bool(torch.isfinite(x[i:i + rows].sum(dtype=torch.float64))) for i in range(0, x.shape[0], rows))
 
 
@@ -45,6 +45,7 @@ class SplitFeatures:
         return len(self.ids)
 
     def validate(self, where: str) -> "SplitFeatures":
+        import torch
         n = len(self.ids)
         if len(set(self.ids)) != n:
             raise BenchError(f"{where}: duplicate sample ids")
@@ -105,6 +106,7 @@ def write_split(path: Path | str, data: SplitFeatures, *, source: str, split: st
 
 def _matrix(path: Path, ds, key: str) -> torch.Tensor:
     """A float32 matrix: memory-mapped (copy-on-write) when stored contiguous, else read."""
+    import torch
     if ds.ndim != 2:
         raise BenchError(f"bank {path}: key {key!r} must be a 2-D matrix, got shape {ds.shape}")
     if ds.dtype != np.float32:
@@ -131,6 +133,7 @@ def read_split(path: Path | str, modalities: list[str] | None = None, optional: 
     """Open one bank file lazily and check it; every problem is one ``BenchError`` naming file and key.
     ``modalities`` must be in the file (None: all it has); ``optional`` ones are read too when present."""
     import h5py
+    import torch
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"bank {path}: file not found")
@@ -182,8 +185,11 @@ def read_split(path: Path | str, modalities: list[str] | None = None, optional: 
 
 def content_sha(path: Path | str) -> str:
     import h5py
-    with h5py.File(path, "r") as f:
-        return str(f.attrs.get("content_sha256", ""))
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("content_sha256", ""))
+    except OSError as e:
+        raise BenchError(f"bank {path}: unreadable or truncated HDF5 file ({str(e).splitlines()[0]})") from None
 
 
 def expected_files(spec, encoder: str, root: Path | str, splits=SPLITS) -> dict[tuple[str, str], Path]:
@@ -191,13 +197,9 @@ def expected_files(spec, encoder: str, root: Path | str, splits=SPLITS) -> dict[
             for s in spec.bank_sources for split in splits}
 
 
-def load_stream_banks(spec, encoder: str | None, root: Path | str, splits=SPLITS) -> tuple[dict, dict]:
-    """The bank sources of a stream for one encoder: ``({source: {split: SplitFeatures}}, {file: sha})``;
-    only the given ``splits`` are opened (tuning on validation pairs never opens a test file).
-    Checks everything a run relies on before it starts: files present, the steps' modalities, widths
-    (the stream's ``[encoders]`` table, train vs test, class texts vs text), class texts where Acc is asked."""
-    if not spec.bank_sources:
-        return {}, {}
+def present_files(spec, encoder: str | None, root: Path | str, splits=SPLITS) -> dict[tuple[str, str], Path]:
+    """The bank files a stream reads for one encoder, every one of them present (else one line naming the
+    missing ones and how to make them)."""
     root = Path(root)
     if not encoder:
         have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -210,6 +212,25 @@ def load_stream_banks(spec, encoder: str | None, root: Path | str, splits=SPLITS
                          f"bank files under {root}/ ({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''}); "
                          f"make them with `python -m bench.features import-official --features DIR --datasets DIR "
                          f"--encoder {encoder} --out {root}` or `python -m bench.features extract` (datasets/README.md)")
+    return files
+
+
+def bank_shas(spec, encoder: str | None, root: Path | str, splits=SPLITS) -> dict[str, str]:
+    """The content hash of every bank file a stream reads (part of each run's configuration), read from the
+    files' attributes without loading their features (no torch): enough to tell which runs are finished."""
+    if not spec.bank_sources:
+        return {}
+    return {f"{s}/{split}": content_sha(path) for (s, split), path in present_files(spec, encoder, root, splits).items()}
+
+
+def load_stream_banks(spec, encoder: str | None, root: Path | str, splits=SPLITS) -> tuple[dict, dict]:
+    """The bank sources of a stream for one encoder: ``({source: {split: SplitFeatures}}, {file: sha})``;
+    only the given ``splits`` are opened (tuning on validation pairs never opens a test file).
+    Checks everything a run relies on before it starts: files present, the steps' modalities, widths
+    (the stream's ``[encoders]`` table, train vs test, class texts vs text), class texts where Acc is asked."""
+    if not spec.bank_sources:
+        return {}, {}
+    files = present_files(spec, encoder, root, splits)
     used = {s: sorted({m for st in spec.steps + spec.probes if st.source == s for m in st.pair})
             for s in spec.bank_sources}
     acc = {st.source for st in spec.steps if "acc" in st.metrics}

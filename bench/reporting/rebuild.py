@@ -76,6 +76,19 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
     return table
 
 
+def up_to_date(stream_dir: Path, figures: bool = True) -> bool:
+    """True when the derived files (and the figures, if asked for) exist and are newer than every run file:
+    a rerun that trained nothing need not draw them again (``python -m bench.figures`` always does)."""
+    stream_dir = Path(stream_dir)
+    outputs = [stream_dir / n for n in OUTPUTS] + ([stream_dir / "figures"] if figures else [])
+    if not all(p.exists() for p in outputs):
+        return False
+    if figures and not any((stream_dir / "figures").glob("*.png")):
+        return False
+    newest_run = max((p.stat().st_mtime_ns for p in stream_dir.glob("runs/*/seed*.json")), default=0)
+    return min(p.stat().st_mtime_ns for p in outputs) >= newest_run
+
+
 def stream_dirs(root: Path, stream: str | None) -> list[Path]:
     """The stream folders under ``root`` (or ``root`` itself when it is one)."""
     if (root / "runs").is_dir():
