@@ -22,8 +22,10 @@ STALE = 90.0
 
 
 class Claims:
-    def __init__(self, out: Path | str):
-        self.out = Path(out)
+    def __init__(self, out: Path | str, force: bool = False):
+        """``force``: the sweep reruns finished runs (``--force``), so a run file counts as finished by
+        another runner only when it was written after this sweep started."""
+        self.out, self.force, self.started = Path(out), force, time.time()
         self.token = uuid.uuid4().hex
         self.held: dict[Path, float] = {}
         self._lock = threading.Lock()
@@ -60,7 +62,7 @@ class Claims:
             break
         else:
             return "claimed by another runner"
-        if path.exists():
+        if path.exists() and (not self.force or path.stat().st_mtime >= self.started):
             try:
                 if read_run(path)["config_hash"] == run.hash:
                     claim.unlink(missing_ok=True)

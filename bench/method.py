@@ -56,6 +56,7 @@ class Context:
     zb: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     infonce: torch.Tensor | None = None     # the batch's InfoNCE before the method's terms (a closure step)
+    grad_scale: torch.Tensor | None = None  # with --clip-grad-norm: the factor the batch's gradient was scaled by
     extra: dict = field(default_factory=dict)
 
     @property

@@ -319,7 +319,7 @@ def execute(p: Plan, args) -> list:
     finished = []
     with tqdm(total=len(p.todo), desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
 
-        claims = Claims(args.out)
+        claims = Claims(args.out, force=args.force)
 
         def started(run):
             bar.set_postfix_str(f"{run.method} seed {run.seed}")

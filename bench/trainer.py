@@ -182,7 +182,9 @@ class Trainer:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if clip is not None:
-                        torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)
+                        total = torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)
+                        if hooks:           # what clipping scaled the gradient by (a hook may need it)
+                            ctx.grad_scale = (clip / (total + 1e-6)).clamp(max=1.0)
                     if hooks:
                         call("after_backward")
                         call("before_update")
@@ -213,7 +215,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             ctx.loss.backward()
             if clip is not None:
-                torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)
+                total = torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)
+                ctx.grad_scale = (clip / (total + 1e-6)).clamp(max=1.0)
             call("after_backward")
             return ctx.loss
 

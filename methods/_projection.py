@@ -85,6 +85,12 @@ class Projector:
     def is_zero(self) -> bool:
         return self.rank == 0
 
+    def flops(self, rows: int) -> int:
+        """Floating-point operations of ``right`` on a matrix of ``rows`` rows (2·rows·d·k for the thin basis
+        of width k; nothing for the zero or identity projector)."""
+        thin = self.basis if self.basis is not None else self.complement
+        return 0 if thin is None else 2 * rows * self.dim * thin.shape[1]
+
     def dense(self) -> torch.Tensor:
         if self.basis is not None:
             return self.basis @ self.basis.T
@@ -180,6 +186,19 @@ class HeadProjection:
         if fold:
             lin.bias.grad.sub_(r[:, d])
 
+    def gradient_factors(self, lin, left: torch.Tensor, right: torch.Tensor) -> None:
+        """Before the optimiser, on the batch's factors: a linear head's gradient is G = Dᵀ X (D = ∂L/∂z, b×out;
+        X the b inputs, [x; 1] with ``fold``), and the part to remove is ``leftᵀ right`` (b×out, b×d[+1]),
+        subtracted in place — one product the size of the gradient's own, instead of projecting the dense
+        out×d gradient. Same result as ``gradient``."""
+        g = lin.weight.grad
+        if self.bias == "freeze":
+            lin.bias.grad = None
+        d = lin.in_features
+        g.addmm_(left.T, right[:, :d], alpha=-1.0)
+        if self.bias == "fold" and lin.bias.grad is not None:
+            lin.bias.grad.addmv_(left.T, right[:, d], alpha=-1.0)
+
     def snapshot(self, m: str, lin) -> None:
         """Before the optimiser step: remember [W | b]."""
         d = lin.in_features
@@ -212,16 +231,60 @@ class ProjectionMethod(Method):
     subclass sets ``self.projection = HeadProjection(bias)`` and supplies the two."""
     family = "null-space"
 
+    def __init__(self, **overrides):
+        super().__init__(**overrides)
+        self._factor: dict[str, bool] = {}     # per head of the batch: gradient projected on its factors
+        self._path: dict[tuple, bool] = {}     # (step, head) -> factors chosen for the step
+
     def _removed(self, m: str) -> Removed:
         raise NotImplementedError
 
     def _constrained(self, ctx) -> list[str]:
         raise NotImplementedError
 
+    def _factors(self, m: str, dz: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L, R) such that ``_removed(m)`` of the batch gradient Dᵀ X is Lᵀ R (x: the inputs as the
+        constrained map sees them)."""
+        raise NotImplementedError
+
+    def _costs(self, m: str, lin, batch: int) -> tuple[int, int]:
+        """Flops of removing the part from the dense gradient, and from the batch's factors."""
+        raise NotImplementedError
+
+    def before_backward(self, ctx):
+        """With ``project = gradient``: choose per head whether its gradient is projected dense or on the
+        batch's factors (cheaper for wide heads with large subspaces: d = 1024 at batch 64, never at
+        sim-paper's d = 128), and keep ∂L/∂z for the factor path. The choice is made once per step and head,
+        on the step's first batch, so a smaller last batch takes the same path (same round-off) as the rest."""
+        if self.options.project != "gradient":
+            return
+        self._factor = {}
+        for m, x, z in zip(ctx.pair, (ctx.xa, ctx.xb), (ctx.za, ctx.zb)):
+            if m in self._constrained(ctx) and z is not None and z.requires_grad:
+                key = (ctx.step, m)
+                if key not in self._path:
+                    dense, factor = self._costs(m, ctx.heads[m], len(x))
+                    self._path[key] = factor < dense
+                if self._path[key]:
+                    z.retain_grad()
+                    self._factor[m] = True
+
     def after_backward(self, ctx):
-        if self.options.project == "gradient":
-            for m in self._constrained(ctx):
-                self.projection.gradient(ctx.heads[m], self._removed(m))
+        if self.options.project != "gradient":
+            return
+        for m in self._constrained(ctx):
+            lin = ctx.heads[m]
+            dz = None
+            if self._factor.get(m):
+                x, z = (ctx.xa, ctx.za) if m == ctx.pair[0] else (ctx.xb, ctx.zb)
+                dz = z.grad
+            if dz is None or lin.weight.grad is None:
+                self.projection.gradient(lin, self._removed(m))
+                continue
+            # a clipped gradient is c·Dᵀ X: the factors' part is scaled alike
+            scale = ctx.grad_scale
+            left, right = self._factors(m, dz if scale is None else dz * scale, self.projection.augment(x))
+            self.projection.gradient_factors(lin, left, right)
 
     def before_update(self, ctx):
         if self.options.project == "update":
@@ -238,8 +301,7 @@ class OneSidedProjection(ProjectionMethod):
     """Shared machinery of the single-sided (input-side) null-space methods, GPM and Adam-NSCL; not
     registered itself. Each head's change is replaced by Δ (I − P), where P (``_projector``) projects onto
     the subspace of the modality's past inputs that must not be disturbed, so that ΔW x = 0 for every input
-    x in it; ``bias`` and ``project`` as in ``HeadProjection``. A gradient can instead be projected on the
-    batch's factors (G = Dᵀ X, so G (I − P) = Dᵀ (X (I − P))), cheaper for wide heads (``_use_factors``)."""
+    x in it; ``bias`` and ``project`` as in ``HeadProjection``."""
     family = "null-space"
 
     defaults: dict = {}
@@ -250,7 +312,6 @@ class OneSidedProjection(ProjectionMethod):
         self.proj: dict[str, Projector] = {}
         self.ranks: list[dict] = []     # per step and head: the projector's rank when the step starts
         self.updates: list[dict] = []   # per step and head: how the memory changed when the step ended
-        self._factor: dict[str, bool] = {}
 
     # -- what a subclass provides ----------------------------------------------------------------------
     def _projector(self, m: str, dim: int) -> Projector:
@@ -269,15 +330,12 @@ class OneSidedProjection(ProjectionMethod):
     def _constrained(self, ctx) -> list[str]:
         return [m for m in ctx.pair if not self.proj[m].is_zero]
 
-    def _use_factors(self, lin, p: Projector, batch: int) -> bool:
-        """Gradient projection on the batch's factors: a linear head's gradient is G = Dᵀ X (D = ∂L/∂z, b×out),
-        so G (I − P) = Dᵀ (X (I − P)), costing 2·b·d·k + out·b·d (projecting X, then recomputing the product)
-        instead of 2·out·d·k (projecting G). Chosen per head when cheaper (k the thin basis' width), i.e. for
-        wide heads and large subspaces (d = 1024, k ≳ 40 at batch 64); never at sim-paper's d = 128."""
-        if p.is_zero:
-            return False
-        k = (p.basis if p.basis is not None else p.complement).shape[1]
-        return 2 * batch * k + lin.out_features * batch < 2 * lin.out_features * k
+    def _factors(self, m, dz, x):
+        return dz, self.proj[m].right(x)              # G P = Dᵀ (X P)
+
+    def _costs(self, m, lin, batch):
+        p = self.proj[m]
+        return p.flops(lin.out_features), p.flops(batch) + 2 * lin.out_features * lin.in_features * batch
 
     # -- hooks ---------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):
@@ -286,34 +344,6 @@ class OneSidedProjection(ProjectionMethod):
             dim = self.projection.in_dim(ctx.heads[m])
             p = self.proj[m] = self._projector(m, dim)
             self.ranks.append({"step": ctx.step, "modality": m, "input_rank": p.rank, "input_dim": dim})
-
-    def before_backward(self, ctx):
-        if self.options.project != "gradient":
-            return
-        for m, x, z in zip(ctx.pair, (ctx.xa, ctx.xb), (ctx.za, ctx.zb)):
-            use = self._factor[m] = self._use_factors(ctx.heads[m], self.proj[m], len(x)) and z.requires_grad
-            if use:
-                z.retain_grad()
-
-    def after_backward(self, ctx):
-        if self.options.project != "gradient":
-            return
-        for m, x, z in zip(ctx.pair, (ctx.xa, ctx.xb), (ctx.za, ctx.zb)):
-            if self.proj[m].is_zero:
-                continue
-            lin = ctx.heads[m]
-            dz = z.grad if self._factor.get(m) and z is not None else None
-            if dz is None or lin.weight.grad is None:
-                self.projection.gradient(lin, self._removed(m))
-                continue
-            if self.options.bias == "freeze":
-                lin.bias.grad = None
-            xa = self.projection.augment(x)
-            xp = xa - self.proj[m].right(xa)                                    # X (I − P)
-            torch.mm(dz.T, xp[:, :lin.in_features], out=lin.weight.grad)
-            if self.options.bias == "fold" and lin.bias.grad is not None:
-                torch.mv(dz.T, xp[:, lin.in_features], out=lin.bias.grad)
-            # free: the bias gradient Dᵀ1 is left as autograd computed it
 
     @torch.no_grad()
     def after_training_exp(self, ctx):

@@ -73,6 +73,16 @@ class DNS(ProjectionMethod):
         """The step's heads with something to protect (a modality seen before); the others are free."""
         return [m for m in ctx.pair if not (self.proj[m][0].is_zero or self.proj[m][1].is_zero)]
 
+    def _factors(self, m, dz, x):
+        p_in, p_out = self.proj[m]
+        return p_out.right(dz), p_in.right(x)                # P̃ Dᵀ X P = (D P̃)ᵀ (X P)
+
+    def _costs(self, m, lin, batch):
+        p_in, p_out = self.proj[m]
+        # the dense sandwich Ũ (Ũᵀ G U) Uᵀ costs about half of projecting G from both sides separately
+        dense = (p_in.flops(lin.out_features) + p_out.flops(self.projection.in_dim(lin))) // 2
+        return dense, p_in.flops(batch) + p_out.flops(batch) + 2 * lin.out_features * lin.in_features * batch
+
     # -- hooks ---------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):
         self.proj = {}

@@ -62,8 +62,9 @@ MUTATIONS = [
       ("tests/test_loss.py",)),
     M("gradient clipping skipped", "bench/trainer.py",
       "                    loss.backward()\n                    if clip is not None:\n"
-      "                        torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)",
-      "                    loss.backward()\n                    if clip is not None:\n                        pass",
+      "                        total = torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)",
+      "                    loss.backward()\n                    if clip is not None:\n"
+      "                        total = torch.nn.utils.clip_grad_norm_(clipped, float('inf'), foreach=False)",
       ("tests/test_training_options.py",)),
     M("linear schedule off by one", "bench/trainer.py",
       "max(0.0, (iterations - i) / iterations)", "max(0.0, (iterations - i - 1) / iterations)",
@@ -189,6 +190,13 @@ MUTATIONS = [
     M("the declarations' cache drops the option bounds", "bench/catalogue.py",
       'attrs["bounds"] = {k: tuple(v) for k, v in d["bounds"].items()}', 'attrs["bounds"] = {}',
       ("tests/test_instant_cli.py",)),
+    M("--force skips runs it finds finished", "bench/claims.py",
+      "if path.exists() and (not self.force or path.stat().st_mtime >= self.started):", "if path.exists():",
+      ("tests/test_cli.py",)),
+    M("the batch-factor gradient ignores clipping's scale", "methods/_projection.py",
+      "dz if scale is None else dz * scale", "dz", ("tests/test_nullspace.py",)),
+    M("DNS's batch factors drop the output-side projector", "methods/dns.py",
+      "return p_out.right(dz), p_in.right(x)", "return dz, p_in.right(x)", ("tests/test_nullspace.py",)),
     # -- figures ------------------------------------------------------------------------------------
     M("a method's colour follows its position among the plotted ones", "bench/reporting/style.py",
       'out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))',

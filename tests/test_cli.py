@@ -104,8 +104,11 @@ def test_rerun_skips_finished_runs_and_reruns_changed_configs(tmp_path, capsys):
     assert run.main(args + ["--epochs", "2"]) == 0
     assert "2 runs to do, 0 already done" in capsys.readouterr().err
     assert json.loads(path.read_text())["config"]["train"]["epochs"] == 2
+    stamp = path.stat().st_mtime_ns
     assert run.main(args + ["--epochs", "2", "--force"]) == 0
-    assert "2 runs to do, 0 already done" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2 runs to do, 0 already done" in err and "skipped" not in err    # --force retrains finished runs
+    assert path.stat().st_mtime_ns > stamp
     assert not list(tmp_path.rglob("*.tmp"))
     mask = os.umask(0)
     os.umask(mask)

@@ -19,7 +19,7 @@ D = 8
 
 
 def _Ctx(heads, pair, step, train):
-    return SimpleNamespace(heads=heads, pair=pair, step=step, train=train, task=None)
+    return SimpleNamespace(heads=heads, pair=pair, step=step, train=train, task=None, grad_scale=None)
 
 
 def _low_rank(n, rank, d=D, seed=0):
@@ -87,7 +87,7 @@ def test_gpm_gradient_on_batch_factors_equals_the_projected_gradient(old_rank, b
     grads = {}
     for factors in (False, True):
         gpm = GPM(energy=1.0, bias=bias)
-        gpm._use_factors = lambda *a, use=factors: use
+        gpm._costs = lambda *a, use=factors: (1, 0) if use else (0, 1)     # force the path
         heads, ctx, _ = _setup(gpm, old_rank)
         ctx.xa, ctx.xb = ctx.train[0][:16], ctx.train[1][:16]
         ctx.za, ctx.zb = heads["text"](ctx.xa), heads["video"](ctx.xb)
@@ -106,6 +106,37 @@ def test_gpm_gradient_on_batch_factors_equals_the_projected_gradient(old_rank, b
         assert torch.allclose(grads[True][1], grads[False][1], atol=1e-5)
         if bias == "free":
             assert torch.equal(grads[True][1], raw[1])
+
+
+@pytest.mark.parametrize("scale", [None, 0.3])
+@pytest.mark.parametrize("bias", ["fold", "freeze", "free"])
+@pytest.mark.parametrize("name", ["dns", "gpm"])
+def test_gradient_projection_on_batch_factors_equals_the_dense_one(name, bias, scale):
+    """DNS's removed part P̃ G P is (D P̃)ᵀ (X P) and GPM's G P is Dᵀ (X P): subtracted from the gradient
+    autograd computed, the result equals projecting the dense gradient — also when clipping has scaled the
+    gradient (``grad_scale``), where the factors must be scaled alike."""
+    from methods.dns import DNS
+    grads = {}
+    for factors in (False, True):
+        m = DNS(lambda_min=1e-3, bias=bias, project="gradient") if name == "dns" else GPM(energy=1.0, bias=bias)
+        m._costs = lambda *a, use=factors: (1, 0) if use else (0, 1)      # force the path
+        heads, ctx, _ = _setup(m, 3)
+        ctx.xa, ctx.xb = ctx.train[0][:16], ctx.train[1][:16]
+        ctx.za, ctx.zb = heads["text"](ctx.xa), heads["video"](ctx.xb)
+        ctx.loss = info_nce(ctx.za, ctx.zb, LossConfig())
+        m.before_backward(ctx)
+        ctx.loss.backward()
+        if scale is not None:               # what --clip-grad-norm does before the hook
+            ctx.grad_scale = torch.tensor(scale)
+            for p in heads.parameters():
+                p.grad.mul_(scale)
+        raw = heads["text"].weight.grad.clone()
+        m.after_backward(ctx)
+        assert m._factor.get("text", False) == factors
+        grads[factors] = [None if p.grad is None else p.grad.clone() for p in heads.parameters()]
+    assert not torch.allclose(grads[True][0], raw, atol=1e-4)       # the projection acted on the text head
+    for a, b in zip(grads[True], grads[False]):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5), (a, b)
 
 
 @pytest.mark.parametrize("old_rank", [3, 6])
