@@ -59,6 +59,9 @@ def _hand_runs(methods_and_families):
             r = _run(m, seed, 10, 40.0 + k + seed, 60.0 - k)
             r.pop("order")
             r.update(role=role, family=fam, schema=1)
+            for st in r["timings"]["steps"]:                 # losses per epoch, as run files record them
+                st["infonce"] = [2.0 - 0.1 * e - 0.01 * k for e in range(3)]
+                st["loss"] = [v + 0.1 for v in st["infonce"]]
             if "[" in m:
                 r["method"], r["label"] = m.split("[")[0], m
             runs.append(r)
@@ -195,7 +198,7 @@ def test_bad_subset_requests_are_one_line_errors_that_write_nothing(full, tmp_pa
 def test_the_files_a_rebuild_writes(full):
     names = sorted(p.name for p in (full / "figures").iterdir())
     stems = {"summary", "stability_plasticity", "curve_r10_seen", "final_r10_by_task", "align_dev", "train_time",
-             "heatmaps_r10_p1", "heatmaps_acc_p1"}
+             "heatmaps_r10_p1", "heatmaps_acc_p1", "loss_curves"}
     assert names == sorted(f"{s}.{e}" for s in stems for e in ("png", "pdf"))
     from PIL import Image
     from bench.reporting.figures import DPI, PAGE

@@ -46,6 +46,9 @@ FIGURES = (
     ("align_dev", "Alignment-score deviation of old tasks",
      "‖A_{j;t} − A_{j;j}‖_F / ‖A_{j;j}‖_F (a ratio, as in the table) averaged over the tasks learned before step t: "
      "the paper's stability quantity; panels as above."),
+    ("loss_curves", "Training loss",
+     "the InfoNCE of the training batches, mean per epoch, epoch after epoch of every step (the loss each method "
+     "optimises adds its own terms; both are in the run files); panels as above."),
     ("train_time", "Training time per run",
      "seconds, log scale: median and range over seeds (2 shared CPU cores are noisy: compare ratios)."),
 )
@@ -275,7 +278,7 @@ class Plotter:
         self.title(fig, "stability–plasticity, mean ± std over seeds")
         self.save(fig, "stability_plasticity")
 
-    def _family_panels(self, series, xs, name, ylabel, title, decimals=1):
+    def _family_panels(self, series, xs, name, ylabel, title, decimals=1, xlabel="after step", ticks=None):
         """One panel per family of compared methods: its methods in colour (± std shaded) and labelled at
         their line's end, every other compared method in grey, the naive baseline and the references dashed
         in every panel. ``series(run)`` gives one value per x."""
@@ -315,12 +318,18 @@ class Plotter:
             for m in dashed:
                 ax.plot(xs, mean[m], color=self.color[m], lw=0.9, ls="--", zorder=2)
             for m in members:
-                ax.plot(xs, mean[m], color=self.color[m], lw=1.3, marker=self.marker[m], ms=3, zorder=3)
+                ax.plot(xs, mean[m], color=self.color[m], lw=1.3, marker=self.marker[m] if len(xs) <= 15 else None,
+                        ms=3, zorder=3)
                 ax.fill_between(xs, [a - b for a, b in zip(mean[m], std[m])], [a + b for a, b in zip(mean[m], std[m])],
                                 color=self.color[m], alpha=0.12, lw=0, zorder=2)
             ax.set_ylim(lo, hi)
             ax.set_xlim(xs[0] - 0.3, xs[-1] + 0.3)
-            ax.set_xticks(xs)
+            if ticks is None:
+                ax.set_xticks(xs)
+            else:
+                ax.set_xticks(*ticks)
+                for b in range(math.ceil(xs[0]), math.floor(xs[-1]) + 1):      # step boundaries
+                    ax.axvline(b, color="#e6e6e6", lw=0.5, zorder=0)
             ax.tick_params(labelsize=6.5)
             ax.grid(alpha=0.3, lw=0.5)
             ax.set_title(ttl, fontsize=8, loc="left")
@@ -340,7 +349,7 @@ class Plotter:
             if k % ncol == 0:
                 ax.set_ylabel(ylabel, fontsize=7)
             if k >= len(panels) - ncol:
-                ax.set_xlabel("after step", fontsize=7)
+                ax.set_xlabel(xlabel, fontsize=7)
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         self.title(fig, title)
@@ -359,6 +368,27 @@ class Plotter:
             self._family_panels(lambda r: old_tasks_average(r["matrices"]["align_dev"]), list(range(2, T + 1)),
                                 "align_dev", "alignment deviation (ratio)",
                                 "how far old tasks' alignment scores moved (mean over old tasks)", decimals=3)
+
+    def loss_curves(self):
+        """The InfoNCE of the training batches, mean per epoch, step after step (the optimised loss adds each
+        method's own terms, which do not compare across methods)."""
+        steps = [[s for s in r["timings"]["steps"]] for r in self.runs]
+        if not any("infonce" in s for st in steps for s in st):
+            return                  # run files written before losses were recorded
+        T = len(self.tasks)
+        epochs = max(len(s.get("infonce", ())) for st in steps for s in st)
+
+        def series(r):
+            out = []
+            for s in r["timings"]["steps"]:
+                vals = list(s.get("infonce", ()))
+                out += vals + [math.nan] * (epochs - len(vals))
+            return out + [math.nan] * (T * epochs - len(out))
+
+        xs = [t + (e + 1) / epochs for t in range(T) for e in range(epochs)]
+        self._family_panels(series, xs, "loss_curves", "training InfoNCE (mean per epoch)",
+                            "training loss, epoch after epoch of each step", decimals=2, xlabel="step",
+                            ticks=([t + 0.5 for t in range(T)], [str(t + 1) for t in range(T)]))
 
     def train_time(self):
         names = self.methods
@@ -496,7 +526,8 @@ class Plotter:
     # ------------------------------------------------------------------ all of them
     def jobs(self) -> list[str]:
         heat = [f"heatmaps:{k}:{p}" for k in ("r10", "acc") for p in range(1, self.heatmap_pages(k) + 1)]
-        return heat + ["summary", "stability_plasticity", "curves", "final_by_task", "alignment", "train_time"]
+        return heat + ["summary", "stability_plasticity", "curves", "final_by_task", "alignment", "loss_curves",
+                       "train_time"]
 
     def draw(self, job: str):
         with self.mpl.rc_context({"font.size": 7, "axes.linewidth": 0.6, "xtick.major.width": 0.5,
