@@ -136,6 +136,7 @@ class RunSpec:
     label: str | None = None       # the run's row: the method, or a variant's label (None: the method's name)
     option_sources: Mapping[str, str] | None = None   # where each non-default option came from
     untuned: bool = False          # the stream's tuned settings were ignored (results in <stream>-untuned)
+    heads_dir: str | None = field(default=None, compare=False)   # save the heads after every step there
 
     @property
     def row(self) -> str:
@@ -175,8 +176,14 @@ class RunSpec:
     def path(self, out: Path | str) -> Path:
         """Where this run's record goes under the output folder ``out`` (tuning runs, evaluated on validation
         pairs, under ``tuning/``)."""
-        base = Path(out) / self.result_name / ("tuning" if self.split == "validation" else "")
-        return base / "runs" / self.row / f"seed{self.seed}.json"
+        return self._base(out) / "runs" / self.row / f"seed{self.seed}.json"
+
+    def heads_path(self, out: Path | str) -> Path:
+        """Where ``--save-heads`` puts this run's heads: a folder of ``step<k>.pt`` files."""
+        return self._base(out) / "heads" / self.row / f"seed{self.seed}"
+
+    def _base(self, out: Path | str) -> Path:
+        return Path(out) / self.result_name / ("tuning" if self.split == "validation" else "")
 
 
 def config_hash(config: dict) -> str:

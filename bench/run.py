@@ -78,6 +78,9 @@ def build_parser(prog="python -m bench.run",
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--force", action="store_true", help="rerun runs whose result file already exists")
     p.add_argument("--no-figures", action="store_true", help="write summary.csv and table.md only")
+    p.add_argument("--save-heads", action="store_true", help="save the heads after every step of the runs that "
+                   "train: <out>/<stream>/heads/<method>/seed<k>/step<t>.pt (torch.load gives {modality: "
+                   "{weight, bias}}); finished runs are not retrained (add --force)")
     p.add_argument("--list", action="store_true", help="list methods and streams and exit")
     return p
 
@@ -210,6 +213,9 @@ def plan(args) -> Plan:
                 run = RunSpec(spec, m, opts, seed, train, loss, device=args.device, encoder=args.encoder,
                               banks=args.banks, bank_shas=shas, label=label,
                               option_sources=sources or None, untuned=args.untuned, split=split)
+                if getattr(args, "save_heads", False):
+                    from dataclasses import replace
+                    run = replace(run, heads_dir=str(run.heads_path(out)))
                 every.append(run)
                 todo, skipped = _todo_or_skip(run, out, args.force, todo, skipped)
     if todo:            # torch and the features only now that something will train

@@ -69,6 +69,21 @@ def loss_warnings(timings: list[dict], tasks) -> list[str]:
 
 def run_one(run: RunSpec, progress=None) -> dict:
     """Train and evaluate one run; return its record (see ``bench.reporting.records``)."""
+    return train_run(run, progress)[0]
+
+
+def save_heads(heads: Heads, path: Path) -> None:
+    """The heads' parameters (``{modality: {"weight", "bias"}}``, on the CPU), written atomically."""
+    from .files import atomic_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({m: {k: v.detach().cpu() for k, v in lin.state_dict().items()} for m, lin in heads.linears.items()},
+                   tmp)
+
+
+def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
+    """Train and evaluate one run; return its record and the trained heads. With ``run.heads_dir`` the heads
+    are also saved after every step, as ``<heads_dir>/step<k>.pt`` (k = 1..T)."""
     torch.manual_seed(run.seed)
     scenario = get_scenario(run.stream, run.encoder, run.banks, run.split)
     run = with_banks(run)
@@ -88,13 +103,15 @@ def run_one(run: RunSpec, progress=None) -> dict:
             raise BenchError(f"training diverged in step {step + 1} "
                              f"({scenario.tasks[step].name}): non-finite head weights; lower --lr")
         rows.append(evaluator.evaluate(heads, learned=step + 1))
+        if run.heads_dir is not None and not is_data_free(run.device):
+            save_heads(heads, Path(run.heads_dir) / f"step{step + 1}.pt")
         if progress is not None:
             progress(step + 1, len(scenario.tasks))
     T = len(scenario.tasks)
     matrices = {k: [row[k][:T] for row in rows] for k in rows[0]}
     probes = {k: [row[k][T:] for row in rows] for k in rows[0] if k != "align_dev"}
     train_seconds = sum(t["train_seconds"] for t in timings)
-    return {
+    record = {
         "method": run.method, **({"label": run.label} if run.label else {}), "seed": run.seed,
         "stream": run.result_name, "role": method_cls.role, "family": method_cls.family,
         "config": config, "config_hash": run.hash,
@@ -111,3 +128,4 @@ def run_one(run: RunSpec, progress=None) -> dict:
         "method_state": m.state_summary(),
         "versions": versions(),
     }
+    return record, heads

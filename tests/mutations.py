@@ -197,6 +197,12 @@ MUTATIONS = [
       "dz if scale is None else dz * scale", "dz", ("tests/test_nullspace.py",)),
     M("DNS's batch factors drop the output-side projector", "methods/dns.py",
       "return p_out.right(dz), p_in.right(x)", "return dz, p_in.right(x)", ("tests/test_nullspace.py",)),
+    M("the Python API ignores its flags", "bench/api.py",
+      "    for k, v in flags.items():\n        setattr(args, k, v)", "    for k, v in flags.items():\n        pass",
+      ("tests/test_api.py",)),
+    M("--save-heads numbers the steps from 0", "bench/runner.py",
+      'save_heads(heads, Path(run.heads_dir) / f"step{step + 1}.pt")', 'save_heads(heads, Path(run.heads_dir) / f"step{step}.pt")',
+      ("tests/test_api.py",)),
     # -- figures ------------------------------------------------------------------------------------
     M("a method's colour follows its position among the plotted ones", "bench/reporting/style.py",
       'out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))',
