@@ -137,6 +137,8 @@ class RunSpec:
     option_sources: Mapping[str, str] | None = None   # where each non-default option came from
     untuned: bool = False          # the stream's tuned settings were ignored (results in <stream>-untuned)
     heads_dir: str | None = field(default=None, compare=False)   # save the heads after every step there
+    log: tuple = field(default=(), compare=False)                # loggers (bench.tracking.LOGGERS) ...
+    log_dir: str | None = field(default=None, compare=False)     # ... writing there
 
     @property
     def row(self) -> str:
@@ -177,6 +179,10 @@ class RunSpec:
         """Where this run's record goes under the output folder ``out`` (tuning runs, evaluated on validation
         pairs, under ``tuning/``)."""
         return self._base(out) / "runs" / self.row / f"seed{self.seed}.json"
+
+    def log_path(self, out: Path | str) -> Path:
+        """Where ``--log`` writes this run's logs."""
+        return self._base(out) / "logs" / self.row / f"seed{self.seed}"
 
     def heads_path(self, out: Path | str) -> Path:
         """Where ``--save-heads`` puts this run's heads: a folder of ``step<k>.pt`` files."""

@@ -78,6 +78,8 @@ def build_parser(prog="python -m bench.run",
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--force", action="store_true", help="rerun runs whose result file already exists")
     p.add_argument("--no-figures", action="store_true", help="write summary.csv and table.md only")
+    p.add_argument("--log", help="experiment tracking, comma-separated: tensorboard, csv, wandb (offline unless "
+                   "WANDB_MODE says otherwise); logs go to <out>/<stream>/logs/<method>/seed<k>/")
     p.add_argument("--save-heads", action="store_true", help="save the heads after every step of the runs that "
                    "train: <out>/<stream>/heads/<method>/seed<k>/step<t>.pt (torch.load gives {modality: "
                    "{weight, bias}}); finished runs are not retrained (add --force)")
@@ -194,6 +196,10 @@ def plan(args) -> Plan:
                            **{k: v for k, v in cli.items() if v is not None}})
     from dataclasses import asdict
     warn_if_other_training(tuned_data, tuned_file, asdict(train), asdict(loss))
+    from dataclasses import replace
+
+    from .tracking import parse_log
+    loggers = parse_log(getattr(args, "log", None))
     if args.device.split(":")[0].strip() == "meta":
         raise BenchError("--device meta holds no values (the test suite uses it to check device handling); "
                          "choose cpu, cuda or mps")
@@ -214,8 +220,9 @@ def plan(args) -> Plan:
                               banks=args.banks, bank_shas=shas, label=label,
                               option_sources=sources or None, untuned=args.untuned, split=split)
                 if getattr(args, "save_heads", False):
-                    from dataclasses import replace
                     run = replace(run, heads_dir=str(run.heads_path(out)))
+                if loggers:
+                    run = replace(run, log=loggers, log_dir=str(run.log_path(out)))
                 every.append(run)
                 todo, skipped = _todo_or_skip(run, out, args.force, todo, skipped)
     if todo:            # torch and the features only now that something will train

@@ -83,7 +83,8 @@ def save_heads(heads: Heads, path: Path) -> None:
 
 def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     """Train and evaluate one run; return its record and the trained heads. With ``run.heads_dir`` the heads
-    are also saved after every step, as ``<heads_dir>/step<k>.pt`` (k = 1..T)."""
+    are also saved after every step, as ``<heads_dir>/step<k>.pt`` (k = 1..T); with ``run.log`` the loss per
+    epoch and the evaluations go to those loggers (``bench.tracking``)."""
     torch.manual_seed(run.seed)
     scenario = get_scenario(run.stream, run.encoder, run.banks, run.split)
     run = with_banks(run)
@@ -97,16 +98,27 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     t_start = time.perf_counter()
     rows = [evaluator.evaluate(heads, learned=0)]
     timings = []
-    for step in range(len(scenario.tasks)):
-        timings.append(trainer.train_experience(step))
-        if not is_data_free(run.device) and not host(torch.stack([p.isfinite().all() for p in heads.parameters()])).all():
-            raise BenchError(f"training diverged in step {step + 1} "
-                             f"({scenario.tasks[step].name}): non-finite head weights; lower --lr")
-        rows.append(evaluator.evaluate(heads, learned=step + 1))
-        if run.heads_dir is not None and not is_data_free(run.device):
-            save_heads(heads, Path(run.heads_dir) / f"step{step + 1}.pt")
-        if progress is not None:
-            progress(step + 1, len(scenario.tasks))
+    log = None
+    if run.log:
+        from .tracking import RunLog
+        log = RunLog(run.log, Path(run.log_dir), f"{run.result_name}/{run.row}/seed{run.seed}", config)
+    try:
+        for step in range(len(scenario.tasks)):
+            timings.append(trainer.train_experience(step))
+            if not is_data_free(run.device) and not host(torch.stack([p.isfinite().all() for p in heads.parameters()])).all():
+                raise BenchError(f"training diverged in step {step + 1} "
+                                 f"({scenario.tasks[step].name}): non-finite head weights; lower --lr")
+            rows.append(evaluator.evaluate(heads, learned=step + 1))
+            if log is not None:
+                log.step_trained(timings[-1])
+                log.evaluated(rows[-1], step + 1)
+            if run.heads_dir is not None and not is_data_free(run.device):
+                save_heads(heads, Path(run.heads_dir) / f"step{step + 1}.pt")
+            if progress is not None:
+                progress(step + 1, len(scenario.tasks))
+    finally:
+        if log is not None:
+            log.close()
     T = len(scenario.tasks)
     matrices = {k: [row[k][:T] for row in rows] for k in rows[0]}
     probes = {k: [row[k][T:] for row in rows] for k in rows[0] if k != "align_dev"}

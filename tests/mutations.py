@@ -203,6 +203,8 @@ MUTATIONS = [
     M("--save-heads numbers the steps from 0", "bench/runner.py",
       'save_heads(heads, Path(run.heads_dir) / f"step{step + 1}.pt")', 'save_heads(heads, Path(run.heads_dir) / f"step{step}.pt")',
       ("tests/test_api.py",)),
+    M("--log drops the training losses", "bench/tracking.py",
+      '            self._log("train/loss", loss, self.x)\n', "", ("tests/test_tracking.py",)),
     # -- figures ------------------------------------------------------------------------------------
     M("a method's colour follows its position among the plotted ones", "bench/reporting/style.py",
       'out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))',
