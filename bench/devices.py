@@ -25,3 +25,32 @@ def host(t: torch.Tensor) -> torch.Tensor:
 def is_data_free(device: torch.device | str) -> bool:
     """True on the meta device: values cannot be read, so checks on values are skipped."""
     return torch.device(device).type == "meta"
+
+
+def reset_peak_memory(device) -> None:
+    """Start measuring a run's peak memory: the process' peak resident set (Linux: ``clear_refs``) and, on
+    CUDA, the device allocator's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass                                  # not Linux: the peak since the process started
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device) -> dict:
+    """``{"peak_rss_mb": …}`` (+ ``"peak_device_mb"`` on CUDA) since ``reset_peak_memory``."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next(line for line in f if line.startswith("VmHWM:"))
+        out["peak_rss_mb"] = round(int(hwm.split()[1]) / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        import resource
+        import sys
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["peak_rss_mb"] = round(rss / (2 ** 20 if sys.platform == "darwin" else 1024), 1)
+    if torch.device(device).type == "cuda":
+        out["peak_device_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+    return out

@@ -13,7 +13,7 @@ import torch
 
 from . import registry
 from .config import RunSpec, stream_hash
-from .devices import host, is_data_free
+from .devices import host, is_data_free, peak_memory, reset_peak_memory
 from .errors import BenchError
 from .evaluate import Evaluator
 from .heads import Heads
@@ -86,6 +86,7 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     are also saved after every step, as ``<heads_dir>/step<k>.pt`` (k = 1..T); with ``run.log`` the loss per
     epoch and the evaluations go to those loggers (``bench.tracking``)."""
     torch.manual_seed(run.seed)
+    reset_peak_memory(run.device)
     scenario = get_scenario(run.stream, run.encoder, run.banks, run.split)
     run = with_banks(run)
     method_cls = registry.get(run.method)
@@ -135,7 +136,7 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
                         "metrics": list(p.metrics)} for p in scenario.probes],
             "probe_matrices": probes} if scenario.probes else {}),
         "timings": {"steps": timings, "train_seconds": train_seconds,
-                    "wall_seconds": time.perf_counter() - t_start},
+                    "wall_seconds": time.perf_counter() - t_start, **peak_memory(run.device)},
         **({"warnings": warnings} if (warnings := loss_warnings(timings, scenario.tasks)) else {}),
         "method_state": m.state_summary(),
         "versions": versions(),

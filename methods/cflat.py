@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from bench.devices import host
 
 from . import Method, register
 
@@ -77,12 +76,13 @@ class CFlatOptimizer:
             out.append(b)
         return out
 
-    def _scale(self, vecs) -> float:
-        """ρ / ‖vecs‖ (one norm over all parameters); 0 when ρ = 0."""
+    def _scale(self, vecs):
+        """ρ / ‖vecs‖ (one norm over all parameters), a 0-d tensor on the parameters' device (computed in
+        float64 and rounded once, so no value is read on the host mid-step); 0 when ρ = 0."""
         if self.rho == 0.0:
             return 0.0
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in vecs]))
-        return self.rho / (float(host(norm)) + self.eps)
+        return (self.rho / (norm.double() + self.eps)).to(norm.dtype)
 
     @staticmethod
     @torch.no_grad()
@@ -91,7 +91,9 @@ class CFlatOptimizer:
         for i, p in enumerate(params):
             p.copy_(theta[i])
             for scale, vecs in steps:
-                if scale != 0.0:
+                if isinstance(scale, torch.Tensor):
+                    p.addcmul_(vecs[i], scale)
+                elif scale != 0.0:
                     p.add_(vecs[i], alpha=scale)
 
     # -- the C-Flat step ------------------------------------------------------------------------------

@@ -205,6 +205,9 @@ MUTATIONS = [
       ("tests/test_api.py",)),
     M("--log drops the training losses", "bench/tracking.py",
       '            self._log("train/loss", loss, self.x)\n', "", ("tests/test_tracking.py",)),
+    M("a value read on the host every iteration", "bench/trainer.py",
+      "                    losses[1, iters] = loss.detach()\n", "                    losses[1, iters] = host(loss.detach())\n",
+      ("tests/test_devices.py",)),
     # -- figures ------------------------------------------------------------------------------------
     M("a method's colour follows its position among the plotted ones", "bench/reporting/style.py",
       'out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))',

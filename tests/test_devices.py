@@ -66,3 +66,39 @@ def test_workers_are_spawned_off_the_cpu(three_step):
     cuda = RunSpec.create(three_step, "vanilla", {}, 0, device="cuda:0")
     assert start_method([cpu, cpu]) == "fork"
     assert start_method([cpu, cuda]) == "spawn"
+
+
+def _host_calls(three_step, method, options, epochs, monkeypatch):
+    """How many times values are read on the host (``bench.devices.host``, the only way a value may be read:
+    the meta-device test above fails on any other) while one run trains ``epochs`` epochs per step."""
+    import sys
+
+    import bench.devices
+    from bench.runner import run_one
+    real, calls = bench.devices.host, []
+
+    def counting(x):
+        calls.append(1)
+        return real(x)
+    for mod in list(sys.modules.values()):                 # every module that imported it by name
+        if getattr(mod, "host", None) is real:
+            monkeypatch.setattr(mod, "host", counting)
+    run_one(RunSpec.create(three_step, method, options, 0, train=TrainConfig(epochs=epochs, batch_size=32)))
+    return len(calls)
+
+
+# Methods whose every iteration needs a value on the host by design: GEM solves its QP there, A-GEM tests the
+# sign of a dot product to choose its update.
+SYNCING = {"gem", "agem"}
+
+
+@pytest.mark.parametrize("method,options", [(m, {}) for m in registry.names() if m not in SYNCING]
+                         + [("dns", {"project": "gradient"})], ids=lambda v: str(v))
+def test_no_host_synchronisation_in_the_hot_loop(three_step, method, options, monkeypatch):
+    """Host reads per run do not grow with the number of iterations: they happen at step boundaries
+    (projectors, loss records, checks), never per batch — what keeps a GPU run asynchronous."""
+    if "replay_batch" in registry.get(method).defaults:
+        options = {"replay_batch": 16, **options}
+    one = _host_calls(three_step, method, options, 1, monkeypatch)
+    three = _host_calls(three_step, method, options, 3, monkeypatch)
+    assert one == three, f"{method}: {one} host reads with 1 epoch per step, {three} with 3"
