@@ -37,18 +37,22 @@ class Evaluator:
     device; one row of results comes back to the host in one transfer."""
 
     def __init__(self, tasks: list[Task], seed: int, n_pairs: int = 1000, repeats: int = 5, align_pairs: int = 256,
-                 probes: list[Task] | None = None):
+                 probes: list[Task] | None = None, rows: list[torch.Tensor | None] | None = None):
+        """``rows``: per task (steps, then probes), the test rows its experience holds (``None``: all) — what
+        a benchmark changed with Avalanche's utilities leaves of each test set."""
         gen = seeds.generator(seed, "evaluation")
         self.n_steps = len(tasks)
         self.tasks = tasks + list(probes or [])      # probes: evaluated like steps, never learned
+        self.rows = list(rows) if rows is not None else [None] * len(self.tasks)
         self.subsets, self.align_idx = [], []
-        for t in self.tasks:
-            n = len(t.test_source)
+        for t, held in zip(self.tasks, self.rows):
+            n = len(t.test_source) if held is None else len(held)
+            pick = (lambda i: i) if held is None else (lambda i, held=held: held[i])
             if n <= n_pairs:
-                self.subsets.append([torch.arange(n)])
+                self.subsets.append([pick(torch.arange(n))])
             else:
-                self.subsets.append([torch.randperm(n, generator=gen)[:n_pairs] for _ in range(repeats)])
-            self.align_idx.append(torch.randperm(n, generator=gen)[:align_pairs].sort().values)
+                self.subsets.append([pick(torch.randperm(n, generator=gen)[:n_pairs]) for _ in range(repeats)])
+            self.align_idx.append(pick(torch.randperm(n, generator=gen)[:align_pairs]).sort().values)
         self.reference: dict[int, torch.Tensor] = {}
         self._device = None
         self._on_device: dict[tuple, torch.Tensor] = {}
@@ -90,7 +94,7 @@ class Evaluator:
             else:
                 for k in ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba"):
                     cells[k].append(None)
-            cells["acc"].append(self.accuracy(heads, task, za, zb) if "acc" in task.metrics else None)
+            cells["acc"].append(self.accuracy(heads, task, za, zb, self.rows[j]) if "acc" in task.metrics else None)
             if j >= self.n_steps:
                 cells["align_dev"].append(None)
                 continue
@@ -103,9 +107,13 @@ class Evaluator:
         values = iter(host(torch.stack([c.double() for c in flat])).tolist()) if flat else iter(())
         return {k: [None if c is None else next(values) for c in cells[k]] for k in keys}
 
-    def accuracy(self, heads: Heads, task: Task, za, zb) -> torch.Tensor:
+    def accuracy(self, heads: Heads, task: Task, za, zb, rows: torch.Tensor | None = None) -> torch.Tensor:
         src = task.test_source
         query = zb if task.text_side == 0 else za
+        labels = self._to((task.name, "labels"), src.labels)
+        if rows is not None:
+            held = self._to((task.name, "rows"), rows)
+            query, labels = query[held], labels[held]
         texts = heads(self._to((task.name, "class_texts"), src.class_texts), "text")
         pred = (query @ texts.T).argmax(1)
-        return (pred == self._to((task.name, "labels"), src.labels)).float().mean().double() * 100
+        return (pred == labels).float().mean().double() * 100

@@ -60,6 +60,14 @@ def versions() -> dict:
     return out
 
 
+def evaluated_rows(scenario) -> list:
+    """Per step and probe, the test rows its experience in the benchmark's test (probe) stream holds."""
+    from .scenario import experience_rows
+    bm = scenario.benchmark
+    streams = [(bm.test_stream, scenario.tasks)] + ([(bm.probe_stream, scenario.probes)] if scenario.probes else [])
+    return [experience_rows(exp.dataset, len(t.test_source)) for stream, ts in streams for exp, t in zip(stream, ts)]
+
+
 def loss_warnings(timings: list[dict], tasks) -> list[str]:
     """One line per step whose training loss rose far above where it started (``trainer.loss_record``)."""
     return [f"step {t['step'] + 1} ({tasks[t['step']].name}): training loss started at {t['loss_start']:.3g}, "
@@ -95,7 +103,8 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     heads = Heads(scenario.in_dims, out_dim=scenario.head_dim, seed=run.seed).to(run.device)
     trainer = Trainer(scenario, m, heads, run.train, run.loss, run.seed, run.device)
     ev = run.eval
-    evaluator = Evaluator(scenario.tasks, run.seed, ev.n_pairs, ev.repeats, ev.align_pairs, probes=scenario.probes)
+    evaluator = Evaluator(scenario.tasks, run.seed, ev.n_pairs, ev.repeats, ev.align_pairs, probes=scenario.probes,
+                          rows=evaluated_rows(scenario))
     t_start = time.perf_counter()
     rows = [evaluator.evaluate(heads, learned=0)]
     timings = []

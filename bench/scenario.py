@@ -17,17 +17,42 @@ from .streams import Step, StreamSpec
 
 
 class PairFeatures(Dataset):
-    """The two feature matrices of one step's split; item ``i`` is ``(x_a[i], x_b[i], i)``."""
+    """The two feature matrices of one step's split; item ``i`` is ``(x_a[i], x_b[i])`` (the experience's
+    dataset appends the task label, as Avalanche expects)."""
 
     def __init__(self, xa: torch.Tensor, xb: torch.Tensor):
         self.xa, self.xb = xa, xb
-        self.index = torch.arange(len(xa))
 
     def __len__(self):
         return len(self.xa)
 
     def __getitem__(self, i):
-        return self.xa[i], self.xb[i], self.index[i]
+        return self.xa[i], self.xb[i]
+
+
+def pair_dataset(xa: torch.Tensor, xb: torch.Tensor, step: int):
+    """An experience's dataset: items ``(x_a, x_b, step)`` — the last element is the task label Avalanche
+    reads (``targets_task_labels``), the step's index — and the data attribute ``rows``, each item's row in
+    the step's feature matrices, which Avalanche's subsets and concatenations carry along: the trainer and
+    the evaluator read which pairs an experience holds from it, so a benchmark changed with Avalanche's own
+    utilities changes what is trained and evaluated, and the tensors are still indexed, never collated."""
+    from avalanche.benchmarks.utils import AvalancheDataset
+    from avalanche.benchmarks.utils.data_attribute import DataAttribute
+    n = len(xa)
+    return AvalancheDataset([PairFeatures(xa, xb)], data_attributes=[
+        DataAttribute([step] * n, "targets_task_labels", use_in_getitem=True),
+        DataAttribute(list(range(n)), "rows")])
+
+
+def experience_rows(dataset, n: int) -> torch.Tensor | None:
+    """The rows of the step's matrices an experience's dataset holds (``None``: all ``n``, in order)."""
+    rows = getattr(dataset, "rows", None)
+    if rows is None:
+        from .errors import BenchError
+        raise BenchError("an experience's dataset has no 'rows' attribute: build benchmarks from the "
+                         "experiences' own datasets (subset, concat), which carry it")
+    rows = torch.as_tensor(list(rows), dtype=torch.long)
+    return None if len(rows) == n and bool((rows == torch.arange(n)).all()) else rows
 
 
 @dataclass
@@ -61,14 +86,13 @@ class Task:
         return self.pair.index("text") if "text" in self.pair else None
 
 
-def pair_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (x_a, x_b) matrices of an experience's dataset, read once per experience. Fast path: the dataset
-    wraps one whole ``PairFeatures``; otherwise (subsets, concatenations) items are collated in batches."""
-    inner = getattr(dataset, "_datasets", None)
-    if inner is not None and len(inner) == 1 and isinstance(inner[0], PairFeatures) and len(dataset) == len(inner[0]):
-        return inner[0].xa, inner[0].xb
-    xs = [torch.stack(t) for t in zip(*(dataset[i][:2] for i in range(len(dataset))))]
-    return xs[0], xs[1]
+def pair_tensors(dataset, task: "Task", split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x_a, x_b) matrices of an experience's dataset: the step's matrices, indexed by the rows the
+    dataset holds (the whole matrices, uncopied, when it holds them all)."""
+    f = (task.train_source if split == "train" else task.test_source).features
+    xa, xb = f[task.pair[0]], f[task.pair[1]]
+    rows = experience_rows(dataset, len(xa))
+    return (xa, xb) if rows is None else (xa[rows], xb[rows])
 
 
 @dataclass
@@ -128,9 +152,10 @@ def validation_split(spec: StreamSpec, sources: dict[str, dict[str, SplitFeature
 def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split: str = "test") -> Scenario:
     """``split = "test"``: train on each step's training pairs, evaluate on its test pairs (and the probes);
     ``"validation"``: train on the training pairs minus the held-out validation pairs and evaluate on those
-    (no probes: they are test pairs)."""
+    (no probes: they are test pairs). Every experience carries its step's meaning as attributes — ``step``
+    (its index, also its task label), ``pair``, ``source``, ``name``, ``metrics`` — for Avalanche users."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.benchmarks.utils import AvalancheDataset
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
     if split == "validation":
         sources = validation_split(spec, sources)
@@ -139,14 +164,18 @@ def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split:
         splits = sources[step.source]
         a, b = step.pair
         tasks.append(Task(step, splits["train"], splits["test"]))
-        for split, out in (("train", train), ("test", test)):
-            f = splits[split].features
-            out.append(AvalancheDataset([PairFeatures(f[a], f[b])]))
+        for part, out in (("train", train), ("test", test)):
+            f = splits[part].features
+            out.append(pair_dataset(f[a], f[b], step.index))
     probes, probe = [], []
-    for step in (spec.probes if split == "test" else []):
+    for k, step in enumerate(spec.probes if split == "test" else []):
         splits = sources[step.source]
         probes.append(Task(step, splits["train"], splits["test"]))
         f = splits["test"].features
-        probe.append(AvalancheDataset([PairFeatures(f[step.pair[0]], f[step.pair[1]])]))
+        probe.append(pair_dataset(f[step.pair[0]], f[step.pair[1]], len(spec.steps) + k))
     streams = dict(train=train, test=test, **({"probe": probe} if probe else {}))
-    return Scenario(spec, tasks, benchmark_from_datasets(**streams), probes)
+    benchmark = with_task_labels(benchmark_from_datasets(**streams))
+    for name, ts in (("train_stream", tasks), ("test_stream", tasks), ("probe_stream", probes)):
+        for exp, t in zip(getattr(benchmark, name, []) if ts else [], ts):
+            exp.step, exp.pair, exp.source, exp.name, exp.metrics = t.index, t.pair, t.step.source, t.name, t.metrics
+    return Scenario(spec, tasks, benchmark, probes)

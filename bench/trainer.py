@@ -118,7 +118,7 @@ class Trainer:
 
     def train_data(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._train[j] is None:
-            xa, xb = pair_tensors(self.scenario.benchmark.train_stream[j].dataset)
+            xa, xb = pair_tensors(self.scenario.benchmark.train_stream[j].dataset, self.scenario.tasks[j])
             self._train[j] = (xa.to(self.device), xb.to(self.device))
         return self._train[j]
 

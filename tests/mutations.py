@@ -208,6 +208,12 @@ MUTATIONS = [
     M("a value read on the host every iteration", "bench/trainer.py",
       "                    losses[1, iters] = loss.detach()\n", "                    losses[1, iters] = host(loss.detach())\n",
       ("tests/test_devices.py",)),
+    M("the trainer ignores the experience's rows", "bench/scenario.py",
+      "    return (xa, xb) if rows is None else (xa[rows], xb[rows])", "    return (xa, xb)",
+      ("tests/test_avalanche.py",)),
+    M("the task label is not the step", "bench/scenario.py",
+      'DataAttribute([step] * n, "targets_task_labels", use_in_getitem=True)',
+      'DataAttribute([0] * n, "targets_task_labels", use_in_getitem=True)', ("tests/test_avalanche.py",)),
     # -- figures ------------------------------------------------------------------------------------
     M("a method's colour follows its position among the plotted ones", "bench/reporting/style.py",
       'out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))',

@@ -16,6 +16,7 @@ def _stable(record):
     out.pop("schema", None)                     # stamped when the file is written
     out["timings"].pop("wall_seconds")
     out["timings"].pop("train_seconds")
+    out["timings"].pop("peak_rss_mb", None)
     for s in out["timings"]["steps"]:
         s.pop("train_seconds")
     out["summary"].pop("train_seconds")
