@@ -69,7 +69,8 @@ def build_parser(prog="python -m bench.run",
     p.add_argument("--untuned", action="store_true", help="ignore the stream's tuned settings "
                    "(<stream>.tuned.json); results go to <out>/<stream>-untuned")
     p.add_argument("--out", default="results", help="output folder (default: results/)")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    p.add_argument("--jobs", type=int, help="runs in parallel processes (default: one per CPU core this process "
+                   "may use, 1 on a GPU)")
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="where runs train: 'local' (this machine, --jobs processes) or 'ray' (tasks on a Ray "
                         "cluster: --address, or a local one with --jobs CPUs; pip install 'cmcl-bench[ray]')")
@@ -154,6 +155,8 @@ def plan(args) -> Plan:
         raise BenchError("--methods is empty")
     for m in names:
         catalogue.get(m)
+    if args.jobs is None:
+        args.jobs = default_jobs(args.device)
     if args.jobs < 1 or args.threads < 1:
         raise BenchError("--jobs and --threads must be >= 1")
     from .files import check_writable
@@ -230,6 +233,16 @@ def plan(args) -> Plan:
         from .runner import get_scenario
         get_scenario(spec, args.encoder, args.banks, split)     # validates the banks; workers inherit it
     return Plan(spec, stream_dir, todo, skipped, names, seeds, every)
+
+
+def default_jobs(device: str) -> int:
+    """One run per CPU core this process may use (runs are single-threaded by default), or 1 on a GPU."""
+    if device.split(":")[0].strip() != "cpu":
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                     # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def check_device(device: str) -> None:
@@ -364,7 +377,8 @@ def execute(p: Plan, args) -> list:
                 failures = run_ray(p.todo, args.jobs, args.threads, started, save, args.address, failed,
                                    claims.take, skipped)
             else:
-                failures = run_local(p.todo, args.jobs, args.threads, started, save, failed, claims.take, skipped)
+                failures = run_local(p.todo, min(args.jobs, len(p.todo)), args.threads, started, save, failed,
+                                     claims.take, skipped)
         finally:
             claims.close()
     import json
