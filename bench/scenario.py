@@ -1,7 +1,8 @@
 """Turns a stream spec into an Avalanche benchmark: one experience per step, train and test streams.
 
 Each experience's dataset is an ``AvalancheDataset`` over a ``PairFeatures`` (the step's two feature
-matrices and the sample index); the pair metadata (``Task``) sits beside it, aligned by experience index.
+matrices), whose items end with the task label (the step) and which carries each item's ``rows``; the pair
+metadata (``Task``) sits beside it, aligned by experience index, and on the experience as attributes.
 Avalanche is imported here only, when a stream is built: it costs seconds and ``--help`` must not pay it.
 """
 from __future__ import annotations
