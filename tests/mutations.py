@@ -85,12 +85,14 @@ MUTATIONS = [
     M("a failed run aborts a serial sweep", "bench/executor.py",
       "                failed(run, e)\n                continue", "                failed(run, e)\n                raise",
       ("tests/test_cli.py",)),
-    M("negative method options accepted", "bench/method.py",
+    M("negative method options accepted", "bench/method_spec.py",
       "low, high, low_open = cls.bounds.get(key, (0, None, False))",
       "low, high, low_open = cls.bounds.get(key, (None, None, False))", ("tests/test_cli.py",)),
     M("runners sharing a folder never claim their runs", "bench/run.py",
-      "failures = run_local(p.todo, args.jobs, args.threads, started, save, failed, claims.take, skipped)",
-      "failures = run_local(p.todo, args.jobs, args.threads, started, save, failed, None, skipped)",
+      "failures = run_local(p.todo, min(args.jobs, len(p.todo)), args.threads, started, save, failed,\n"
+      "                                     claims.take, skipped)",
+      "failures = run_local(p.todo, min(args.jobs, len(p.todo)), args.threads, started, save, failed,\n"
+      "                                     None, skipped)",
       ("tests/test_claims.py",)),
     # -- regularisers -------------------------------------------------------------------------------
     M("EWC Fisher from |g| instead of g^2", "methods/ewc.py",
@@ -178,7 +180,7 @@ MUTATIONS = [
       "hit = torch.nonzero(reached >= energy)", "hit = torch.nonzero(reached >= 0.5 * energy)",
       ("tests/test_nullspace.py",)),
     M("C-Flat never perturbs the weights", "methods/cflat.py",
-      "return self.rho / (float(host(norm)) + self.eps)", "return 0.0", ("tests/test_cflat.py",)),
+      "return (self.rho / (norm.double() + self.eps)).to(norm.dtype)", "return 0.0", ("tests/test_cflat.py",)),
     M("the recorded loss leaves out the method's terms", "bench/trainer.py",
       "                    losses[0, iters] = loss.detach()\n", "                    losses[0, iters] = losses[1, iters]\n",
       ("tests/test_loss_record.py",)),
