@@ -141,7 +141,11 @@ def test_zoom_leaves_far_references_out_and_takes_near_ones_in():
 
 # -------------------------------------------------------------------------------------------- CLI
 def _tree(d):
-    return {p.relative_to(d).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in d.rglob("*") if p.is_file()}
+    """Every file's content hash and modification time (hashes, not bytes: a failing comparison stays cheap
+    to print)."""
+    import hashlib
+    return {p.relative_to(d).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in d.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -413,7 +413,12 @@ class Plotter:
                             annotation_clip=False)
         ax.set_xscale("log")
         vals = [v for m in trained for v in secs[m] if v > 0]
-        ax.set_xlim(min(vals) / 1.4, max(vals) * 1.4)
+        lo, hi = min(vals) / 1.4, max(vals) * 1.4
+        ax.set_xlim(lo, hi)
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)             # 2, 5, 10 — not 2×10⁰
+        ax.xaxis.set_minor_formatter(plain if hi / lo < 12 else NullFormatter())
         ax.set_yticks(range(len(names)), names, fontsize=6.5)
         self.label_color(ax, names)
         ax.set_ylim(len(names) - 0.5, -0.5)
