@@ -203,7 +203,7 @@ def plan(args) -> Plan:
 
     from .tracking import parse_log
     loggers = parse_log(getattr(args, "log", None))
-    if args.device.split(":")[0].strip() == "meta":
+    if device_type(args.device) == "meta":
         raise BenchError("--device meta holds no values (the test suite uses it to check device handling); "
                          "choose cpu, cuda or mps")
     # the banks' content hashes are part of each run's configuration: read from the files' attributes,
@@ -235,9 +235,14 @@ def plan(args) -> Plan:
     return Plan(spec, stream_dir, todo, skipped, names, seeds, every)
 
 
+def device_type(device: str) -> str:
+    """``cuda`` for ``cuda:1``: read from the flag's text, without importing torch."""
+    return device.split(":")[0].strip()
+
+
 def default_jobs(device: str) -> int:
     """One run per CPU core this process may use (runs are single-threaded by default), or 1 on a GPU."""
-    if device.split(":")[0].strip() != "cpu":
+    if device_type(device) != "cpu":
         return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))

@@ -43,6 +43,14 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, iterations: int)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, (iterations - i) / iterations))
 
 
+def clip_gradients(params, clip: float) -> torch.Tensor:
+    """Clip the parameters' global gradient norm to ``clip``; return the factor the gradients were scaled
+    by (torch's own rule, a tensor on their device: no host read), which a method working on the batch's
+    factors applies alike."""
+    total = torch.nn.utils.clip_grad_norm_(params, clip, foreach=False)
+    return (clip / (total + 1e-6)).clamp(max=1.0)
+
+
 def n_batches(sizes: list[int], batch_size: int) -> int:
     """How many batches ``epoch_batches`` yields for these task sizes (chunks of one pair are dropped)."""
     return sum(n // batch_size + (1 if n % batch_size >= 2 else 0) for n in sizes)
@@ -182,9 +190,7 @@ class Trainer:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if clip is not None:
-                        total = torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)
-                        if hooks:           # what clipping scaled the gradient by (a hook may need it)
-                            ctx.grad_scale = (clip / (total + 1e-6)).clamp(max=1.0)
+                        ctx.grad_scale = clip_gradients(clipped, clip)
                     if hooks:
                         call("after_backward")
                         call("before_update")
@@ -215,8 +221,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             ctx.loss.backward()
             if clip is not None:
-                total = torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)
-                ctx.grad_scale = (clip / (total + 1e-6)).clamp(max=1.0)
+                ctx.grad_scale = clip_gradients(clipped, clip)
             call("after_backward")
             return ctx.loss
 

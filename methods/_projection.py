@@ -248,7 +248,8 @@ class ProjectionMethod(Method):
         raise NotImplementedError
 
     def _costs(self, m: str, lin, batch: int) -> tuple[int, int]:
-        """Flops of removing the part from the dense gradient, and from the batch's factors."""
+        """Flops of removing the part from the dense gradient, and of computing the batch's factors (the
+        product Lᵀ R that then updates the gradient is added by ``before_backward``)."""
         raise NotImplementedError
 
     def before_backward(self, ctx):
@@ -263,8 +264,9 @@ class ProjectionMethod(Method):
             if m in self._constrained(ctx) and z is not None and z.requires_grad:
                 key = (ctx.step, m)
                 if key not in self._path:
-                    dense, factor = self._costs(m, ctx.heads[m], len(x))
-                    self._path[key] = factor < dense
+                    lin = ctx.heads[m]
+                    dense, factors = self._costs(m, lin, len(x))
+                    self._path[key] = factors + 2 * lin.out_features * lin.in_features * len(x) < dense
                 if self._path[key]:
                     z.retain_grad()
                     self._factor[m] = True
@@ -335,7 +337,7 @@ class OneSidedProjection(ProjectionMethod):
 
     def _costs(self, m, lin, batch):
         p = self.proj[m]
-        return p.flops(lin.out_features), p.flops(batch) + 2 * lin.out_features * lin.in_features * batch
+        return p.flops(lin.out_features), p.flops(batch)
 
     # -- hooks ---------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):

@@ -81,7 +81,7 @@ class DNS(ProjectionMethod):
         p_in, p_out = self.proj[m]
         # the dense sandwich Ũ (Ũᵀ G U) Uᵀ costs about half of projecting G from both sides separately
         dense = (p_in.flops(lin.out_features) + p_out.flops(self.projection.in_dim(lin))) // 2
-        return dense, p_in.flops(batch) + p_out.flops(batch) + 2 * lin.out_features * lin.in_features * batch
+        return dense, p_in.flops(batch) + p_out.flops(batch)
 
     # -- hooks ---------------------------------------------------------------------------------------
     def before_training_exp(self, ctx):

@@ -61,10 +61,8 @@ MUTATIONS = [
       "labels = _arange(logits.shape[0], logits.device)", "labels = _arange(logits.shape[0], logits.device).flip(0)",
       ("tests/test_loss.py",)),
     M("gradient clipping skipped", "bench/trainer.py",
-      "                    loss.backward()\n                    if clip is not None:\n"
-      "                        total = torch.nn.utils.clip_grad_norm_(clipped, clip, foreach=False)",
-      "                    loss.backward()\n                    if clip is not None:\n"
-      "                        total = torch.nn.utils.clip_grad_norm_(clipped, float('inf'), foreach=False)",
+      "total = torch.nn.utils.clip_grad_norm_(params, clip, foreach=False)",
+      "total = torch.nn.utils.clip_grad_norm_(params, float('inf'), foreach=False)",
       ("tests/test_training_options.py",)),
     M("linear schedule off by one", "bench/trainer.py",
       "max(0.0, (iterations - i) / iterations)", "max(0.0, (iterations - i - 1) / iterations)",
