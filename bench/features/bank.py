@@ -16,8 +16,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:                       # annotations only: torch is imported where features are read
+    import torch
 
 from ..errors import BenchError
 from ..files import atomic_path
