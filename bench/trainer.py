@@ -7,6 +7,7 @@ calls only the hooks a method overrides, so Vanilla costs what a bare PyTorch lo
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -113,6 +114,23 @@ class SourceView(dict):
         return x
 
 
+@dataclass
+class StepPlan:
+    """One experience's training, as ``Trainer.begin_experience`` set it up: the steps whose data it iterates
+    over (``tasks``; empty: no training), their (x_a, x_b) and pairs, the batch-order generator, the learning-rate
+    schedule, the number of iterations planned, the clipped parameters and the start time."""
+
+    step: int
+    tasks: list[int]
+    data: list[tuple[torch.Tensor, torch.Tensor]]
+    pairs: list[tuple[str, str]]
+    gen: torch.Generator | None
+    schedule: object
+    planned: int
+    clipped: list
+    t0: float
+
+
 class Trainer:
     def __init__(self, scenario: Scenario, method: Method, heads: Heads, train_cfg: TrainConfig,
                  loss_cfg: LossConfig, seed: int, device: torch.device | str = "cpu"):
@@ -135,11 +153,13 @@ class Trainer:
         if fn is not None:
             fn(self.ctx)
 
-    def train_experience(self, step: int) -> dict:
-        """Train on experience ``step``; returns its timing record."""
+    def begin_experience(self, step: int, train: tuple[torch.Tensor, torch.Tensor] | None = None) -> StepPlan:
+        """Set up experience ``step`` (the method's choice of tasks and heads, the optimiser, the schedule, the
+        batch generator) and call ``before_training_exp``. ``train``: the step's (x_a, x_b) when the caller
+        holds them (``bench.bridge``: the Avalanche experience's own pairs); default the benchmark's."""
         ctx, cfg = self.ctx, self.cfg
         ctx.step, ctx.task = step, self.scenario.tasks[step].step
-        ctx.train = self.train_data(step)
+        ctx.train = self.train_data(step) if train is None else train
         src = self.scenario.tasks[step].step.source
         ctx.source_features = SourceView(self.scenario.tasks[step].train_source.features, self.device,
                                          self.scenario.spec.sources[src].get("modalities", ()))
@@ -148,32 +168,47 @@ class Trainer:
             raise BenchError(f"method {self.method.name!r} asked to train on steps {tasks} at step {step + 1}: "
                              "only a method declaring sees_old_data (a reference such as joint) may")
         mods = self.method.trainable_modalities(ctx, tasks) if tasks else []
-        ctx.optimizer = make_optimizer(self.heads.parameters_of(mods), cfg) if mods else None
-        if ctx.optimizer is not None:
-            ctx.optimizer = self.method.wrap_optimizer(ctx.optimizer, ctx)
+        base = make_optimizer(self.heads.parameters_of(mods), cfg) if mods else None
+        ctx.optimizer = None if base is None else self.method.wrap_optimizer(base, ctx)
+        self._clipped = self.heads.parameters_of(mods)
         t0 = time.perf_counter()
         self._call("before_training_exp")
+        if not tasks or cfg.epochs <= 0:
+            return StepPlan(step, [], [], [], None, None, 0, [], t0)
+        data = [ctx.train if j == step else self.train_data(j) for j in tasks]
+        planned = cfg.epochs * n_batches([len(d[0]) for d in data], cfg.batch_size)
+        return StepPlan(step, tasks, data, [self.scenario.tasks[j].pair for j in tasks],
+                        seeds.generator(self.seed, "batches", step), make_schedule(base, cfg, planned),
+                        planned, self._clipped, t0)
+
+    def end_experience(self) -> None:
+        self._call("after_training_exp")
+        ctx = self.ctx
+        ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = ctx.source_features = None
+
+    def train_experience(self, step: int) -> dict:
+        """Train on experience ``step``; returns its timing record."""
+        ctx, cfg = self.ctx, self.cfg
+        plan = self.begin_experience(step)
         iters = 0
-        if tasks and cfg.epochs > 0:
-            data = [self.train_data(j) for j in tasks]
-            pairs = [self.scenario.tasks[j].pair for j in tasks]
+        if plan.tasks:
+            data, pairs, tasks, gen, schedule = plan.data, plan.pairs, plan.tasks, plan.gen, plan.schedule
             linears = self.heads.linears
-            gen = seeds.generator(self.seed, "batches", step)
             opt, loss_cfg, call, hooks = ctx.optimizer, self.loss_cfg, self._call, self.hooks
             closure_step = self.method.uses_closure
-            planned = cfg.epochs * n_batches([len(d[0]) for d in data], cfg.batch_size)
-            schedule = make_schedule(opt, cfg, planned)
-            clip, clipped = cfg.clip_grad_norm, self.heads.parameters_of(mods)
+            clip, clipped = cfg.clip_grad_norm, plan.clipped
             # every iteration's losses stay on the device (no host synchronisation in the loop): the
             # optimised loss (InfoNCE and the method's terms) and the InfoNCE alone
-            losses = torch.zeros(2, planned, device=self.device)
+            losses = torch.zeros(2, plan.planned, device=self.device)
             for _ in range(cfg.epochs):
                 for slot, idx in epoch_batches([len(d[0]) for d in data], cfg.batch_size, gen):
                     xa_all, xb_all = data[slot]
                     a, b = pairs[slot]
                     xa, xb = xa_all[idx], xb_all[idx]
                     if closure_step:
-                        self._closure_step(opt, tasks[slot], a, b, xa, xb, clip, clipped)
+                        call("before_update")
+                        opt.step(self.closure(opt, tasks[slot], a, b, xa, xb))
+                        call("after_update")
                         losses[0, iters], losses[1, iters] = ctx.loss.detach(), ctx.infonce
                         if schedule is not None:
                             schedule.step()
@@ -200,17 +235,18 @@ class Trainer:
                     if schedule is not None:
                         schedule.step()
                     iters += 1
-        self._call("after_training_exp")
-        ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = ctx.source_features = None
-        out = {"step": step, "train_seconds": time.perf_counter() - t0, "iterations": iters}
+        self.end_experience()
+        out = {"step": step, "train_seconds": time.perf_counter() - plan.t0, "iterations": iters}
         if iters and not is_data_free(self.device):
             out.update(loss_record(host(losses[:, :iters]).tolist(), cfg.epochs))
         return out
 
-    def _closure_step(self, opt, task, a, b, xa, xb, clip=None, clipped=()):
-        """For optimisers that re-evaluate the loss (sharpness-aware ones such as C-Flat): ``opt.step(closure)``
-        where the closure recomputes forward, loss (with the method's terms) and backward, and returns the loss."""
+    def closure(self, opt, task, a, b, xa, xb):
+        """For optimisers that re-evaluate the loss (sharpness-aware ones such as C-Flat), called as
+        ``opt.step(closure)``: the closure recomputes forward, loss (with the method's terms) and backward
+        (with the run's clipping), and returns the loss."""
         ctx, linears, call = self.ctx, self.heads.linears, self._call
+        clip = self.cfg.clip_grad_norm
         ctx.batch_task, ctx.xa, ctx.xb = task, xa, xb
 
         def closure():
@@ -221,10 +257,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             ctx.loss.backward()
             if clip is not None:
-                ctx.grad_scale = clip_gradients(clipped, clip)
+                ctx.grad_scale = clip_gradients(self._clipped, clip)
             call("after_backward")
             return ctx.loss
 
-        call("before_update")
-        opt.step(closure)
-        call("after_update")
+        return closure

@@ -146,6 +146,16 @@ def test_trainer_runs_cflat_with_closures_and_records_the_count(two_step):
     assert not torch.equal(heads["text"].weight.detach(), torch.eye(24))
 
 
+def test_cflat_follows_the_linear_schedule(two_step):
+    """The schedule drives the wrapped base optimiser (it once crashed: LambdaLR refuses a non-Optimizer)."""
+    scenario = get_scenario(streams.load(str(two_step)))
+    m = CFlat()
+    tr = Trainer(scenario, m, Heads(scenario.in_dims, 24), TrainConfig(epochs=2, lr=1e-2, schedule="linear"),
+                 LossConfig(), seed=0)
+    assert tr.train_experience(0)["iterations"] > 0
+    assert tr.ctx.optimizer.param_groups[0]["lr"] == 0.0          # decayed to zero by the step's end
+
+
 def test_cli_runs_cflat(tmp_path):
     assert main(["--methods", "cflat", "--stream", "toy", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path),
                  "--no-figures", "--threads", "1"]) == 0
