@@ -1,7 +1,7 @@
 """Turns a stream spec into an Avalanche benchmark: one experience per step, train and test streams.
 
-Each experience's dataset is an ``AvalancheDataset`` over a ``PairFeatures`` (the step's two feature
-matrices), whose items end with the task label (the step) and which carries each item's ``rows``; the pair
+Each experience's dataset is a ``bench.pair_data.PairDataset`` (an ``AvalancheDataset`` over the step's two
+feature matrices), whose items end with the task label (the step) and which carries each item's ``rows``; the pair
 metadata (``Task``) sits beside it, aligned by experience index, and on the experience as attributes.
 Avalanche is imported here only, when a stream is built: it costs seconds and ``--help`` must not pay it.
 """
@@ -10,39 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import Dataset
 
 from . import seeds
 from .features.bank import SplitFeatures
 from .streams import Step, StreamSpec
 
 
-class PairFeatures(Dataset):
-    """The two feature matrices of one step's split; item ``i`` is ``(x_a[i], x_b[i])`` (the experience's
-    dataset appends the task label, as Avalanche expects)."""
-
-    def __init__(self, xa: torch.Tensor, xb: torch.Tensor):
-        self.xa, self.xb = xa, xb
-
-    def __len__(self):
-        return len(self.xa)
-
-    def __getitem__(self, i):
-        return self.xa[i], self.xb[i]
-
-
 def pair_dataset(xa: torch.Tensor, xb: torch.Tensor, step: int):
-    """An experience's dataset: items ``(x_a, x_b, step)`` — the last element is the task label Avalanche
-    reads (``targets_task_labels``), the step's index — and the data attribute ``rows``, each item's row in
-    the step's feature matrices, which Avalanche's subsets and concatenations carry along: the trainer and
-    the evaluator read which pairs an experience holds from it, so a benchmark changed with Avalanche's own
-    utilities changes what is trained and evaluated, and the tensors are still indexed, never collated."""
-    from avalanche.benchmarks.utils import AvalancheDataset
-    from avalanche.benchmarks.utils.data_attribute import DataAttribute
-    n = len(xa)
-    return AvalancheDataset([PairFeatures(xa, xb)], data_attributes=[
-        DataAttribute([step] * n, "targets_task_labels", use_in_getitem=True),
-        DataAttribute(list(range(n)), "rows")])
+    """An experience's dataset (``bench.pair_data.pair_dataset``)."""
+    from .pair_data import pair_dataset as make
+    return make(xa, xb, step)
 
 
 def experience_rows(dataset, n: int) -> torch.Tensor | None:
