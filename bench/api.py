@@ -38,6 +38,34 @@ def _text(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def _args(method: str, stream: str, seed: int, options: dict | None, flags: dict):
+    """The command line's arguments for one run (validated like the command line's)."""
+    from .run import build_parser
+    args = build_parser().parse_args([])
+    unknown = sorted(k for k in flags if k in _NOT_FLAGS or not hasattr(args, k))
+    if unknown:
+        raise BenchError(f"bench.api: unknown flag {unknown[0]!r} (flags are python -m bench.run's options, "
+                         f"e.g. epochs, lr, protocol, encoder, out)")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise BenchError(f"bench.api: seed must be a non-negative integer, got {seed!r}")
+    for k, v in flags.items():
+        setattr(args, k, v)
+    args.methods, args.stream, args.seeds, args.force = method, stream, f"{seed},", True
+    args.sets = [f"{method}.{k}={_text(v)}" for k, v in (options or {}).items()]
+    return args
+
+
+def plan_run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict | None = None, **flags):
+    """The ``RunSpec`` the command line would run for these arguments (every setting resolved: the stream's
+    ``[train]``, per-encoder and tuned settings, the method's options), without training: what
+    ``bench.bridge`` builds an Avalanche strategy from. Bad input raises ``BenchError``."""
+    from .run import plan
+    args = _args(method, stream, seed, options, flags)
+    with tempfile.TemporaryDirectory(prefix="cmcl-api-") as scratch:
+        args.out = scratch
+        return plan(args).todo[0]
+
+
 def run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict | None = None,
         save: bool = False, **flags) -> Result:
     """Train and evaluate ``method`` on ``stream`` with ``seed``; return its record and its trained heads.
@@ -45,19 +73,9 @@ def run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict 
     import torch
 
     from .reporting.records import write_run
-    from .run import build_parser, plan
+    from .run import plan
     from .runner import train_run
-    args = build_parser().parse_args([])
-    unknown = sorted(k for k in flags if k in _NOT_FLAGS or not hasattr(args, k))
-    if unknown:
-        raise BenchError(f"bench.api.run: unknown flag {unknown[0]!r} (flags are python -m bench.run's options, "
-                         f"e.g. epochs, lr, protocol, encoder, out)")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise BenchError(f"bench.api.run: seed must be a non-negative integer, got {seed!r}")
-    for k, v in flags.items():
-        setattr(args, k, v)
-    args.methods, args.stream, args.seeds, args.force = method, stream, f"{seed},", True
-    args.sets = [f"{method}.{k}={_text(v)}" for k, v in (options or {}).items()]
+    args = _args(method, stream, seed, options, flags)
     with tempfile.TemporaryDirectory(prefix="cmcl-api-") as scratch:
         if not save and not args.save_heads:
             args.out = scratch              # nothing is written; finished runs are not read either

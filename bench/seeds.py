@@ -15,7 +15,8 @@ PURPOSES: dict[str, tuple[int, int, int]] = {
     "heads": (1, 0, 0),                          # non-square heads' initial semi-orthogonal maps
     "batches": (1_000_003, 1, 0),                # each step's shuffling into batches
     "evaluation": (10_007, 0, 1),                # the test pairs each evaluation uses (same at every row)
-    "buffer": (7_919 * 1_000_003, 7_919, 0),     # replay buffers (salt: 1 storing, 2 drawing)
+    "buffer": (7_919 * 1_000_003, 7_919, 0),     # replay buffers (salt: 1 storing, 2 drawing,
+                                                 # 3 bench.bridge.PairBuffer's sample of a step)
     "importance": (7_919 * 1_000_033, 7_919, 17),  # EWC's Fisher and MAS's importance batches
     "subspace": (1_000_003 * 7_907, 7_907, 31),  # GPM's sample of a step's inputs
     "validation": (0, 1_000_037, 101),           # a source's validation pairs (step = source index): the

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("bench", "methods", "datasets", "tests", "docs", "pyproject.toml", "README.md")
+COPIED = ("bench", "methods", "datasets", "tests", "docs", "examples", "pyproject.toml", "README.md")
 
 
 @dataclass(frozen=True)
@@ -228,6 +228,22 @@ MUTATIONS = [
       "if r is not None and math.isfinite(r):", ("tests/test_figures.py",)),
     M("a subset rebuild overwrites the full one", "bench/reporting/rebuild.py",
       "target = stream_dir if out is None else Path(out)", "target = stream_dir", ("tests/test_figures.py",)),
+    # -- the Avalanche bridge ---------------------------------------------------------------------------
+    M("bridge: a mixed batch goes through the first pair's heads", "bench/bridge.py",
+      "lin = self.head(label, side)\n            out[idx]", "lin = self.head(groups[0][0], side)\n            out[idx]",
+      ("tests/test_bridge.py",)),
+    M("bridge: InfoNCE across the pairs of a mixed batch", "bench/bridge.py",
+      "total = total + len(idx) * info_nce(za[idx], zb[idx], self.loss_cfg)",
+      "total = total + len(idx) * info_nce(za, zb, self.loss_cfg)", ("tests/test_bridge.py",)),
+    M("bridge: the run's schedule not stepped", "bench/bridge.py",
+      "            self._plan.schedule.step()", "            pass", ("tests/test_bridge.py",)),
+    M("bridge: clipping skipped", "bench/bridge.py",
+      "self.ctx.grad_scale = clip_gradients(self._plan.clipped, clip)", "pass", ("tests/test_bridge.py",)),
+    M("bridge: PairBuffer's groups not balanced", "bench/bridge.py",
+      "            group.resize(agent_state, size)", "            pass", ("tests/test_bridge.py",)),
+    M("bridge: metrics read the wrong column", "bench/bridge.py",
+      "        col = exp.task_label\n", "        col = len(self.evaluator.tasks) - 1 - exp.task_label\n",
+      ("tests/test_bridge.py",)),
 ]
 
 

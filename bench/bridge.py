@@ -1,0 +1,417 @@
+"""The two-way bridge to Avalanche: any registered method as a plugin inside an Avalanche strategy, the
+project's metrics for Avalanche's ``EvaluationPlugin``, and a replay storage that never mixes modality pairs.
+
+::
+
+    from bench.bridge import Bridge
+    b = Bridge("l2", stream="toy", seed=0)          # planned as ``python -m bench.run`` would plan it
+    strategy = b.strategy()                         # avalanche.training.Naive over the heads, plugin included
+    strategy.eval(b.benchmark.test_stream)
+    for exp in b.benchmark.train_stream:
+        strategy.train(exp)
+        strategy.eval(b.benchmark.test_stream)
+    b.matrices()                                    # equals the run file's "matrices"
+
+The pieces, each usable alone with Avalanche's own strategies and plugins:
+
+- ``PairModel`` (an Avalanche ``MultiTaskModule``): the heads; ``model(x_a, task_labels)`` sends each row
+  through the head of its own step's first modality (the task label is the step).
+- ``PairInfoNCE``: the criterion ``criterion(z_a, x_b)`` — Avalanche calls it with the model's output and
+  the batch's second element; it sends ``x_b`` through the second modality's head and computes the InfoNCE
+  within each pair of the batch (never across pairs; a batch of one pair is the runner's loss exactly).
+- ``MethodPlugin``: a registered method's hooks at Avalanche's hook points, with the runner's optimiser,
+  schedule, clipping and batch order for each experience, so ``Naive`` plus the plugin trains what
+  ``bench.run`` trains (tests: the matrices are equal).
+- ``PairMetric``: R@k, zero-shot Acc and the alignment deviation of an evaluated experience, computed by
+  the runner's evaluator on the experience's test pairs (not on Avalanche's minibatches): the numbers the
+  run file holds, reported through Avalanche's loggers.
+- ``PairBuffer``: a storage policy for Avalanche's ``ReplayPlugin``: one group per task label (per pair),
+  filled by the run's seed; with ``PairModel`` and ``PairInfoNCE`` a replayed pair goes through its own
+  heads and is contrasted only with its own pair.
+
+docs/avalanche.md lists which of Avalanche's plugins are safe on pair streams. This module imports
+Avalanche at import time: the command line never imports it.
+"""
+from __future__ import annotations
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metric_definitions import PluginMetric
+from avalanche.evaluation.metric_results import MetricValue
+from avalanche.evaluation.metric_utils import get_metric_name
+from avalanche.models import MultiTaskModule
+from avalanche.training.storage_policy import BalancedExemplarsBuffer, ExemplarsBuffer
+
+from . import registry, seeds
+from .errors import BenchError
+from .evaluate import Evaluator
+from .heads import Heads
+from .loss import info_nce
+from .scenario import experience_rows, pair_tensors
+from .trainer import Trainer, clip_gradients, epoch_batches
+
+
+def _groups(labels: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
+    """The batch's rows by task label: ``[(label, None)]`` when one label holds them all (no indexing: the
+    runner's computation exactly), else ``[(label, row indices), ...]``."""
+    uniq = labels.unique().tolist()
+    if len(uniq) == 1:
+        return [(int(uniq[0]), None)]
+    return [(int(t), (labels == t).nonzero().squeeze(1)) for t in uniq]
+
+
+class PairModel(MultiTaskModule):
+    """The heads as an Avalanche model. ``pairs[label]`` is the modality pair of task label ``label`` (the
+    steps, then the probes). ``forward(x, task_labels)`` returns the first side's embeddings, each row
+    through its own pair's first head (features narrower than the batch — zero-padded by the collate when
+    pairs of different widths share a batch — are cut back to the head's width), and remembers the batch's
+    groups for the criterion."""
+
+    def __init__(self, heads: Heads, pairs):
+        super().__init__()
+        self.heads = heads
+        self.pairs = [tuple(p) for p in pairs]
+        self.groups: list | None = None
+
+    def head(self, label: int, side: int) -> torch.nn.Linear:
+        if not 0 <= label < len(self.pairs):
+            raise BenchError(f"task label {label} is not a step or probe of this stream (0..{len(self.pairs) - 1})")
+        return self.heads.linears[self.pairs[label][side]]
+
+    def embed(self, x: torch.Tensor, groups, side: int) -> torch.Tensor:
+        if len(groups) == 1:
+            lin = self.head(groups[0][0], side)
+            return lin(x if x.shape[1] == lin.in_features else x[:, :lin.in_features])
+        out = x.new_empty(len(x), self.heads.out_dim)
+        for label, idx in groups:
+            lin = self.head(label, side)
+            out[idx] = lin(x[idx, :lin.in_features])
+        return out
+
+    def adaptation(self, experience):
+        """Nothing to grow (the heads are fixed); remembers the task labels trained, as Avalanche's multi-task
+        modules do (an experience of pairs has no classes to count)."""
+        if self.training:
+            self.known_train_tasks_labels |= set(experience.task_labels)
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        return self.forward(x, task_label)
+
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(task_labels):
+            task_labels = torch.full((len(x),), int(task_labels), device=x.device)
+        self.groups = _groups(task_labels)
+        return self.embed(x, self.groups, 0)
+
+
+class PairInfoNCE(torch.nn.Module):
+    """Avalanche's criterion ``criterion(z_a, x_b)`` for pair streams: ``x_b`` through the second modality's
+    head of each row's pair, then InfoNCE within each pair of the batch, averaged weighted by the pairs'
+    sizes (a pair with one row in the batch has no negatives and is left out). ``za``/``zb``/``task`` keep the
+    last single-pair batch's embeddings and step, for a method's hooks."""
+
+    def __init__(self, model: PairModel, loss_cfg):
+        super().__init__()
+        self.model, self.loss_cfg = model, loss_cfg
+        self.za = self.zb = self.task = None
+
+    def forward(self, za: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        groups = self.model.groups
+        if groups is None:
+            raise BenchError("PairInfoNCE called before PairModel's forward: use the bridge's model and criterion together")
+        zb = self.model.embed(xb, groups, 1)
+        if len(groups) == 1:
+            self.za, self.zb, self.task = za, zb, groups[0][0]
+            return info_nce(za, zb, self.loss_cfg)
+        self.za = self.zb = self.task = None
+        total, n = za.sum() * 0, 0
+        for _, idx in groups:
+            if len(idx) >= 2:
+                total = total + len(idx) * info_nce(za[idx], zb[idx], self.loss_cfg)
+                n += len(idx)
+        return total / max(n, 1)
+
+
+class _Batches:
+    """The runner's batches of one experience (``trainer.epoch_batches``: the same generator, so the same
+    order), as Avalanche minibatches ``[x_a, x_b, task labels]``; each iteration over it is one epoch."""
+
+    def __init__(self, plan, batch_size: int):
+        self.plan, self.batch_size = plan, batch_size
+        self._len = sum(len(d[0]) // batch_size + (1 if len(d[0]) % batch_size >= 2 else 0) for d in plan.data)
+
+    def __len__(self):
+        return self._len
+
+    def __iter__(self):
+        p = self.plan
+        for slot, idx in epoch_batches([len(d[0]) for d in p.data], self.batch_size, p.gen):
+            xa, xb = p.data[slot]
+            yield [xa[idx], xb[idx], torch.full((len(idx),), p.tasks[slot], device=xa.device)]
+
+
+class _ClosureStep:
+    """The optimiser the strategy steps for a method that re-evaluates the loss (C-Flat): ``step()`` runs the
+    method's optimiser with the runner's closure on the strategy's current batch."""
+
+    def __init__(self, plugin: "MethodPlugin", strategy, opt):
+        self.plugin, self.strategy, self.opt = plugin, strategy, opt
+        self.param_groups = opt.param_groups
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        s, b = self.strategy, self.plugin.bridge
+        task = self.plugin.single_task(s)
+        a, bm = b.model.pairs[task]
+        return self.opt.step(self.plugin.trainer.closure(self.opt, task, a, bm, s.mb_x, s.mb_y))
+
+
+class MethodPlugin(SupervisedPlugin):
+    """A registered method inside an Avalanche strategy (``Naive`` or any ``SupervisedTemplate`` over a
+    ``PairModel`` with ``PairInfoNCE``). For each experience it does what the runner does: the method chooses
+    what to train (its tasks and heads), the run's optimiser (AdamW or SGD, weight decay, the linear schedule,
+    gradient clipping) replaces the strategy's for the experience (the strategy's own comes back after), and
+    the method's hooks run at Avalanche's hook points of the same names. ``own_batches=True`` (default) also
+    replaces the strategy's loader with the runner's batch order — the condition for equal results;
+    ``False`` keeps Avalanche's loader (and any replay loader another plugin installs). The strategy's
+    ``train_mb_size`` and ``train_epochs`` must be the run's."""
+
+    def __init__(self, bridge: "Bridge", own_batches: bool = True):
+        super().__init__()
+        self.bridge, self.own_batches = bridge, own_batches
+        self.trainer = Trainer(bridge.scenario, bridge.method, bridge.heads, bridge.run.train, bridge.run.loss,
+                               bridge.run.seed, bridge.run.device)
+        self.ctx = self.trainer.ctx
+        self._plan = self._strategy_opt = None
+
+    def single_task(self, strategy) -> int:
+        crit = self.bridge.criterion
+        if crit.task is None:
+            labels = sorted({g[0] for g in self.bridge.model.groups or []})
+            raise BenchError(f"method {self.bridge.method.name!r} sees one pair per batch, got a batch of task labels "
+                             f"{labels}: use own_batches=True, or no other plugin that mixes pairs")
+        return crit.task
+
+    def before_training(self, strategy, **kw):
+        cfg = self.bridge.run.train
+        if strategy.train_mb_size != cfg.batch_size or strategy.train_epochs != cfg.epochs:
+            raise BenchError(f"the strategy trains with train_mb_size={strategy.train_mb_size}, "
+                             f"train_epochs={strategy.train_epochs}; the run's are {cfg.batch_size} and {cfg.epochs}")
+
+    def before_training_exp(self, strategy, **kw):
+        exp = strategy.experience
+        step = getattr(exp, "step", None)
+        if step is None:
+            raise BenchError("train on the bridge's benchmark (b.benchmark.train_stream): an experience without "
+                             "the 'step' attribute has no pair")
+        task = self.bridge.scenario.tasks[step]
+        xa, xb = pair_tensors(exp.dataset, task)
+        device = self.trainer.device
+        self._plan = plan = self.trainer.begin_experience(step, (xa.to(device), xb.to(device)))
+        self._strategy_opt = strategy.optimizer
+        opt = self.ctx.optimizer
+        if opt is not None:
+            strategy.optimizer = _ClosureStep(self, strategy, opt) if self.bridge.method.uses_closure else opt
+        if not plan.tasks:
+            strategy.dataloader = []
+        elif self.own_batches:
+            strategy.dataloader = _Batches(plan, self.bridge.run.train.batch_size)
+
+    def before_backward(self, strategy, **kw):
+        if self.bridge.method.uses_closure:
+            return          # the closure computes the loss with the method's terms
+        strategy.loss = strategy.loss.reshape(())      # Avalanche accumulates into a 1-element tensor
+        if "before_backward" in self.trainer.hooks:
+            ctx, crit = self.ctx, self.bridge.criterion
+            ctx.batch_task = self.single_task(strategy)
+            ctx.xa, ctx.xb, ctx.za, ctx.zb, ctx.loss = strategy.mb_x, strategy.mb_y, crit.za, crit.zb, strategy.loss
+            self.trainer._call("before_backward")
+            strategy.loss = ctx.loss
+
+    def after_backward(self, strategy, **kw):
+        if self.bridge.method.uses_closure:
+            return
+        clip = self.bridge.run.train.clip_grad_norm
+        if clip is not None:
+            self.ctx.grad_scale = clip_gradients(self._plan.clipped, clip)
+        self.trainer._call("after_backward")
+
+    def before_update(self, strategy, **kw):
+        self.trainer._call("before_update")
+
+    def after_update(self, strategy, **kw):
+        self.trainer._call("after_update")
+        if self._plan.schedule is not None:
+            self._plan.schedule.step()
+
+    def after_training_exp(self, strategy, **kw):
+        self.trainer.end_experience()
+        strategy.optimizer = self._strategy_opt
+        self._plan = self._strategy_opt = None
+
+
+class _Rows:
+    """The runner's evaluator for one bridge: one row of every metric per evaluation point (number of
+    experiences trained), computed once and shared by the metrics."""
+
+    def __init__(self, bridge: "Bridge"):
+        from .runner import evaluated_rows
+        sc, ev = bridge.scenario, bridge.run.eval
+        self.bridge = bridge
+        self.evaluator = Evaluator(sc.tasks, bridge.run.seed, ev.n_pairs, ev.repeats, ev.align_pairs,
+                                   probes=sc.probes, rows=evaluated_rows(sc))
+        self.rows: dict[int, dict] = {}
+        self._at = None
+        self._checked: set = set()
+
+    def row(self, strategy) -> dict:
+        at = (strategy.clock.train_exp_counter, strategy.clock.train_iterations)
+        if self._at != at:
+            self.rows[at[0]] = self.evaluator.evaluate(self.bridge.heads, learned=at[0])
+            self._at = at
+        return self.rows[at[0]]
+
+    def column(self, exp) -> int:
+        """The experience's column (its task label); its test pairs must be those the evaluator uses."""
+        col = exp.task_label
+        key = (col, id(exp.dataset))
+        if key not in self._checked:
+            tasks = self.evaluator.tasks
+            if not 0 <= col < len(tasks):
+                raise BenchError(f"evaluated experience has task label {col}: not a step or probe of this stream")
+            held, want = experience_rows(exp.dataset, len(tasks[col].test_source)), self.evaluator.rows[col]
+            if (held is None) != (want is None) or (held is not None and not torch.equal(held, want)):
+                raise BenchError(f"evaluated experience {tasks[col].name!r} holds other test pairs than the bridge's "
+                                 "benchmark: evaluate b.benchmark's test_stream (or build the Bridge on the changed one)")
+            self._checked.add(key)
+        return col
+
+
+class PairMetric(PluginMetric[float]):
+    """One metric of the run record (``key``: r1, r5, r10, acc, align_dev, r1_ab, r10_ba, …) for each evaluated
+    experience, as an Avalanche plugin metric named ``<label>/eval_phase/<stream>_stream/Exp<k>``. Metrics
+    a task does not have (Acc without classes, a probe's alignment, a deviation before its reference) emit
+    nothing."""
+
+    def __init__(self, rows: _Rows, key: str, label: str):
+        super().__init__()
+        self._rows, self.key, self.label = rows, key, label
+        self._value = None
+
+    def __str__(self):
+        return self.label
+
+    def reset(self):
+        self._value = None
+
+    def result(self):
+        return self._value
+
+    def after_eval_exp(self, strategy):
+        col = self._rows.column(strategy.experience)
+        value = self._rows.row(strategy)[self.key][col]
+        self._value = value
+        if value is None:
+            return None
+        return [MetricValue(self, get_metric_name(self, strategy, add_experience=True, add_task=False), value,
+                            strategy.clock.train_iterations)]
+
+
+METRIC_LABELS = {"r1": "R@1", "r5": "R@5", "r10": "R@10", "acc": "ZeroShotAcc", "align_dev": "AlignDev",
+                 "r1_ab": "R@1_ab", "r1_ba": "R@1_ba", "r10_ab": "R@10_ab", "r10_ba": "R@10_ba"}
+
+
+class _Group(ExemplarsBuffer):
+    """One pair's stored rows, in a random order fixed when they were stored: shrinking keeps a prefix, i.e.
+    a uniform sample of the step."""
+
+    def __init__(self, data):
+        super().__init__(len(data))
+        self.buffer = data
+
+    def post_adapt(self, agent_state, exp):     # groups are filled by PairBuffer
+        pass
+
+    def resize(self, strategy, new_size: int):
+        self.max_size = new_size
+        if len(self.buffer) > new_size:
+            self.buffer = self.buffer.subset(range(new_size))
+
+
+class PairBuffer(BalancedExemplarsBuffer):
+    """Replay storage for Avalanche's ``ReplayPlugin(mem_size, storage_policy=PairBuffer(mem_size))`` that
+    never mixes modality pairs: one group per task label — per step, hence per pair, whatever experiences
+    the stream is cut into — with ``max_size`` shared equally among the groups seen so far; each group is a
+    uniform sample of its step drawn from ``seed`` (``bench.seeds``, purpose ``buffer``), not from the global
+    RNG. The stored items keep their task label, so ``PairModel`` and ``PairInfoNCE`` send them through their
+    own heads and contrast them only with their own pair."""
+
+    def __init__(self, max_size: int, seed: int = 0):
+        super().__init__(max_size, adaptive_size=True)
+        self.seed = seed
+
+    def post_adapt(self, agent_state, exp):
+        data = exp.dataset
+        for label in sorted(int(t) for t in data.targets_task_labels.uniques):
+            part = data.task_set[label]
+            if label in self.buffer_groups:           # a step seen again: draw from old and new together
+                part = self.buffer_groups[label].buffer.concat(part)
+            gen = seeds.generator(self.seed, "buffer", label, salt=3)
+            self.buffer_groups[label] = _Group(part.subset(torch.randperm(len(part), generator=gen).tolist()))
+        for size, group in zip(self.get_group_lengths(len(self.buffer_groups)), self.buffer_groups.values()):
+            group.resize(agent_state, size)
+
+
+class Bridge:
+    """One method on one stream and seed, planned as ``python -m bench.run`` would plan it (``bench.api``'s
+    arguments: the stream's ``[train]``, per-encoder and tuned settings, the method's ``options``), as the
+    pieces of an Avalanche experiment: ``benchmark``, ``model`` (a ``PairModel`` over freshly initialised
+    heads), ``criterion`` (``PairInfoNCE``), ``plugin`` (``MethodPlugin``), ``metrics()``, and
+    ``strategy()`` — a ``Naive`` strategy with all of them. ``matrices()`` gives what was evaluated in the
+    run file's form."""
+
+    def __init__(self, method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict | None = None,
+                 own_batches: bool = True, **flags):
+        from .api import plan_run
+        from .runner import get_scenario
+        self.run = plan_run(method, stream, seed, options=options, **flags)
+        torch.manual_seed(self.run.seed)
+        self.scenario = sc = get_scenario(self.run.stream, self.run.encoder, self.run.banks, self.run.split)
+        self.benchmark = sc.benchmark
+        self.method = registry.get(self.run.method)(**self.run.options)
+        self.heads = Heads(sc.in_dims, out_dim=sc.head_dim, seed=self.run.seed).to(self.run.device)
+        self.model = PairModel(self.heads, [t.pair for t in sc.tasks + sc.probes])
+        self.criterion = PairInfoNCE(self.model, self.run.loss)
+        self.plugin = MethodPlugin(self, own_batches)
+        self._rows = _Rows(self)
+
+    def metrics(self, keys=("r1", "r5", "r10", "acc", "align_dev")) -> list[PairMetric]:
+        """Plugin metrics for Avalanche's ``EvaluationPlugin`` (one per key of the run record's matrices)."""
+        bad = [k for k in keys if k not in METRIC_LABELS]
+        if bad:
+            raise BenchError(f"unknown metric {bad[0]!r}; known: {', '.join(METRIC_LABELS)}")
+        return [PairMetric(self._rows, k, METRIC_LABELS[k]) for k in keys]
+
+    def strategy(self, *, plugins=(), loggers=(), metrics=("r1", "r5", "r10", "acc", "align_dev"), **kwargs):
+        """``avalanche.training.Naive`` over the model and criterion, with the method's plugin (first), the
+        given ``plugins``, and an ``EvaluationPlugin`` of ``metrics`` reporting to ``loggers`` (none: no
+        output). The strategy's own optimiser is a placeholder (the plugin installs the run's per experience)."""
+        from avalanche.training import Naive
+        from avalanche.training.plugins import EvaluationPlugin
+        import warnings
+        cfg = self.run.train
+        with warnings.catch_warnings():             # no loggers is a choice here, not an oversight
+            warnings.filterwarnings("ignore", "No loggers specified")
+            evaluator = EvaluationPlugin(*self.metrics(metrics), loggers=list(loggers))
+        return Naive(model=self.model, optimizer=torch.optim.SGD(self.model.parameters(), lr=0.0),
+                     criterion=self.criterion, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
+                     eval_mb_size=max(cfg.batch_size, 256), device=self.run.device,
+                     plugins=[self.plugin, *plugins], evaluator=evaluator, **kwargs)
+
+    def matrices(self) -> dict[str, list[list]]:
+        """The evaluated rows as the run file's ``matrices`` (steps' columns; row k after k experiences)."""
+        T = len(self.scenario.tasks)
+        rows = [self._rows.rows[k] for k in sorted(self._rows.rows)]
+        return {k: [row[k][:T] for row in rows] for k in rows[0]} if rows else {}
