@@ -15,6 +15,19 @@ from .heads import Heads
 from .scenario import Task
 
 
+def _counts(scores: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query (rows for ``dim = 1``, columns for ``dim = 0``): how many candidates score above its ground
+    truth (the diagonal) and how many tie with it."""
+    diag = scores.diagonal().unsqueeze(dim)
+    return (scores > diag).sum(dim), (scores == diag).sum(dim) - 1     # the ground truth ties with itself
+
+
+def _recall(above: torch.Tensor, tied: torch.Tensor, ks, dtype) -> torch.Tensor:
+    n = (tied + 1).to(dtype)
+    k = torch.tensor(ks, device=above.device).unsqueeze(1)
+    return ((k - above).clamp(min=0).minimum(tied + 1) / n).mean(1)
+
+
 def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> torch.Tensor:
     """Recall@k (one value per ``ks``, a tensor on ``scores``' device) of the queries (rows) against their ground truth on the diagonal, ties counted fairly.
 
@@ -24,12 +37,13 @@ def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> torch.Tensor:
     above and ``e`` tied, the rank is ``g + U`` with ``U`` uniform on ``0..e``, so the row counts
     ``clamp(k - g, 0, e + 1) / (e + 1)``: deterministic, and neither the query's favour (ties ignored) nor
     an arbitrary index order (``topk``) decides."""
-    diag = scores.diagonal().unsqueeze(1)
-    above = (scores > diag).sum(1)
-    tied = (scores == diag).sum(1) - 1          # the ground truth ties with itself
-    n = (tied + 1).to(scores.dtype)
-    k = torch.tensor(ks, device=scores.device).unsqueeze(1)
-    return ((k - above).clamp(min=0).minimum(tied + 1) / n).mean(1)
+    return _recall(*_counts(scores, 1), ks, scores.dtype)
+
+
+def recall_both(scores: torch.Tensor, ks=(1, 5, 10)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``recall_at(scores)`` and ``recall_at(scores.T)`` — the rows as queries, then the columns — from one
+    matrix (the columns' counts are column reductions: no transposed copy)."""
+    return _recall(*_counts(scores, 1), ks, scores.dtype), _recall(*_counts(scores, 0), ks, scores.dtype)
 
 
 class Evaluator:
@@ -48,14 +62,16 @@ class Evaluator:
         for t, held in zip(self.tasks, self.rows):
             n = len(t.test_source) if held is None else len(held)
             pick = (lambda i: i) if held is None else (lambda i, held=held: held[i])
-            if n <= n_pairs:
-                self.subsets.append([pick(torch.arange(n))])
+            if n <= n_pairs:                        # every pair once (None: all of them, in order)
+                self.subsets.append([None if held is None else held])
             else:
                 self.subsets.append([pick(torch.randperm(n, generator=gen)[:n_pairs]) for _ in range(repeats)])
             self.align_idx.append(pick(torch.randperm(n, generator=gen)[:align_pairs]).sort().values)
         self.reference: dict[int, torch.Tensor] = {}
         self._device = None
         self._on_device: dict[tuple, torch.Tensor] = {}
+        self._last: dict[str, list[torch.Tensor]] = {}     # each head's values at the previous evaluation
+        self._cache: dict[int, tuple[dict, torch.Tensor | None]] = {}
 
     def _to(self, key, t: torch.Tensor) -> torch.Tensor:
         """``t`` on the heads' device, moved once per evaluator."""
@@ -69,43 +85,77 @@ class Evaluator:
         f = task.test_source.features
         return heads(self._to((task.name, a), f[a]), a), heads(self._to((task.name, b), f[b]), b)
 
+    KEYS = ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba", "acc", "align_dev")
+
+    def depends_on(self, j: int) -> tuple[str, ...]:
+        """The heads task ``j``'s cells depend on: its pair's (zero-shot Acc's class names go through the
+        pair's text head)."""
+        return self.tasks[j].pair
+
+    def _changed(self, heads: Heads) -> set[str]:
+        """The modalities whose head differs (in value) from the previous evaluation. Values, not version
+        counters: methods may write weights through ``.data``, which a version counter does not see."""
+        if self._device.type == "meta":
+            return set(heads.modalities)
+        changed = set()
+        for m, lin in heads.linears.items():
+            now = [p.detach() for p in lin.parameters()]
+            last = self._last.get(m)
+            if last is None or not all(torch.equal(a, b) for a, b in zip(now, last)):
+                changed.add(m)
+                self._last[m] = [p.clone() for p in now]
+        return changed
+
+    def _task_cells(self, heads: Heads, j: int) -> tuple[dict, torch.Tensor | None]:
+        """Task ``j``'s cells (tensors on the device) and its alignment-score matrix (steps only)."""
+        task, cells = self.tasks[j], {}
+        za, zb = self.embed(heads, task)
+        if "recall" in task.metrics:
+            ab = ba = 0
+            for r, idx in enumerate(self.subsets[j]):
+                if idx is None:                     # the whole test set, in order: no gathered copy
+                    s = za @ zb.T
+                else:
+                    idx = self._to(("subset", j, r), idx)
+                    s = za[idx] @ zb[idx].T
+                rab, rba = recall_both(s)
+                ab, ba = ab + rab, ba + rba
+            ab, ba = 100 * ab / len(self.subsets[j]), 100 * ba / len(self.subsets[j])
+            both = (ab + ba) / 2
+            cells.update(r1=both[0], r5=both[1], r10=both[2], r1_ab=ab[0], r1_ba=ba[0], r10_ab=ab[2], r10_ba=ba[2])
+        if "acc" in task.metrics:
+            cells["acc"] = self.accuracy(heads, task, za, zb, self.rows[j])
+        A = None
+        if j < self.n_steps:
+            idx = self._to(("align", j), self.align_idx[j])
+            A = za[idx] @ zb[idx].T
+        return cells, A
+
     @torch.no_grad()
     def evaluate(self, heads: Heads, learned: int) -> dict[str, list[float | None]]:
         """One row of every metric matrix: the steps' columns, then the probes'. ``learned`` = number of steps
-        trained so far; the alignment scores of task ``learned-1`` become its reference (A_{j;j})."""
+        trained so far; the alignment scores of task ``learned-1`` become its reference (A_{j;j}). A task
+        none of whose heads changed since the previous evaluation keeps its cells (the same numbers,
+        recomputed from the same values): most steps train one pair's heads."""
         self._device = device_of(heads)
-        keys = ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba", "acc", "align_dev")
-        cells: dict[str, list[torch.Tensor | None]] = {k: [] for k in keys}
-        for j, task in enumerate(self.tasks):
-            za, zb = self.embed(heads, task)
-            if "recall" in task.metrics:
-                ab = ba = 0
-                for r, idx in enumerate(self.subsets[j]):
-                    idx = self._to(("subset", j, r), idx)
-                    s = za[idx] @ zb[idx].T
-                    ab = ab + recall_at(s)
-                    ba = ba + recall_at(s.T)
-                ab, ba = 100 * ab / len(self.subsets[j]), 100 * ba / len(self.subsets[j])
-                both = (ab + ba) / 2
-                for i, k in enumerate((1, 5, 10)):
-                    cells[f"r{k}"].append(both[i])
-                cells["r1_ab"].append(ab[0]); cells["r1_ba"].append(ba[0])
-                cells["r10_ab"].append(ab[2]); cells["r10_ba"].append(ba[2])
-            else:
-                for k in ("r1", "r5", "r10", "r1_ab", "r1_ba", "r10_ab", "r10_ba"):
-                    cells[k].append(None)
-            cells["acc"].append(self.accuracy(heads, task, za, zb, self.rows[j]) if "acc" in task.metrics else None)
-            if j >= self.n_steps:
+        changed = self._changed(heads)
+        cells: dict[str, list[torch.Tensor | None]] = {k: [] for k in self.KEYS}
+        for j in range(len(self.tasks)):
+            if j not in self._cache or changed.intersection(self.depends_on(j)):
+                self._cache[j] = self._task_cells(heads, j)
+            task_cells, A = self._cache[j]
+            for k in self.KEYS[:-1]:
+                cells[k].append(task_cells.get(k))
+            if A is None:
                 cells["align_dev"].append(None)
                 continue
-            A = za[self._to(("align", j), self.align_idx[j])] @ zb[self._to(("align", j), self.align_idx[j])].T
             if j == learned - 1:
                 self.reference[j] = A
             ref = self.reference.get(j)
             cells["align_dev"].append(None if ref is None else (A - ref).norm() / ref.norm())
-        flat = [c for k in keys for c in cells[k] if c is not None]
+        flat = [c for k in self.KEYS for c in cells[k] if c is not None]
         values = iter(host(torch.stack([c.double() for c in flat])).tolist()) if flat else iter(())
-        return {k: [None if c is None else next(values) for c in cells[k]] for k in keys}
+        return {k: [None if c is None else next(values) for c in cells[k]] for k in self.KEYS}
 
     def accuracy(self, heads: Heads, task: Task, za, zb, rows: torch.Tensor | None = None) -> torch.Tensor:
         src = task.test_source

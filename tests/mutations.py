@@ -40,9 +40,16 @@ M = Mutation
 MUTATIONS = [
     # -- evaluation and metrics ---------------------------------------------------------------------
     M("recall ties favour the query", "bench/evaluate.py",
-      "tied = (scores == diag).sum(1) - 1", "tied = torch.zeros_like(above)", ("tests/test_evaluate.py",)),
+      "(scores == diag).sum(dim) - 1", "(scores == diag).sum(dim) * 0", ("tests/test_evaluate.py",)),
     M("recall in one direction only", "bench/evaluate.py",
-      "ba = ba + recall_at(s.T)", "ba = ba + recall_at(s)", ("tests/test_evaluate.py",)),
+      "_recall(*_counts(scores, 0), ks, scores.dtype)", "_recall(*_counts(scores, 1), ks, scores.dtype)",
+      ("tests/test_evaluate.py",)),
+    M("evaluation reuses tasks whose heads changed", "bench/evaluate.py",
+      "                changed.add(m)\n", "                pass\n", ("tests/test_evaluate.py",)),
+    M("evaluation's snapshot aliases the live weights", "bench/evaluate.py",
+      "self._last[m] = [p.clone() for p in now]", "self._last[m] = now", ("tests/test_evaluate.py",)),
+    M("evaluation reuse ignores a task's second head", "bench/evaluate.py",
+      "        return self.tasks[j].pair\n", "        return self.tasks[j].pair[:1]\n", ("tests/test_evaluate.py",)),
     M("zero-shot Acc queries the text side", "bench/evaluate.py",
       "query = zb if task.text_side == 0 else za", "query = za if task.text_side == 0 else zb",
       ("tests/test_evaluate.py",)),
@@ -211,7 +218,7 @@ MUTATIONS = [
     M("the trainer ignores the experience's rows", "bench/scenario.py",
       "    return (xa, xb) if rows is None else (xa[rows], xb[rows])", "    return (xa, xb)",
       ("tests/test_avalanche.py",)),
-    M("the task label is not the step", "bench/scenario.py",
+    M("the task label is not the step", "bench/pair_data.py",
       'DataAttribute([step] * n, "targets_task_labels", use_in_getitem=True)',
       'DataAttribute([0] * n, "targets_task_labels", use_in_getitem=True)', ("tests/test_avalanche.py",)),
     # -- figures ------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 import pytest
 import torch
 
-from bench.evaluate import recall_at
+from bench import streams
+from bench.evaluate import Evaluator, recall_at, recall_both
+from bench.heads import Heads
+from bench.runner import get_scenario
 
 
 def brute_force(scores, k, rounds=4000, seed=0):
@@ -109,3 +112,48 @@ def test_alignment_deviation_is_relative_to_the_scores_right_after_the_task_was_
         heads["audio"].weight.mul_(1.5)
     moved = ev.evaluate(heads, learned=2)["align_dev"][0]
     assert moved == pytest.approx(((1.5 * ref - ref).norm() / ref.norm()).item(), rel=1e-5)
+
+
+def test_recall_both_reads_columns_as_the_second_direction():
+    za = torch.tensor([[1., 0.], [.9, .1], [0., 1.], [.1, .9], [-1., 0.], [-.9, -.1]])
+    zb = torch.tensor([[1., 0.], [1., 0.], [0., 1.], [0., 1.], [-1., 0.], [-1., 0.]])
+    s = za @ zb.T
+    ab, ba = recall_both(s, ks=(1, 2))
+    assert torch.equal(ab, recall_at(s, ks=(1, 2))) and torch.equal(ba, recall_at(s.T.contiguous(), ks=(1, 2)))
+    ab, ba = recall_both(torch.tensor([[1., 2.], [0., 3.]]), ks=(1,))
+    assert ab.tolist() == [0.5] and ba.tolist() == [1.0]     # row 0 loses to a candidate; no column does
+
+
+class _NoReuse(Evaluator):
+    def _changed(self, heads):
+        return set(heads.modalities)
+
+
+def test_an_evaluation_reuses_exactly_the_tasks_whose_heads_did_not_change():
+    """Cells of tasks whose heads are unchanged are reused; any change — by an optimiser step or written
+    through ``.data`` (which no version counter sees) — is noticed: every row equals full recomputation."""
+    sc = get_scenario(streams.load("toy"))
+    heads = Heads(sc.in_dims, sc.head_dim)
+    reuse, full = Evaluator(sc.tasks, 0), _NoReuse(sc.tasks, 0)
+    computed = []
+    task_cells = reuse._task_cells
+    reuse._task_cells = lambda h, j: (computed.append(j), task_cells(h, j))[1]
+    pairs = [t.pair for t in sc.tasks]                     # toy: text-video, text-audio, audio-vision
+    assert reuse.evaluate(heads, 0) == full.evaluate(heads, 0) and computed == [0, 1, 2]
+    edits = [
+        (1, lambda: heads["vision"].weight.data.mul_(0.5)),              # .data: touches task 2 only
+        (2, lambda: heads["video"].bias.data.add_(0.1)),                 # task 0 only
+        (3, lambda: None),                                               # nothing changed
+    ]
+    for learned, edit in edits:
+        computed.clear()
+        edit()
+        assert reuse.evaluate(heads, learned) == full.evaluate(heads, learned)
+        touched = [j for j, p in enumerate(pairs) if {"vision"} & set(p)] if learned == 1 else \
+            [j for j, p in enumerate(pairs) if {"video"} & set(p)] if learned == 2 else []
+        assert computed == touched
+    opt = torch.optim.SGD(heads["text"].parameters(), lr=0.1)
+    heads["text"].weight.grad = torch.ones_like(heads["text"].weight)
+    opt.step()
+    computed.clear()
+    assert reuse.evaluate(heads, 3) == full.evaluate(heads, 3) and computed == [0, 1]
