@@ -252,6 +252,16 @@ class MethodPlugin(SupervisedPlugin):
         self._plan = self._strategy_opt = None
 
 
+class SkipEvalMinibatches(SupervisedPlugin):
+    """Evaluation without Avalanche's pass over the test minibatches: ``PairMetric`` computes from the
+    experience's pairs directly, so the pass (items collated one by one, the model and the criterion run on
+    each minibatch) only feeds Avalanche's own eval-phase metrics such as ``loss_metrics``, which then
+    report nothing."""
+
+    def before_eval_exp(self, strategy, **kw):
+        strategy.dataloader = []
+
+
 class _Rows:
     """The runner's evaluator for one bridge: one row of every metric per evaluation point (number of
     experiences trained), computed once and shared by the metrics."""
@@ -394,10 +404,13 @@ class Bridge:
             raise BenchError(f"unknown metric {bad[0]!r}; known: {', '.join(METRIC_LABELS)}")
         return [PairMetric(self._rows, k, METRIC_LABELS[k]) for k in keys]
 
-    def strategy(self, *, plugins=(), loggers=(), metrics=("r1", "r5", "r10", "acc", "align_dev"), **kwargs):
+    def strategy(self, *, plugins=(), loggers=(), metrics=("r1", "r5", "r10", "acc", "align_dev"),
+                 eval_minibatches: bool = True, **kwargs):
         """``avalanche.training.Naive`` over the model and criterion, with the method's plugin (first), the
         given ``plugins``, and an ``EvaluationPlugin`` of ``metrics`` reporting to ``loggers`` (none: no
-        output). The strategy's own optimiser is a placeholder (the plugin installs the run's per experience)."""
+        output). The strategy's own optimiser is a placeholder (the plugin installs the run's per experience).
+        ``eval_minibatches=False`` skips Avalanche's pass over the test minibatches (``SkipEvalMinibatches``):
+        the same metrics, faster, but Avalanche's own eval-phase metrics (its ``loss_metrics``) see nothing."""
         from avalanche.training import Naive
         from avalanche.training.plugins import EvaluationPlugin
         import warnings
@@ -408,7 +421,8 @@ class Bridge:
         return Naive(model=self.model, optimizer=torch.optim.SGD(self.model.parameters(), lr=0.0),
                      criterion=self.criterion, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
                      eval_mb_size=max(cfg.batch_size, 256), device=self.run.device,
-                     plugins=[self.plugin, *plugins], evaluator=evaluator, **kwargs)
+                     plugins=[self.plugin, *plugins, *([] if eval_minibatches else [SkipEvalMinibatches()])],
+                     evaluator=evaluator, **kwargs)
 
     def matrices(self) -> dict[str, list[list]]:
         """The evaluated rows as the run file's ``matrices`` (steps' columns; row k after k experiences)."""

@@ -49,6 +49,16 @@ def test_inside_naive_with_the_official_protocol_clipping_and_schedule(method):
     assert b.matrices() == api.run(method, "toy", 0, protocol="official", clip_grad_norm=0.01).record["matrices"]
 
 
+def test_skipping_avalanches_eval_minibatches_keeps_the_metrics():
+    b = bridge.Bridge("l2", stream="toy", seed=0)
+    calls = []
+    forward = b.model.forward
+    b.model.forward = lambda x, t: (calls.append(b.model.training), forward(x, t))[1]
+    naive_run(b, eval_minibatches=False)
+    assert b.matrices() == api.run("l2", "toy", 0).record["matrices"]
+    assert calls and all(calls)                     # the model ran in training only
+
+
 def test_metrics_reach_avalanche_loggers_with_the_run_files_numbers():
     b = bridge.Bridge("l2", stream="toy", seed=0)
     out = io.StringIO()
