@@ -12,7 +12,7 @@ our ``train_experience``),
 not feature loading or evaluation. Sides are interleaved over ``--repeats`` rounds and the median of the
 per-round ratios official / ours is printed.
 
-    python benchmarks/official_speed.py --official /path/to/CMCL [--dims 256,1024] [--repeats 3]
+    python benchmarks/official_speed.py --official /path/to/CMCL [--dims 256,1024] [--repeats 3] [--set accumulate=float32]
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def official_seconds(work: Path, official: Path, dim: int) -> float:
     return total
 
 
-def ours_seconds(work: Path) -> float:
+def ours_seconds(work: Path, sets: list[str]) -> float:
     import torch
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
@@ -130,7 +130,9 @@ def ours_seconds(work: Path) -> float:
     sc = get_scenario(load(str(work / "stream.toml")), "gen", str(work / "banks"))
     heads = Heads(sc.in_dims, sc.head_dim, seed=0)
     cfg = TrainConfig(epochs=EPOCHS, batch_size=BATCH, lr=LR, weight_decay=WD, **OFFICIAL_TRAINING)
-    tr = Trainer(sc, methods.get("dns-official")(lambda_min=LAMBDA), heads, cfg, OFFICIAL_LOSS, 0)
+    cls = methods.get("dns-official")
+    options = cls.resolve(dict(kv.split("=", 1) for kv in sets) | {"lambda_min": LAMBDA})
+    tr = Trainer(sc, cls(**options), heads, cfg, OFFICIAL_LOSS, 0)
     return sum(tr.train_experience(s)["train_seconds"] for s in range(len(STEPS)))
 
 
@@ -140,6 +142,8 @@ def main() -> int:
     ap.add_argument("--dims", default="256,1024")
     ap.add_argument("--pairs", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of dns-official for our side (e.g. accumulate=float32)")
     ap.add_argument("--side", choices=("official", "ours"), help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--dim", type=int, help=argparse.SUPPRESS)
@@ -148,7 +152,7 @@ def main() -> int:
         print(official_seconds(args.work, args.official.resolve(), args.dim))
         return 0
     if args.side == "ours":
-        print(ours_seconds(args.work))
+        print(ours_seconds(args.work, args.sets))
         return 0
     if args.official is None or not (args.official / "cmcl" / "dns.py").is_file():
         print("error: --official must point at a checkout of the official CMCL code (cmcl/dns.py)", file=sys.stderr)
@@ -162,8 +166,9 @@ def main() -> int:
             for r in range(args.repeats):
                 t = {}
                 for side in (("ours", "official") if r % 2 == 0 else ("official", "ours")):
-                    out = subprocess.run([sys.executable, __file__, "--side", side, "--work", str(work), "--dim", str(dim),
-                                          "--official", str(args.official)], capture_output=True, text=True, env=env)
+                    cmd = [sys.executable, __file__, "--side", side, "--work", str(work), "--dim", str(dim),
+                           "--official", str(args.official)] + [f"--set={kv}" for kv in args.sets]
+                    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     if out.returncode != 0:
                         print(f"error: the {side} side failed:\n{out.stderr[-3000:]}", file=sys.stderr)
                         return 1

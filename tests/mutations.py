@@ -251,6 +251,9 @@ MUTATIONS = [
     M("bridge: metrics read the wrong column", "bench/bridge.py",
       "        col = exp.task_label\n", "        col = len(self.evaluator.tasks) - 1 - exp.task_label\n",
       ("tests/test_bridge.py",)),
+    M("DNS ignores the accumulation precision", "methods/dns.py",
+      'dtype = torch.float64 if self.options.accumulate == "float64" else torch.float32', "dtype = torch.float64",
+      ("tests/test_dns.py",)),
 ]
 
 

@@ -217,3 +217,23 @@ def test_running_covariances_are_sample_weighted_means(two_step, counts):
     else:
         assert torch.allclose(m.cov_in["video"], v1.T @ v1 / 200)          # not touched by step 2
         assert torch.allclose(m.cov_in["audio"], a2.T @ a2 / 400)          # first seen when the counter was 200
+
+
+@pytest.mark.parametrize("accumulate,dtype", [("float64", torch.float64), ("float32", torch.float32)])
+def test_covariances_accumulate_in_the_chosen_precision(two_step, accumulate, dtype):
+    """``accumulate = float32`` is the official code's precision: the covariance is the float32 product itself
+    (bit for bit), and the float64 default differs from it by round-off."""
+    from bench.runner import get_scenario
+    from bench.trainer import Trainer
+    scenario = get_scenario(streams.load(str(two_step)))
+    m = DNS(bias="free", accumulate=accumulate)
+    tr = Trainer(scenario, m, Heads(scenario.in_dims, 24), TrainConfig(epochs=1), LossConfig(), seed=0)
+    tr.train_experience(0)
+    t1, _ = tr.train_data(0)
+    cov = m.cov_in["text"]
+    assert cov.dtype == dtype and m.cov_out["text"].dtype == dtype
+    x = t1.to(dtype)
+    assert torch.equal(cov, x.T @ x / len(x))
+    if accumulate == "float32":
+        exact = t1.double().T @ t1.double() / len(t1)
+        assert not torch.equal(cov.double(), exact) and torch.allclose(cov.double(), exact, rtol=1e-5, atol=1e-6)
