@@ -44,11 +44,10 @@ from avalanche.training.storage_policy import BalancedExemplarsBuffer, Exemplars
 
 from . import registry, seeds
 from .errors import BenchError
-from .evaluate import Evaluator
 from .heads import Heads
 from .loss import info_nce
 from .scenario import experience_rows, pair_tensors
-from .trainer import Trainer, clip_gradients, epoch_batches
+from .trainer import Trainer, clip_gradients, epoch_batches, n_batches
 
 
 def _groups(labels: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
@@ -138,10 +137,9 @@ class _Batches:
 
     def __init__(self, plan, batch_size: int):
         self.plan, self.batch_size = plan, batch_size
-        self._len = sum(len(d[0]) // batch_size + (1 if len(d[0]) % batch_size >= 2 else 0) for d in plan.data)
 
     def __len__(self):
-        return self._len
+        return n_batches([len(d[0]) for d in self.plan.data], self.batch_size)
 
     def __iter__(self):
         p = self.plan
@@ -184,7 +182,7 @@ class MethodPlugin(SupervisedPlugin):
         self.trainer = Trainer(bridge.scenario, bridge.method, bridge.heads, bridge.run.train, bridge.run.loss,
                                bridge.run.seed, bridge.run.device)
         self.ctx = self.trainer.ctx
-        self._plan = self._strategy_opt = None
+        self._strategy_opt = None
 
     def single_task(self, strategy) -> int:
         crit = self.bridge.criterion
@@ -209,7 +207,7 @@ class MethodPlugin(SupervisedPlugin):
         task = self.bridge.scenario.tasks[step]
         xa, xb = pair_tensors(exp.dataset, task)
         device = self.trainer.device
-        self._plan = plan = self.trainer.begin_experience(step, (xa.to(device), xb.to(device)))
+        plan = self.trainer.begin_experience(step, (xa.to(device), xb.to(device)))
         self._strategy_opt = strategy.optimizer
         opt = self.ctx.optimizer
         if opt is not None:
@@ -235,7 +233,7 @@ class MethodPlugin(SupervisedPlugin):
             return
         clip = self.bridge.run.train.clip_grad_norm
         if clip is not None:
-            self.ctx.grad_scale = clip_gradients(self._plan.clipped, clip)
+            self.ctx.grad_scale = clip_gradients(self.trainer.plan.clipped, clip)
         self.trainer._call("after_backward")
 
     def before_update(self, strategy, **kw):
@@ -243,13 +241,12 @@ class MethodPlugin(SupervisedPlugin):
 
     def after_update(self, strategy, **kw):
         self.trainer._call("after_update")
-        if self._plan.schedule is not None:
-            self._plan.schedule.step()
+        if self.trainer.plan.schedule is not None:
+            self.trainer.plan.schedule.step()
 
     def after_training_exp(self, strategy, **kw):
         self.trainer.end_experience()
-        strategy.optimizer = self._strategy_opt
-        self._plan = self._strategy_opt = None
+        strategy.optimizer, self._strategy_opt = self._strategy_opt, None
 
 
 class SkipEvalMinibatches(SupervisedPlugin):
@@ -267,11 +264,9 @@ class _Rows:
     experiences trained), computed once and shared by the metrics."""
 
     def __init__(self, bridge: "Bridge"):
-        from .runner import evaluated_rows
-        sc, ev = bridge.scenario, bridge.run.eval
+        from .runner import make_evaluator
         self.bridge = bridge
-        self.evaluator = Evaluator(sc.tasks, bridge.run.seed, ev.n_pairs, ev.repeats, ev.align_pairs,
-                                   probes=sc.probes, rows=evaluated_rows(sc))
+        self.evaluator = make_evaluator(bridge.run, bridge.scenario)
         self.rows: dict[int, dict] = {}
         self._at = None
         self._checked: set = set()
@@ -385,13 +380,13 @@ class Bridge:
     def __init__(self, method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict | None = None,
                  own_batches: bool = True, **flags):
         from .api import plan_run
-        from .runner import get_scenario
+        from .runner import get_scenario, make_heads
         self.run = plan_run(method, stream, seed, options=options, **flags)
         torch.manual_seed(self.run.seed)
         self.scenario = sc = get_scenario(self.run.stream, self.run.encoder, self.run.banks, self.run.split)
         self.benchmark = sc.benchmark
         self.method = registry.get(self.run.method)(**self.run.options)
-        self.heads = Heads(sc.in_dims, out_dim=sc.head_dim, seed=self.run.seed).to(self.run.device)
+        self.heads = make_heads(self.run, sc)
         self.model = PairModel(self.heads, [t.pair for t in sc.tasks + sc.probes])
         self.criterion = PairInfoNCE(self.model, self.run.loss)
         self.plugin = MethodPlugin(self, own_batches)

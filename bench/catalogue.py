@@ -16,9 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from .errors import BenchError
 from .method_spec import MethodSpec
-from .roles import role_rank
+from .registry import in_table_order, lookup
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 _FIELDS = ("role", "family", "sees_old_data", "uses_closure", "defaults", "choices", "search_space", "bounds")
@@ -88,7 +87,7 @@ def specs() -> dict[str, type]:
     global _SPECS
     if _SPECS is None:
         data = _load_or_build()
-        _SPECS = {n: _spec_class(n, d) for n, d in sorted(data.items(), key=lambda kv: (role_rank(kv[1]["role"]), kv[0]))}
+        _SPECS = {n: _spec_class(n, d) for n, d in in_table_order(data, lambda d: d["role"]).items()}
     return _SPECS
 
 
@@ -97,7 +96,4 @@ def names() -> list[str]:
 
 
 def get(name: str) -> type:
-    s = specs()
-    if name not in s:
-        raise BenchError(f"unknown method {name!r}; available: {', '.join(s)}")
-    return s[name]
+    return lookup(specs(), name)

@@ -39,11 +39,23 @@ def _load_all():
         _loaded = True
 
 
+def in_table_order(table: dict, role_of) -> dict:
+    """``table`` (name -> anything) in table order: by role (lower reference, naive, baselines, proposed,
+    upper reference; ``role_of(value)``), then by name."""
+    return dict(sorted(table.items(), key=lambda kv: (role_rank(role_of(kv[1])), kv[0])))
+
+
+def lookup(table: dict, name: str):
+    """``table[name]``, or the one-line error naming the methods there are."""
+    if name not in table:
+        raise BenchError(f"unknown method {name!r}; available: {', '.join(table)}")
+    return table[name]
+
+
 def registry() -> dict[str, type]:
-    """All methods, in table order: by role (lower reference, naive, baselines, proposed, upper reference),
-    then by name."""
+    """All methods, in table order."""
     _load_all()
-    return dict(sorted(_REGISTRY.items(), key=lambda kv: (role_rank(kv[1].role), kv[0])))
+    return in_table_order(_REGISTRY, lambda cls: cls.role)
 
 
 def names() -> list[str]:
@@ -51,7 +63,4 @@ def names() -> list[str]:
 
 
 def get(name: str) -> type:
-    reg = registry()
-    if name not in reg:
-        raise BenchError(f"unknown method {name!r}; available: {', '.join(reg)}")
-    return reg[name]
+    return lookup(registry(), name)

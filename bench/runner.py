@@ -75,6 +75,18 @@ def loss_warnings(timings: list[dict], tasks) -> list[str]:
             for t in timings if t.get("loss_rose")]
 
 
+def make_heads(run: RunSpec, scenario: Scenario) -> Heads:
+    """A run's heads at the start (seeded by the run), on its device."""
+    return Heads(scenario.in_dims, out_dim=scenario.head_dim, seed=run.seed).to(run.device)
+
+
+def make_evaluator(run: RunSpec, scenario: Scenario) -> Evaluator:
+    """A run's evaluator: its seed's test subsets of the test pairs the benchmark's experiences hold."""
+    ev = run.eval
+    return Evaluator(scenario.tasks, run.seed, ev.n_pairs, ev.repeats, ev.align_pairs, probes=scenario.probes,
+                     rows=evaluated_rows(scenario))
+
+
 def run_one(run: RunSpec, progress=None) -> dict:
     """Train and evaluate one run; return its record (see ``bench.reporting.records``)."""
     return train_run(run, progress)[0]
@@ -100,11 +112,9 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     method_cls = registry.get(run.method)
     m = method_cls(**run.options)
     config = run.config()
-    heads = Heads(scenario.in_dims, out_dim=scenario.head_dim, seed=run.seed).to(run.device)
+    heads = make_heads(run, scenario)
     trainer = Trainer(scenario, m, heads, run.train, run.loss, run.seed, run.device)
-    ev = run.eval
-    evaluator = Evaluator(scenario.tasks, run.seed, ev.n_pairs, ev.repeats, ev.align_pairs, probes=scenario.probes,
-                          rows=evaluated_rows(scenario))
+    evaluator = make_evaluator(run, scenario)
     t_start = time.perf_counter()
     rows = [evaluator.evaluate(heads, learned=0)]
     timings = []

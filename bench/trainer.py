@@ -155,7 +155,8 @@ class Trainer:
 
     def begin_experience(self, step: int, train: tuple[torch.Tensor, torch.Tensor] | None = None) -> StepPlan:
         """Set up experience ``step`` (the method's choice of tasks and heads, the optimiser, the schedule, the
-        batch generator) and call ``before_training_exp``. ``train``: the step's (x_a, x_b) when the caller
+        batch generator) and call ``before_training_exp``; the plan is also ``self.plan`` until the next
+        experience. ``train``: the step's (x_a, x_b) when the caller
         holds them (``bench.bridge``: the Avalanche experience's own pairs); default the benchmark's."""
         ctx, cfg = self.ctx, self.cfg
         ctx.step, ctx.task = step, self.scenario.tasks[step].step
@@ -170,16 +171,18 @@ class Trainer:
         mods = self.method.trainable_modalities(ctx, tasks) if tasks else []
         base = make_optimizer(self.heads.parameters_of(mods), cfg) if mods else None
         ctx.optimizer = None if base is None else self.method.wrap_optimizer(base, ctx)
-        self._clipped = self.heads.parameters_of(mods)
+        clipped = self.heads.parameters_of(mods)
         t0 = time.perf_counter()
         self._call("before_training_exp")
         if not tasks or cfg.epochs <= 0:
-            return StepPlan(step, [], [], [], None, None, 0, [], t0)
+            self.plan = StepPlan(step, [], [], [], None, None, 0, clipped, t0)
+            return self.plan
         data = [ctx.train if j == step else self.train_data(j) for j in tasks]
         planned = cfg.epochs * n_batches([len(d[0]) for d in data], cfg.batch_size)
-        return StepPlan(step, tasks, data, [self.scenario.tasks[j].pair for j in tasks],
-                        seeds.generator(self.seed, "batches", step), make_schedule(base, cfg, planned),
-                        planned, self._clipped, t0)
+        self.plan = StepPlan(step, tasks, data, [self.scenario.tasks[j].pair for j in tasks],
+                             seeds.generator(self.seed, "batches", step), make_schedule(base, cfg, planned),
+                             planned, clipped, t0)
+        return self.plan
 
     def end_experience(self) -> None:
         self._call("after_training_exp")
@@ -257,7 +260,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             ctx.loss.backward()
             if clip is not None:
-                ctx.grad_scale = clip_gradients(self._clipped, clip)
+                ctx.grad_scale = clip_gradients(self.plan.clipped, clip)
             call("after_backward")
             return ctx.loss
 

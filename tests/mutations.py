@@ -243,9 +243,9 @@ MUTATIONS = [
       "total = total + len(idx) * info_nce(za[idx], zb[idx], self.loss_cfg)",
       "total = total + len(idx) * info_nce(za, zb, self.loss_cfg)", ("tests/test_bridge.py",)),
     M("bridge: the run's schedule not stepped", "bench/bridge.py",
-      "            self._plan.schedule.step()", "            pass", ("tests/test_bridge.py",)),
+      "            self.trainer.plan.schedule.step()", "            pass", ("tests/test_bridge.py",)),
     M("bridge: clipping skipped", "bench/bridge.py",
-      "self.ctx.grad_scale = clip_gradients(self._plan.clipped, clip)", "pass", ("tests/test_bridge.py",)),
+      "self.ctx.grad_scale = clip_gradients(self.trainer.plan.clipped, clip)", "pass", ("tests/test_bridge.py",)),
     M("bridge: PairBuffer's groups not balanced", "bench/bridge.py",
       "            group.resize(agent_state, size)", "            pass", ("tests/test_bridge.py",)),
     M("bridge: metrics read the wrong column", "bench/bridge.py",
@@ -254,6 +254,8 @@ MUTATIONS = [
     M("DNS ignores the accumulation precision", "methods/dns.py",
       'dtype = torch.float64 if self.options.accumulate == "float64" else torch.float32', "dtype = torch.float64",
       ("tests/test_dns.py",)),
+    M("C-Flat's closure evaluations not clipped", "bench/trainer.py",
+      "ctx.grad_scale = clip_gradients(self.plan.clipped, clip)", "ctx.grad_scale = None", ("tests/test_cflat.py",)),
 ]
 
 

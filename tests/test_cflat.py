@@ -156,6 +156,22 @@ def test_cflat_follows_the_linear_schedule(two_step):
     assert tr.ctx.optimizer.param_groups[0]["lr"] == 0.0          # decayed to zero by the step's end
 
 
+def test_every_closure_evaluation_is_clipped(two_step):
+    """With --clip-grad-norm, each of C-Flat's closure evaluations clips the gradient before the method's
+    hooks see it (the trainer's closure owns the clipping, as the plain loop does)."""
+    norms = []
+
+    class Recording(CFlat):
+        def after_backward(self, ctx):
+            grads = [p.grad.norm() for p in tr.plan.clipped if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack(grads)).item())
+    scenario = get_scenario(streams.load(str(two_step)))
+    tr = Trainer(scenario, Recording(), Heads(scenario.in_dims, 24), TrainConfig(epochs=1, lr=1e-2, clip_grad_norm=1e-3),
+                 LossConfig(), seed=0)
+    iters = tr.train_experience(0)["iterations"]
+    assert len(norms) == 4 * iters and max(norms) <= 1e-3 * (1 + 1e-4)
+
+
 def test_cli_runs_cflat(tmp_path):
     assert main(["--methods", "cflat", "--stream", "toy", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path),
                  "--no-figures", "--threads", "1"]) == 0
