@@ -40,7 +40,11 @@ M = Mutation
 MUTATIONS = [
     # -- evaluation and metrics ---------------------------------------------------------------------
     M("recall ties favour the query", "bench/evaluate.py",
-      "(scores == diag).sum(dim) - 1", "(scores == diag).sum(dim) * 0", ("tests/test_evaluate.py",)),
+      "scores.shape[dim] - 1 - unequal.long()", "0 * unequal.long()", ("tests/test_evaluate.py",)),
+    M("recall counts from signs without the NaN rule", "bench/evaluate.py",
+      ".nan_to_num_(-1.0).sign_()", ".sign_()", ("tests/test_evaluate.py",)),
+    M("recall counts the candidates below as above", "bench/evaluate.py",
+      "((net + unequal) / 2).long()", "((unequal - net) / 2).long()", ("tests/test_evaluate.py",)),
     M("recall in one direction only", "bench/evaluate.py",
       "_recall(*_counts(scores, 0), ks, scores.dtype)", "_recall(*_counts(scores, 1), ks, scores.dtype)",
       ("tests/test_evaluate.py",)),

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bench import streams
-from bench.evaluate import Evaluator, recall_at, recall_both
+from bench.evaluate import Evaluator, _counts, recall_at, recall_both
 from bench.heads import Heads
 from bench.runner import get_scenario
 
@@ -60,6 +60,20 @@ def test_without_ties_it_is_the_plain_rank():
     s = torch.randn(50, 50, generator=gen)
     rank = (s > s.diagonal().unsqueeze(1)).sum(1)
     assert recall_at(s).tolist() == pytest.approx([(rank < k).float().mean().item() for k in (1, 5, 10)])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_counts_equal_the_comparisons_both_ways(seed):
+    """The counts from signs are the counts of ``>`` and ``==`` against the diagonal, per row and per column,
+    with many ties and a NaN score (below everything, as a comparison has it)."""
+    gen = torch.Generator().manual_seed(seed)
+    s = torch.randint(0, 5, (40, 40), generator=gen).float()
+    s[3, 7] = s[11, 2] = float("nan")
+    for dim in (0, 1):
+        diag = s.diagonal().unsqueeze(dim)
+        above, tied = _counts(s, dim)
+        assert torch.equal(above, (s > diag).sum(dim)) and torch.equal(tied, (s == diag).sum(dim) - 1)
+    assert _counts(s, 1)[1].sum() > 0
 
 
 # --- the evaluator on a hand-built task -----------------------------------------------------------------
