@@ -165,6 +165,8 @@ MUTATIONS = [
     M("DNS one-sided (output-side projector ignored)", "methods/dns.py",
       "return lambda delta: p_in.sandwich(p_out, delta)", "return lambda delta: p_in.right(delta)",
       ("tests/test_dns.py", "tests/test_nullspace.py")),
+    M("dns-official sums its covariances in float64", "methods/dns_official.py",
+      'numerics="float32", accumulate="float32")', 'numerics="float32")', ("tests/test_dns.py",)),
     M("DNS covariances never rescaled by the counts", "methods/dns.py",
       "covs[m] = cov if prev is None else prev * (old_n / new_n) + cov",
       "covs[m] = cov if prev is None else prev + cov", ("tests/test_dns.py", "tests/test_nullspace.py")),

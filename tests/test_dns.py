@@ -237,3 +237,15 @@ def test_covariances_accumulate_in_the_chosen_precision(two_step, accumulate, dt
     if accumulate == "float32":
         exact = t1.double().T @ t1.double() / len(t1)
         assert not torch.equal(cov.double(), exact) and torch.allclose(cov.double(), exact, rtol=1e-5, atol=1e-6)
+
+
+def test_official_variant_sums_covariances_in_float32(two_step):
+    """``dns-official`` keeps the official code's float32 covariance sums; ``dns`` keeps float64."""
+    from bench.runner import get_scenario
+    from bench.trainer import Trainer
+    from methods.dns_official import DNSOfficial
+    scenario = get_scenario(streams.load(str(two_step)))
+    for m, dtype in ((DNSOfficial(), torch.float32), (DNS(), torch.float64)):
+        tr = Trainer(scenario, m, Heads(scenario.in_dims, 24), TrainConfig(epochs=1), LossConfig(), seed=0)
+        tr.train_experience(0)
+        assert {c.dtype for c in (*m.cov_in.values(), *m.cov_out.values())} == {dtype}
