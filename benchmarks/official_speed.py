@@ -14,7 +14,7 @@ per-round ratios official / ours is printed. Each round also times our ``vanilla
 settings: no DNS can train faster than the heads' own training, so official / vanilla is the ceiling of the
 ratio any implementation could reach on this machine.
 
-    python benchmarks/official_speed.py --official /path/to/CMCL [--dims 256,1024] [--repeats 3] [--set accumulate=float32]
+    python benchmarks/official_speed.py --official /path/to/CMCL [--dims 256,1024] [--repeats 3] [--set accumulate=float64]
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="an option of dns-official for our side (e.g. accumulate=float32)")
+                    help="an option of dns-official for our side (e.g. accumulate=float64)")
     ap.add_argument("--side", choices=("official", "ours", "vanilla"), help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--dim", type=int, help=argparse.SUPPRESS)
