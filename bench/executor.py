@@ -36,14 +36,34 @@ def failure(e: BaseException) -> str:
 Claim = Callable[[RunSpec], "str | None"]   # claim a run before it starts: None, or why it is skipped
 
 
+def row_of(run: RunSpec) -> tuple[str, str]:
+    """What the scheduler measures: the run's results folder and row (a method or a variant)."""
+    return run.result_name, run.row
+
+
+def next_run(pending: list[RunSpec], seconds: dict, started: set) -> int:
+    """Index in ``pending`` of the run a free worker takes: first one run of every row in the planned order
+    (which measures the rows), then the longest-measured row's runs (so short runs fill the end of the sweep
+    and no worker waits alone on a long one), a row not measured yet (still running, or failed) last, in the
+    planned order. ``seconds``: row -> wall seconds of its first finished run; ``started``: rows begun."""
+    for i, run in enumerate(pending):
+        if row_of(run) not in started:
+            return i
+    measured = [i for i, run in enumerate(pending) if row_of(run) in seconds]
+    if not measured:
+        return 0
+    return max(measured, key=lambda i: (seconds[row_of(pending[i])], -i))
+
+
 def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
               on_result: Callable[[RunSpec, dict], None],
               on_failure: Callable[[RunSpec, str], None] | None = None,
               claim: Claim | None = None, on_skip: Callable[[RunSpec, str], None] | None = None
               ) -> list[tuple[RunSpec, str]]:
     """Train every run; ``on_result(run, record)`` as each finishes. With ``jobs > 1`` the runs go to worker
-    processes (``start_method``), at most ``jobs`` at a time, each claimed (``claim``) just before it starts —
-    so a second runner on the same folder takes the others. A run that fails (a diverging run, any exception
+    processes (``start_method``), at most ``jobs`` at a time, in the order of ``next_run`` (results do not
+    depend on it), each claimed (``claim``) just before it starts — so a second runner on the same folder
+    takes the others. A run that fails (a diverging run, any exception
     in it) does not stop the others: ``on_failure(run, message)`` is called and the failures are returned,
     every one of them."""
     runs = list(runs)
@@ -76,14 +96,15 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
     from concurrent.futures import ProcessPoolExecutor, as_completed
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(start_method(runs)),
                                initializer=_ignore_interrupts, initargs=(os.getpid(),))
-    queue, futures = iter(runs), {}
+    pending, futures = list(runs), {}
+    seconds: dict[tuple[str, str], float] = {}
+    started: set[tuple[str, str]] = set()
 
     def submit_more():
-        while len(futures) < jobs:
-            run = next(queue, None)
-            if run is None:
-                return
+        while len(futures) < jobs and pending:
+            run = pending.pop(next_run(pending, seconds, started))
             if claimed(run):
+                started.add(row_of(run))
                 on_start(run)
                 futures[pool.submit(_work, (run, threads))] = run
 
@@ -97,6 +118,7 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
             except Exception as e:                   # noqa: BLE001 - reported, the others' results are kept
                 failed(run, e)
             else:
+                seconds.setdefault(row_of(run), record["timings"]["wall_seconds"])
                 on_result(run, record)
             submit_more()
     except BaseException:
