@@ -27,7 +27,8 @@ def _counts(scores: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]
         scores = scores.float()
     diag = scores.diagonal().unsqueeze(dim)
     sign = (scores - diag).nan_to_num_(-1.0).sign_()
-    net, unequal = sign.sum(dim), sign.abs_().sum(dim)
+    net = sign.sum(dim)                         # before abs_ overwrites the signs
+    unequal = sign.abs_().sum(dim)
     above = ((net + unequal) / 2).long()
     return above, scores.shape[dim] - 1 - unequal.long()     # the ground truth ties with itself
 

@@ -4,7 +4,7 @@ import time
 from dataclasses import dataclass
 
 from bench import executor
-from bench.executor import next_run, run_local
+from bench.executor import next_run, row_of, run_local
 
 
 @dataclass(frozen=True, order=True)
@@ -24,25 +24,21 @@ def fake_work(item):
     return {"timings": {"wall_seconds": SECONDS[run.row]}}
 
 
-def key(run):
-    return run.result_name, run.row
-
-
 def test_every_row_starts_once_in_the_planned_order_first():
     pending = [Run("short", 0), Run("short", 1), Run("long", 0), Run("mid", 0), Run("long", 1)]
     started = set()
     picked = []
     for _ in range(3):
         run = pending.pop(next_run(pending, {}, started))
-        started.add(key(run))
+        started.add(row_of(run))
         picked.append(run)
     assert picked == [Run("short", 0), Run("long", 0), Run("mid", 0)]
 
 
 def test_then_the_longest_measured_row_and_unmeasured_rows_last():
     pending = [Run("short", 1), Run("mid", 1), Run("other", 1), Run("long", 1), Run("long", 2), Run("mid", 2)]
-    started = {key(r) for r in pending}
-    seconds = {key(Run("short", 0)): 1.0, key(Run("mid", 0)): 4.0, key(Run("long", 0)): 9.0}  # "other" still running
+    started = {row_of(r) for r in pending}
+    seconds = {row_of(Run("short", 0)): 1.0, row_of(Run("mid", 0)): 4.0, row_of(Run("long", 0)): 9.0}  # "other" still running
     order = []
     while pending:
         order.append(pending.pop(next_run(pending, seconds, started)))
