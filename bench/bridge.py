@@ -46,7 +46,8 @@ from . import registry, seeds
 from .errors import BenchError
 from .heads import Heads
 from .loss import info_nce
-from .scenario import experience_rows, pair_tensors
+from .metrics import SUMMARY, final_average
+from .scenario import as_run, experience_rows, experience_split, experience_step, pair_tensors
 from .trainer import Trainer, clip_gradients, epoch_batches, n_batches
 
 
@@ -91,12 +92,15 @@ class PairModel(MultiTaskModule):
         """Nothing to grow (the heads are fixed); remembers the task labels trained, as Avalanche's multi-task
         modules do (an experience of pairs has no classes to count)."""
         if self.training:
-            self.known_train_tasks_labels |= set(experience.task_labels)
+            self.known_train_tasks_labels |= {int(t) for t in experience.dataset.targets_task_labels.uniques}
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.forward(x, task_label)
 
-    def forward(self, x: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | None = None) -> torch.Tensor:
+        if task_labels is None:
+            raise BenchError("PairModel needs each row's task label, and Avalanche passes it only for experiences "
+                             "with a 'task_labels' attribute: bench.scenario.annotate(benchmark, scenario) adds it")
         if not torch.is_tensor(task_labels):
             task_labels = torch.full((len(x),), int(task_labels), device=x.device)
         self.groups = _groups(task_labels)
@@ -183,11 +187,28 @@ class MethodPlugin(SupervisedPlugin):
                                bridge.run.seed, bridge.run.device)
         self.ctx = self.trainer.ctx
         self._strategy_opt = None
+        self.trained = 0                # experiences whose training has ended
+        self.in_experience = False
+        self.epochs_done = 0            # of the experience in training
+        self.iterations = 0             # in all
+
+    def evaluation_point(self) -> int | None:
+        """The row of the metric matrices the heads are at — the number of steps trained, between
+        experiences or after an experience's last epoch — or None in the middle of an experience (an
+        evaluation there, e.g. Avalanche's periodic one, is reported but is no row of the matrices)."""
+        if not self.in_experience:
+            return self.trained
+        return self.trained + 1 if self.epochs_done >= self.bridge.run.train.epochs else None
 
     def single_task(self, strategy) -> int:
         crit = self.bridge.criterion
         if crit.task is None:
             labels = sorted({g[0] for g in self.bridge.model.groups or []})
+            if self.own_batches and not isinstance(strategy.dataloader, _Batches):
+                raise BenchError(f"method {self.bridge.method.name!r} sees one pair per batch, but another plugin "
+                                 f"replaced MethodPlugin's batches with a {type(strategy.dataloader).__name__} that "
+                                 f"mixes task labels {labels} (replay such as Avalanche's ReplayPlugin or the Replay "
+                                 "strategy): use a method that replays itself (er, der, ...) instead")
             raise BenchError(f"method {self.bridge.method.name!r} sees one pair per batch, got a batch of task labels "
                              f"{labels}: use own_batches=True, or no other plugin that mixes pairs")
         return crit.task
@@ -198,16 +219,34 @@ class MethodPlugin(SupervisedPlugin):
             raise BenchError(f"the strategy trains with train_mb_size={strategy.train_mb_size}, "
                              f"train_epochs={strategy.train_epochs}; the run's are {cfg.batch_size} and {cfg.epochs}")
 
+    @staticmethod
+    def _task_aware(exp) -> None:
+        """Avalanche sends the task labels to the model only for experiences that say they have them; those
+        of its utilities (a validation stream, a rebuilt benchmark) do not: add the attributes."""
+        if getattr(exp, "task_labels", None) is None:
+            labels = sorted(int(t) for t in exp.dataset.targets_task_labels.uniques)
+            exp.task_labels = labels
+            if len(labels) == 1:
+                exp.task_label = labels[0]
+
+    def before_eval_exp(self, strategy, **kw):
+        self._task_aware(strategy.experience)
+
     def before_training_exp(self, strategy, **kw):
-        exp = strategy.experience
-        step = getattr(exp, "step", None)
-        if step is None:
-            raise BenchError("train on the bridge's benchmark (b.benchmark.train_stream): an experience without "
-                             "the 'step' attribute has no pair")
-        task = self.bridge.scenario.tasks[step]
-        xa, xb = pair_tensors(exp.dataset, task)
+        exp, tasks = strategy.experience, self.bridge.scenario.tasks
+        self._task_aware(exp)
+        label = experience_step(exp, "the trained experience", len(self.bridge.model.pairs))
+        k = self.trained
+        if k >= len(tasks):
+            raise BenchError(f"all {len(tasks)} steps of the bridge's benchmark are trained: a new Bridge starts again")
+        if label != tasks[k].index:
+            raise BenchError(f"experience {k + 1} trained holds step {label + 1} ({self.bridge.task_name(label)}), "
+                             f"but the bridge's benchmark has step {tasks[k].index + 1} ({tasks[k].name}) there: train "
+                             "b.benchmark.train_stream's experiences in order, each once")
+        xa, xb = pair_tensors(exp.dataset, tasks[k], experience_split(exp.dataset, "train"))
         device = self.trainer.device
-        plan = self.trainer.begin_experience(step, (xa.to(device), xb.to(device)))
+        plan = self.trainer.begin_experience(k, (xa.to(device), xb.to(device)))
+        self.in_experience, self.epochs_done = True, 0
         self._strategy_opt = strategy.optimizer
         opt = self.ctx.optimizer
         if opt is not None:
@@ -241,11 +280,16 @@ class MethodPlugin(SupervisedPlugin):
 
     def after_update(self, strategy, **kw):
         self.trainer._call("after_update")
+        self.iterations += 1
         if self.trainer.plan.schedule is not None:
             self.trainer.plan.schedule.step()
 
+    def after_training_epoch(self, strategy, **kw):
+        self.epochs_done += 1
+
     def after_training_exp(self, strategy, **kw):
         self.trainer.end_experience()
+        self.trained, self.in_experience = self.trained + 1, False
         strategy.optimizer, self._strategy_opt = self._strategy_opt, None
 
 
@@ -260,38 +304,92 @@ class SkipEvalMinibatches(SupervisedPlugin):
 
 
 class _Rows:
-    """The runner's evaluator for one bridge: one row of every metric per evaluation point (number of
-    experiences trained), computed once and shared by the metrics."""
+    """The runner's evaluation for one bridge, per evaluated stream (by name): one row of every metric per
+    evaluation point, computed once and shared by the metrics. The ``test`` (and ``probe``) stream is
+    evaluated on the pairs the bridge's benchmark holds, as the runner does; a stream of any other name
+    (a validation stream, a subset) on the pairs its own experiences hold. Rows of the matrices are keyed by
+    the number of steps trained (``MethodPlugin.evaluation_point``); an evaluation in the middle of an
+    experience is reported but kept out of them."""
 
     def __init__(self, bridge: "Bridge"):
         from .runner import make_evaluator
         self.bridge = bridge
-        self.evaluator = make_evaluator(bridge.run, bridge.scenario)
-        self.rows: dict[int, dict] = {}
-        self._at = None
+        view = bridge.scenario
+        self.columns = {t.index: k for k, t in enumerate(view.tasks + view.probes)}
+        own = make_evaluator(bridge.run, view)
+        self.evaluators: dict[str, object] = {"test": own, "probe": own}
+        self.rows: dict[str, dict[int, dict]] = {}
+        self._at: dict[str, tuple] = {}
+        self._last: dict[str, dict] = {}
         self._checked: set = set()
 
-    def row(self, strategy) -> dict:
-        at = (strategy.clock.train_exp_counter, strategy.clock.train_iterations)
-        if self._at != at:
-            self.rows[at[0]] = self.evaluator.evaluate(self.bridge.heads, learned=at[0])
-            self._at = at
-        return self.rows[at[0]]
+    def row(self, strategy, stream: str) -> dict:
+        point = self.bridge.plugin.evaluation_point()
+        at = (point, self.bridge.plugin.iterations, self.bridge.plugin.trained)
+        ev = self.evaluators[stream]
+        if self._at.get(stream) != at:
+            # mid-experience: no new reference for the alignment deviation (learned = 0)
+            self._last[stream] = ev.evaluate(self.bridge.heads, learned=0 if point is None else point)
+            self._at[stream] = at
+            if point is not None:
+                key = "test" if stream == "probe" else stream
+                self.rows.setdefault(key, {})[point] = self._last[stream]
+        return self._last[stream]
 
-    def column(self, exp) -> int:
-        """The experience's column (its task label); its test pairs must be those the evaluator uses."""
-        col = exp.task_label
-        key = (col, id(exp.dataset))
+    def column(self, exp) -> tuple[str, int]:
+        """The experience's stream (the evaluator's key) and column; the pairs it holds must be those that
+        stream's evaluator uses."""
+        stream = exp.origin_stream.name
+        label = experience_step(exp, f"evaluated experience of the {stream} stream", len(self.bridge.model.pairs))
+        if label not in self.columns:
+            raise BenchError(f"evaluated experience holds step {label + 1} ({self.bridge.task_name(label)}), which "
+                             "the bridge's benchmark does not train")
+        if stream not in self.evaluators:
+            self.evaluators[stream] = self._evaluator(exp.origin_stream, stream)
+        col, key = self.columns[label], (stream, label, id(exp.dataset))
         if key not in self._checked:
-            tasks = self.evaluator.tasks
-            if not 0 <= col < len(tasks):
-                raise BenchError(f"evaluated experience has task label {col}: not a step or probe of this stream")
-            held, want = experience_rows(exp.dataset, len(tasks[col].test_source)), self.evaluator.rows[col]
-            if (held is None) != (want is None) or (held is not None and not torch.equal(held, want)):
-                raise BenchError(f"evaluated experience {tasks[col].name!r} holds other test pairs than the bridge's "
-                                 "benchmark: evaluate b.benchmark's test_stream (or build the Bridge on the changed one)")
+            ev = self.evaluators[stream]
+            task = ev.tasks[col]
+            held = experience_rows(exp.dataset, len(task.test_source))
+            want, split = ev.rows[col], experience_split(exp.dataset, "test")
+            uses = "train" if task.test_source is self.bridge.base_task(label).train_source else "test"
+            if split != uses or (held is None) != (want is None) or (held is not None and not torch.equal(held, want)):
+                raise BenchError(f"evaluated experience {task.name!r} of the {stream} stream holds other pairs than the "
+                                 f"{stream} stream evaluated before (the test stream: the bridge's benchmark's): "
+                                 "evaluate a stream of other pairs under another name, e.g. "
+                                 "benchmark_from_datasets(valid=[...])")
             self._checked.add(key)
-        return col
+        return stream, col
+
+    def _evaluator(self, stream_exps, stream: str):
+        """An evaluator over a stream's own pairs: one experience per step the bridge trains."""
+        from dataclasses import replace
+        from .evaluate import Evaluator
+        view, held = self.bridge.scenario, {}
+        for k, exp in enumerate(stream_exps):
+            held[experience_step(exp, f"{stream}_stream[{k}]", len(self.bridge.model.pairs))] = exp
+        missing = [t for t in view.tasks if t.index not in held]
+        if missing:
+            raise BenchError(f"the {stream} stream has no experience of step {missing[0].index + 1} ({missing[0].name}): "
+                             "the suite's metrics need one experience of every step trained")
+        tasks = []
+        for t in view.tasks:
+            split = experience_split(held[t.index].dataset, "test")
+            base = self.bridge.base_task(t.index)
+            tasks.append(replace(t, test_source=base.train_source if split == "train" else base.test_source))
+        rows = [experience_rows(held[t.index].dataset, len(t.test_source)) for t in tasks]
+        ev = self.bridge.run.eval
+        return Evaluator(tasks, self.bridge.run.seed, ev.n_pairs, ev.repeats, ev.align_pairs, rows=rows)
+
+    def matrices(self, stream: str) -> dict[str, list[list]]:
+        rows = self.rows.get(stream, {})
+        T, trained = len(self.bridge.scenario.tasks), self.bridge.plugin.trained
+        missing = [k for k in range(max([trained, *rows]) + 1) if k not in rows]
+        if missing:
+            raise BenchError(f"the {stream} stream was not evaluated at row{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(map(str, missing))} (row k: after k experiences): evaluate it before "
+                             "training and after every experience (strategy.eval, or eval_every with eval_streams)")
+        return {k: [rows[r][k][:T] for r in sorted(rows)] for k in rows[0]}
 
 
 class PairMetric(PluginMetric[float]):
@@ -315,12 +413,52 @@ class PairMetric(PluginMetric[float]):
         return self._value
 
     def after_eval_exp(self, strategy):
-        col = self._rows.column(strategy.experience)
-        value = self._rows.row(strategy)[self.key][col]
+        stream, col = self._rows.column(strategy.experience)
+        value = self._rows.row(strategy, stream)[self.key][col]
         self._value = value
         if value is None:
             return None
         return [MetricValue(self, get_metric_name(self, strategy, add_experience=True, add_task=False), value,
+                            strategy.clock.train_iterations)]
+
+
+class PairStreamMetric(PluginMetric[float]):
+    """One summary metric of the table (``bench.metrics.SUMMARY``) for an evaluated stream, named
+    ``<title>/eval_phase/<stream>_stream``: a final average (R@10, Acc, …) is the mean over the stream's
+    tasks of the current row; the others (BWT, forgetting, FWT, plasticity, AlignDev) are computed on the
+    rows and columns of the steps trained so far. After the last step both are the table's values."""
+
+    def __init__(self, rows: _Rows, key: str):
+        super().__init__()
+        self._rows, self.metric = rows, next(m for m in SUMMARY if m.key == key)
+        self._value = None
+
+    def __str__(self):
+        return self.metric.title
+
+    def reset(self):
+        self._value = None
+
+    def result(self):
+        return self._value
+
+    def after_eval(self, strategy):
+        exp = strategy.experience
+        stream = exp.origin_stream.name
+        if stream == "probe":
+            return None
+        key, m = self.metric.matrix, self.metric
+        if m.fn is final_average:
+            value = final_average([self._rows.row(strategy, stream)[key][:len(self._rows.bridge.scenario.tasks)]])
+        else:
+            rows, t = self._rows.rows.get(stream, {}), self._rows.bridge.plugin.evaluation_point()
+            if t is None or any(r not in rows for r in range(t + 1)) or t < 1:
+                return None
+            value = m.fn([rows[r][key][:t] for r in range(t + 1)])
+        self._value = value
+        if value is None:
+            return None
+        return [MetricValue(self, get_metric_name(self, strategy, add_experience=False, add_task=False), value,
                             strategy.clock.train_iterations)]
 
 
@@ -383,27 +521,42 @@ class Bridge:
         from .runner import get_scenario, make_heads
         self.run = plan_run(method, stream, seed, options=options, **flags)
         torch.manual_seed(self.run.seed)
-        self.scenario = sc = get_scenario(self.run.stream, self.run.encoder, self.run.banks, self.run.split)
-        self.benchmark = sc.benchmark
+        self.base = get_scenario(self.run.stream, self.run.encoder, self.run.banks, self.run.split)
+        self.benchmark = self.base.benchmark
+        self.scenario = sc = as_run(self.base)      # the steps, order and pairs the benchmark holds
         self.method = registry.get(self.run.method)(**self.run.options)
         self.heads = make_heads(self.run, sc)
-        self.model = PairModel(self.heads, [t.pair for t in sc.tasks + sc.probes])
+        self.model = PairModel(self.heads, [t.pair for t in self.base.tasks + self.base.probes])
         self.criterion = PairInfoNCE(self.model, self.run.loss)
         self.plugin = MethodPlugin(self, own_batches)
         self._rows = _Rows(self)
 
-    def metrics(self, keys=("r1", "r5", "r10", "acc", "align_dev")) -> list[PairMetric]:
-        """Plugin metrics for Avalanche's ``EvaluationPlugin`` (one per key of the run record's matrices)."""
+    def base_task(self, label: int):
+        """The stream file's step (or probe) of task label ``label``."""
+        return (self.base.tasks + self.base.probes)[label]
+
+    def task_name(self, label: int) -> str:
+        return self.base_task(label).name
+
+    def metrics(self, keys=("r1", "r5", "r10", "acc", "align_dev"),
+                stream_keys=("acc", "bwt_acc", "r10", "bwt_r10", "forgetting_r10")) -> list:
+        """Plugin metrics for Avalanche's ``EvaluationPlugin``: per experience, one per key of the run record's
+        matrices (``PairMetric``); per stream, one per summary metric of the table (``PairStreamMetric``)."""
         bad = [k for k in keys if k not in METRIC_LABELS]
+        summary = {m.key for m in SUMMARY if m.matrix is not None and not m.probe}
+        bad += [k for k in stream_keys if k not in summary]
         if bad:
-            raise BenchError(f"unknown metric {bad[0]!r}; known: {', '.join(METRIC_LABELS)}")
-        return [PairMetric(self._rows, k, METRIC_LABELS[k]) for k in keys]
+            raise BenchError(f"unknown metric {bad[0]!r}; known: {', '.join(METRIC_LABELS)} per experience, "
+                             f"{', '.join(sorted(summary))} per stream")
+        return [PairMetric(self._rows, k, METRIC_LABELS[k]) for k in keys] + \
+            [PairStreamMetric(self._rows, k) for k in stream_keys]
 
     def strategy(self, *, plugins=(), loggers=(), metrics=("r1", "r5", "r10", "acc", "align_dev"),
+                 stream_metrics=("acc", "bwt_acc", "r10", "bwt_r10", "forgetting_r10"),
                  eval_minibatches: bool = True, **kwargs):
         """``avalanche.training.Naive`` over the model and criterion, with the method's plugin (first), the
-        given ``plugins``, and an ``EvaluationPlugin`` of ``metrics`` reporting to ``loggers`` (none: no
-        output). The strategy's own optimiser is a placeholder (the plugin installs the run's per experience).
+        given ``plugins``, and an ``EvaluationPlugin`` of ``metrics`` (per experience) and ``stream_metrics``
+        (per stream: the table's summary metrics) reporting to ``loggers`` (none: no output). The strategy's own optimiser is a placeholder (the plugin installs the run's per experience).
         ``eval_minibatches=False`` skips Avalanche's pass over the test minibatches (``SkipEvalMinibatches``):
         the same metrics, faster, but Avalanche's own eval-phase metrics (its ``loss_metrics``) see nothing."""
         from avalanche.training import Naive
@@ -412,15 +565,15 @@ class Bridge:
         cfg = self.run.train
         with warnings.catch_warnings():             # no loggers is a choice here, not an oversight
             warnings.filterwarnings("ignore", "No loggers specified")
-            evaluator = EvaluationPlugin(*self.metrics(metrics), loggers=list(loggers))
+            evaluator = EvaluationPlugin(*self.metrics(metrics, stream_metrics), loggers=list(loggers))
         return Naive(model=self.model, optimizer=torch.optim.SGD(self.model.parameters(), lr=0.0),
                      criterion=self.criterion, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
                      eval_mb_size=max(cfg.batch_size, 256), device=self.run.device,
                      plugins=[self.plugin, *plugins, *([] if eval_minibatches else [SkipEvalMinibatches()])],
                      evaluator=evaluator, **kwargs)
 
-    def matrices(self) -> dict[str, list[list]]:
-        """The evaluated rows as the run file's ``matrices`` (steps' columns; row k after k experiences)."""
-        T = len(self.scenario.tasks)
-        rows = [self._rows.rows[k] for k in sorted(self._rows.rows)]
-        return {k: [row[k][:T] for row in rows] for k in rows[0]} if rows else {}
+    def matrices(self, stream: str = "test") -> dict[str, list[list]]:
+        """The evaluated rows of a stream as the run file's ``matrices`` (the steps' columns in training order;
+        row k after k experiences). Refused when a row is missing (a stream not evaluated before training or
+        after some experience): BWT and forgetting need every row."""
+        return self._rows.matrices(stream)

@@ -132,6 +132,8 @@ class RunSpec:
     encoder: str | None = None
     banks: str = "features"
     bank_shas: Mapping[str, str] | None = field(default=None, compare=False)   # filled when banks are read
+    # filled when the run starts, if the scenario's benchmark is not the stream file's (bench.scenario.as_run)
+    benchmark: Mapping[str, Any] | None = field(default=None, compare=False)
     split: str = "test"            # evaluate on the test pairs, or on validation pairs held out of training
     label: str | None = None       # the run's row: the method, or a variant's label (None: the method's name)
     option_sources: Mapping[str, str] | None = None   # where each non-default option came from
@@ -169,6 +171,8 @@ class RunSpec:
             cfg["option_sources"] = dict(self.option_sources)
         if self.stream.bank_sources:
             cfg["encoder"], cfg["banks_sha256"] = self.encoder, dict(self.bank_shas or {})
+        if self.benchmark is not None:
+            cfg["benchmark"] = dict(self.benchmark)
         return cfg
 
     @property

@@ -69,15 +69,19 @@ class Evaluator:
         self.n_steps = len(tasks)
         self.tasks = tasks + list(probes or [])      # probes: evaluated like steps, never learned
         self.rows = list(rows) if rows is not None else [None] * len(self.tasks)
-        self.subsets, self.align_idx = [], []
-        for t, held in zip(self.tasks, self.rows):
+        self.subsets: list = [None] * len(self.tasks)
+        self.align_idx: list = [None] * len(self.tasks)
+        # drawn in the stream file's step order, so a task keeps its pairs when a benchmark trains the steps
+        # in another order
+        for j in sorted(range(len(self.tasks)), key=lambda j: (j >= self.n_steps, self.tasks[j].index, j)):
+            t, held = self.tasks[j], self.rows[j]
             n = len(t.test_source) if held is None else len(held)
             pick = (lambda i: i) if held is None else (lambda i, held=held: held[i])
             if n <= n_pairs:                        # every pair once (None: all of them, in order)
-                self.subsets.append([None if held is None else held])
+                self.subsets[j] = [None if held is None else held]
             else:
-                self.subsets.append([pick(torch.randperm(n, generator=gen)[:n_pairs]) for _ in range(repeats)])
-            self.align_idx.append(pick(torch.randperm(n, generator=gen)[:align_pairs]).sort().values)
+                self.subsets[j] = [pick(torch.randperm(n, generator=gen)[:n_pairs]) for _ in range(repeats)]
+            self.align_idx[j] = pick(torch.randperm(n, generator=gen)[:align_pairs]).sort().values
         self.reference: dict[int, torch.Tensor] = {}
         self._device = None
         self._on_device: dict[tuple, torch.Tensor] = {}

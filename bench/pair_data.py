@@ -57,13 +57,15 @@ class PairDataset(AvalancheDataset):
         return TaskSet(self)
 
 
-def pair_dataset(xa: torch.Tensor, xb: torch.Tensor, step: int) -> PairDataset:
+def pair_dataset(xa: torch.Tensor, xb: torch.Tensor, step: int, split: str) -> PairDataset:
     """An experience's dataset: items ``(x_a, x_b, step)`` — the last element is the task label Avalanche
-    reads (``targets_task_labels``), the step's index — and the data attribute ``rows``, each item's row in
-    the step's feature matrices, which Avalanche's subsets and concatenations carry along: the trainer and
-    the evaluator read which pairs an experience holds from it, so a benchmark changed with Avalanche's own
-    utilities changes what is trained and evaluated, and the tensors are still indexed, never collated."""
+    reads (``targets_task_labels``), the step's index — and two data attributes that Avalanche's subsets
+    and concatenations carry along: ``rows``, each item's row in the step's feature matrices, and ``split``,
+    which of the source's splits those matrices are (``train`` or ``test``). The trainer and the evaluator
+    read which pairs an experience holds from them, so a benchmark changed with Avalanche's own utilities
+    (a subset, a validation stream cut from the training pairs) changes what is trained and evaluated, and
+    the tensors are still indexed, never collated."""
     n = len(xa)
     return PairDataset([PairFeatures(xa, xb)], data_attributes=[
         DataAttribute([step] * n, "targets_task_labels", use_in_getitem=True),
-        DataAttribute(list(range(n)), "rows")], collate_fn=collate)
+        DataAttribute(list(range(n)), "rows"), DataAttribute([split] * n, "split")], collate_fn=collate)

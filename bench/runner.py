@@ -18,7 +18,7 @@ from .errors import BenchError
 from .evaluate import Evaluator
 from .heads import Heads
 from .metrics import summarize
-from .scenario import Scenario, build
+from .scenario import Scenario, as_run, build
 from .simulate import simulate
 from .streams import StreamSpec
 from .trainer import Trainer
@@ -40,10 +40,14 @@ def get_scenario(spec: StreamSpec, encoder: str | None = None, banks: str | Path
     return _SCENARIOS[key]
 
 
-def with_banks(run: RunSpec) -> RunSpec:
-    """The spec with the content hashes of the feature banks it reads (part of its configuration)."""
+def run_scenario(run: RunSpec) -> tuple[RunSpec, Scenario]:
+    """What a run trains and evaluates: its scenario as the benchmark says (``bench.scenario.as_run``: the
+    experiences' own steps, order and pairs), and the spec with the banks' hashes and, for a changed
+    benchmark, its description — both part of the configuration, so a run on a changed benchmark never
+    shares a hash with the stream file's."""
     from dataclasses import replace
-    return replace(run, bank_shas=get_scenario(run.stream, run.encoder, run.banks, run.split).bank_shas)
+    scenario = as_run(get_scenario(run.stream, run.encoder, run.banks, run.split))
+    return replace(run, bank_shas=scenario.bank_shas, benchmark=scenario.changed), scenario
 
 
 def versions() -> dict:
@@ -107,8 +111,7 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     epoch and the evaluations go to those loggers (``bench.tracking``)."""
     torch.manual_seed(run.seed)
     reset_peak_memory(run.device)
-    scenario = get_scenario(run.stream, run.encoder, run.banks, run.split)
-    run = with_banks(run)
+    run, scenario = run_scenario(run)
     method_cls = registry.get(run.method)
     m = method_cls(**run.options)
     config = run.config()

@@ -12,21 +12,21 @@ from dataclasses import dataclass, field
 import torch
 
 from . import seeds
+from .errors import BenchError
 from .features.bank import SplitFeatures
 from .streams import Step, StreamSpec
 
 
-def pair_dataset(xa: torch.Tensor, xb: torch.Tensor, step: int):
+def pair_dataset(xa: torch.Tensor, xb: torch.Tensor, step: int, split: str):
     """An experience's dataset (``bench.pair_data.pair_dataset``)."""
     from .pair_data import pair_dataset as make
-    return make(xa, xb, step)
+    return make(xa, xb, step, split)
 
 
 def experience_rows(dataset, n: int) -> torch.Tensor | None:
     """The rows of the step's matrices an experience's dataset holds (``None``: all ``n``, in order)."""
     rows = getattr(dataset, "rows", None)
     if rows is None:
-        from .errors import BenchError
         raise BenchError("an experience's dataset has no 'rows' attribute: build benchmarks from the "
                          "experiences' own datasets (subset, concat), which carry it")
     rows = torch.as_tensor(list(rows), dtype=torch.long)
@@ -80,6 +80,7 @@ class Scenario:
     benchmark: object       # avalanche CLScenario: train_stream, test_stream and probe_stream
     probes: list[Task] = field(default_factory=list)   # evaluation-only pairs (emergent alignment)
     bank_shas: dict | None = None   # content hash of every feature-bank file read (config hash input)
+    changed: dict | None = None     # ``as_run``: how the benchmark differs from the stream file's (None: it does not)
 
     @property
     def in_dims(self) -> dict[str, int]:
@@ -118,7 +119,6 @@ def validation_split(spec: StreamSpec, sources: dict[str, dict[str, SplitFeature
         n = len(train)
         n_val = max(2, round(VALIDATION_FRACTION * n))
         if n - n_val < 2:
-            from .errors import BenchError
             raise BenchError(f"stream {spec.name!r}: source {name!r} has {n} training pairs, too few to hold out "
                              f"{n_val} for validation")
         perm = torch.randperm(n, generator=seeds.generator(0, "validation", k))
@@ -144,16 +144,158 @@ def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split:
         tasks.append(Task(step, splits["train"], splits["test"]))
         for part, out in (("train", train), ("test", test)):
             f = splits[part].features
-            out.append(pair_dataset(f[a], f[b], step.index))
+            out.append(pair_dataset(f[a], f[b], step.index, part))
     probes, probe = [], []
     for k, step in enumerate(spec.probes if split == "test" else []):
         splits = sources[step.source]
         probes.append(Task(step, splits["train"], splits["test"]))
         f = splits["test"].features
-        probe.append(pair_dataset(f[step.pair[0]], f[step.pair[1]], len(spec.steps) + k))
+        probe.append(pair_dataset(f[step.pair[0]], f[step.pair[1]], len(spec.steps) + k, "test"))
     streams = dict(train=train, test=test, **({"probe": probe} if probe else {}))
-    benchmark = with_task_labels(benchmark_from_datasets(**streams))
-    for name, ts in (("train_stream", tasks), ("test_stream", tasks), ("probe_stream", probes)):
-        for exp, t in zip(getattr(benchmark, name, []) if ts else [], ts):
-            exp.step, exp.pair, exp.source, exp.name, exp.metrics = t.index, t.pair, t.step.source, t.name, t.metrics
-    return Scenario(spec, tasks, benchmark, probes)
+    scenario = Scenario(spec, tasks, None, probes)
+    scenario.benchmark = annotate(benchmark_from_datasets(**streams), scenario)
+    return scenario
+
+
+def annotate(benchmark, scenario: Scenario):
+    """``benchmark`` with Avalanche's task-aware attributes (``task_label``, ``task_labels``) and the step's
+    meaning on every experience of every stream: ``step`` (its index, also its task label), ``pair``,
+    ``source``, ``name``, ``metrics``. Avalanche's utilities (``benchmark_with_validation_stream``,
+    ``split_online_stream``, a benchmark rebuilt from subsets) keep the items' task labels but make new
+    experiences without these attributes: ``annotate(new, scenario)`` puts them back. (The runner and the
+    bridge need none of them: they read each experience's step from its pairs' task labels.)"""
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+    benchmark = with_task_labels(benchmark)
+    tasks = scenario.tasks + scenario.probes
+    for stream in benchmark.streams.values():
+        for exp in stream:
+            label = experience_step(exp, f"{stream.name}_stream experience", len(tasks))
+            t = tasks[label]
+            exp.step, exp.pair, exp.source, exp.name, exp.metrics = label, t.pair, t.step.source, t.name, t.metrics
+    return benchmark
+
+
+def experience_step(exp, where: str, n_labels: int | None = None) -> int:
+    """The step (task label) an experience holds, read from its pairs' task labels — what Avalanche's
+    utilities carry over — and checked: exactly one, within ``0 .. n_labels - 1``, and equal to the
+    experience's ``step`` attribute where it has one."""
+    labels = getattr(exp.dataset, "targets_task_labels", None)
+    if labels is None:
+        raise BenchError(f"{where} has no task labels: build experiences from the stream's own experience "
+                         "datasets (subset, concat), which carry them")
+    uniq = sorted(int(t) for t in labels.uniques)
+    if len(uniq) != 1:
+        raise BenchError(f"{where} holds the pairs of task labels {uniq}: an experience must hold the pairs of "
+                         "one step")
+    label = uniq[0]
+    if n_labels is not None and not 0 <= label < n_labels:
+        raise BenchError(f"{where} holds task label {label}: not a step or probe of this stream (0..{n_labels - 1})")
+    step = getattr(exp, "step", None)
+    if step is not None and step != label:
+        raise BenchError(f"{where} says it is step index {step} but its pairs carry task label {label}")
+    return label
+
+
+def experience_split(dataset, default: str) -> str:
+    """Which of its source's splits an experience's rows index (``train`` or ``test``): the dataset's
+    ``split`` attribute, else ``default``."""
+    split = getattr(dataset, "split", None)
+    if split is None:
+        return default
+    uniq = sorted(split.uniques)
+    if len(uniq) != 1:
+        raise BenchError(f"an experience holds pairs of the {' and '.join(uniq)} splits: one split an experience")
+    return uniq[0]
+
+
+@dataclass
+class Streams:
+    """A benchmark's experiences aligned with a run's tasks: position k of each list is the k-th step the run
+    trains (``as_run``)."""
+
+    train_stream: list
+    test_stream: list
+    probe_stream: list
+
+
+def _digest(dataset, task: Task, split: str) -> str:
+    """One experience's pairs in a line for a run's configuration: split, count and a hash of the rows."""
+    import hashlib
+    n = len(_source(task, split))
+    rows = experience_rows(dataset, n)
+    rows = torch.arange(n) if rows is None else rows
+    return f"{split}:{len(rows)}:{hashlib.sha256(rows.numpy().tobytes()).hexdigest()[:12]}"
+
+
+def as_run(scenario: Scenario) -> Scenario:
+    """The scenario as its benchmark says a run should go: the steps in the order of the train stream's
+    experiences, each trained on the pairs its experience holds and evaluated on those its test-stream (and
+    probe-stream) experience holds, wherever they sit in those streams. Each experience's step is its pairs'
+    task label, so a reordered, shortened or subsetted benchmark (Avalanche's utilities) trains and evaluates
+    what it says. Refused with one line: an experience of several steps, a step in two experiences (a
+    stream cut into smaller experiences), a trained step with no test experience, a tested step never
+    trained. ``changed`` describes the difference from the stream file's benchmark (order, and per
+    experience its split, count and rows' hash; part of the run's configuration) or is None."""
+    from dataclasses import replace
+    bm, n_steps, n_probes = scenario.benchmark, len(scenario.tasks), len(scenario.probes)
+    everything = scenario.tasks + scenario.probes
+
+    def steps(name: str, lo: int, hi: int) -> dict[int, object]:
+        out: dict[int, object] = {}
+        where: dict[int, int] = {}
+        for k, exp in enumerate(getattr(bm, name, None) or []):
+            s = experience_step(exp, f"{name}[{k}]", n_steps + n_probes)
+            what = "steps" if lo == 0 else "probes"
+            if not lo <= s < hi:
+                raise BenchError(f"{name}[{k}] holds task label {s} ({everything[s].name}), which is not one of the "
+                                 f"stream's {what} ({lo}..{hi - 1}); probes are evaluated, never trained")
+            if s in out:
+                raise BenchError(f"{name}[{where[s]}] and {name}[{k}] both hold step {s + 1} ({everything[s].name}): "
+                                 "the suite takes each step as one experience (a stream cut into smaller "
+                                 "experiences, e.g. by split_online_stream, is not supported)")
+            out[s], where[s] = exp, k
+        return out
+
+    train = steps("train_stream", 0, n_steps)
+    if not train:
+        raise BenchError("the benchmark's train stream has no experiences")
+    test = steps("test_stream", 0, n_steps)
+    probe = steps("probe_stream", n_steps, n_steps + n_probes) if n_probes else {}
+    order = list(train)
+    missing = [s for s in order if s not in test]
+    if missing:
+        raise BenchError(f"the benchmark's test stream has no experience of step {missing[0] + 1} "
+                         f"({everything[missing[0]].name}), which its train stream trains")
+    untrained = [s for s in test if s not in train]
+    if untrained:
+        raise BenchError(f"the benchmark's test stream holds step {untrained[0] + 1} ({everything[untrained[0]].name}), "
+                         "which its train stream never trains: drop it from the test stream too")
+
+    def task(s: int, train_exp, test_exp) -> Task:
+        t = everything[s]
+        splits = {"train": t.train_source, "test": t.test_source}
+        a = splits[experience_split(train_exp.dataset, "train")] if train_exp is not None else t.train_source
+        b = splits[experience_split(test_exp.dataset, "test")]
+        return t if a is t.train_source and b is t.test_source else replace(t, train_source=a, test_source=b)
+
+    tasks = [task(s, train[s], test[s]) for s in order]
+    probes = [task(s, None, probe[s]) for s in sorted(probe)]
+    held = [("train", [train[s] for s in order], [everything[s] for s in order]),
+            ("test", [test[s] for s in order], [everything[s] for s in order]),
+            ("probe", [probe[s] for s in sorted(probe)], [everything[s] for s in sorted(probe)])]
+    same = order == list(range(n_steps)) and sorted(probe) == list(range(n_steps, n_steps + n_probes)) and all(
+        experience_split(e.dataset, _natural(part)) == _natural(part) and
+        experience_rows(e.dataset, len(_source(t, part))) is None for part, exps, ts in held for e, t in zip(exps, ts))
+    changed = None if same else {
+        "order": order, **({"probes": sorted(probe)} if n_probes else {}),
+        **{part: [_digest(e.dataset, t, experience_split(e.dataset, _natural(part))) for e, t in zip(exps, ts)]
+           for part, exps, ts in held if exps}}
+    return Scenario(scenario.spec, tasks, Streams(*(exps for _, exps, _ in held)), probes, scenario.bank_shas, changed)
+
+
+def _natural(part: str) -> str:
+    return "train" if part == "train" else "test"
+
+
+def _source(t: Task, split: str) -> SplitFeatures:
+    return t.train_source if split == "train" else t.test_source

@@ -39,6 +39,19 @@ class Mutation:
 M = Mutation
 MUTATIONS = [
     # -- evaluation and metrics ---------------------------------------------------------------------
+    M("a changed benchmark trains in the stream file's order", "bench/scenario.py",
+      "    order = list(train)\n", "    order = sorted(train)\n", ("tests/test_changed_benchmarks.py",)),
+    M("a changed benchmark is left out of the configuration", "bench/runner.py",
+      "benchmark=scenario.changed)", "benchmark=None)", ("tests/test_changed_benchmarks.py",)),
+    M("evaluation subsets drawn in training order", "bench/evaluate.py",
+      "key=lambda j: (j >= self.n_steps, self.tasks[j].index, j)", "key=lambda j: j",
+      ("tests/test_changed_benchmarks.py",)),
+    M("bridge rows keyed by the experience counter", "bench/bridge.py",
+      "return self.trained + 1 if self.epochs_done", "return self.trained if self.epochs_done",
+      ("tests/test_changed_benchmarks.py",)),
+    M("bridge stream BWT from the zero-shot row", "bench/bridge.py",
+      "rows[r][key][:t] for r in range(t + 1)", "rows[r][key][:t] for r in [0] * (t + 1)",
+      ("tests/test_changed_benchmarks.py",)),
     M("recall ties favour the query", "bench/evaluate.py",
       "scores.shape[dim] - 1 - unequal.long()", "0 * unequal.long()", ("tests/test_evaluate.py",)),
     M("recall counts from signs without the NaN rule", "bench/evaluate.py",

@@ -173,8 +173,8 @@ def test_pairs_of_different_widths_share_a_batch():
     from bench.heads import Heads
     heads = Heads({"text": 6, "audio": 4, "video": 6}, out_dim=6)
     model = bridge.PairModel(heads, [("text", "video"), ("audio", "text")])
-    d0 = pair_dataset(torch.randn(5, 6), torch.randn(5, 6), 0)
-    d1 = pair_dataset(torch.randn(5, 4), torch.randn(5, 6), 1)
+    d0 = pair_dataset(torch.randn(5, 6), torch.randn(5, 6), 0, "train")
+    d1 = pair_dataset(torch.randn(5, 4), torch.randn(5, 6), 1, "train")
     items = [d0[0], d1[0], d0[1], d1[1]]
     xa, xb, t = collate(items)
     assert xa.shape == (4, 6) and t.tolist() == [0, 1, 0, 1] and bool((xa[1, 4:] == 0).all())
@@ -237,7 +237,7 @@ def test_bridge_refuses_what_would_give_wrong_results():
     # evaluating other test pairs than the evaluator's
     b = bridge.Bridge("vanilla", stream="toy", seed=0)
     s = b.strategy()
-    with pytest.raises(BenchError, match="other test pairs"):
+    with pytest.raises(BenchError, match="holds other pairs than the test stream"):
         s.eval(_subset_stream(b))
     with pytest.raises(BenchError, match="unknown metric 'r3'"):
         b.metrics(("r3",))
