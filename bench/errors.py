@@ -21,6 +21,10 @@ def run_cli(body, interrupted: str = "interrupted: rerun the same command to con
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    except BrokenPipeError:              # the reader left (``--list | head``): what it read is what it wanted
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())    # no second error at exit's flush
+        return 0
     except OSError as e:                 # the machine, not the input: a full disk, a vanished folder
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"error: {e.strerror or e}{where}; finished runs are saved, rerun to continue", file=sys.stderr)

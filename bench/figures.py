@@ -34,6 +34,18 @@ def main(argv=None) -> int:
             raise BenchError("--methods draws a subset: give --out DIR for it (the full tables and figures in "
                              f"{args.dir} stay as they are)")
         dirs = stream_dirs(Path(args.dir), args.stream)
+        if methods and len(dirs) > 1:           # only the streams that have these rows; checked before writing
+            from .reporting.rebuild import labels_in
+            found = {d: labels_in(d) for d in dirs}
+            having = [d for d in dirs if set(methods) & found[d]]
+            if not having:
+                raise BenchError(f"--methods: no stream under {args.dir} has runs of {', '.join(methods)}")
+            for d in having:
+                missing = [m for m in methods if m not in found[d]]
+                if missing:
+                    raise BenchError(f"{d}: no runs of {', '.join(missing)}; the runs there are of "
+                                     f"{', '.join(sorted(found[d]))} (--stream draws one stream)")
+            dirs = having
         outs = [None] * len(dirs)
         if args.out is not None:
             check_writable(args.out)

@@ -78,7 +78,10 @@ def check_writable(folder: Path | str, flag: str = "--out") -> None:
                 pass
         except OSError as e:
             reason = e.strerror or str(e)
-    elif not os.access(probe, os.W_OK | os.X_OK):
-        reason = f"{probe} is not writable"
+    else:
+        try:        # a folder made and removed at once: permissions alone miss /proc, read-only mounts, ...
+            os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".write-check-"))
+        except OSError as e:
+            reason = f"{probe} is not writable ({e.strerror or e})"
     if reason:
         raise BenchError(f"{flag} {folder}: cannot write results there ({reason})")

@@ -167,9 +167,11 @@ def plan(args) -> Plan:
         catalogue.get(m).resolve(sets[m])
     grids = parse_grid(args.grids, known)
     labels = parse_labels(args.labels, known, grids)
-    for m in list(grids) + list(labels):
-        if m not in names:
-            raise BenchError(f"--grid/--label name method {m!r}, which --methods does not run")
+    for flag, given in (("--set", sets), ("--grid", grids), ("--label", labels)):
+        for m in given:
+            if m not in names:
+                raise BenchError(f"{flag} names method {m!r}, which --methods does not run (it runs "
+                                 f"{', '.join(names)})")
     spec = streams.load(args.stream)
     if args.encoder and not spec.bank_sources and args.encoder not in spec.settings:
         raise BenchError(f"--encoder {args.encoder}: stream {spec.name!r} reads no feature banks and has no "

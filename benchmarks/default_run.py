@@ -7,7 +7,7 @@ its own defaults (the earlier one ran serially; this one uses every core). Print
 seconds, their median, the ratio of medians, and whether the two sides' run files hold the same metric
 matrices (the speed work must not change results).
 
-Usage: ``python benchmarks/default_run.py [--base 6e55fd7] [--repeats 1] [--keep DIR]``. Needs git and this
+Usage: ``python benchmarks/default_run.py [--base 6e55fd7] [--repeats 1] [--keep DIR] [--args '--methods all']``. Needs git and this
 checkout's history. A repeat takes minutes (the earlier commit about four on two cores).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,8 @@ def main(argv=None):
     p.add_argument("--base", default="6e55fd7")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--keep", help="keep the result folders here")
+    p.add_argument("--args", default="--methods all", help="bench.run's arguments for both sides (default "
+                   "'--methods all'; the test suite runs a tiny one so this script cannot rot)")
     args = p.parse_args(argv)
     work = Path(args.keep or tempfile.mkdtemp(prefix="cmcl-default-run-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -58,7 +61,7 @@ def main(argv=None):
         for r in range(args.repeats):
             for k, (name, e) in enumerate(sides.items() if r % 2 == 0 else reversed(list(sides.items()))):
                 out = work / f"{'new' if name == 'this checkout' else 'base'}-{r}"
-                cmd = [sys.executable, "-m", "bench.run", "--methods", "all", "--out", str(out)]
+                cmd = [sys.executable, "-m", "bench.run", *shlex.split(args.args), "--out", str(out)]
                 times[name].append(timed(cmd, e, neutral))
                 print(f"repeat {r + 1}: {name}: {times[name][-1]:.1f} s", flush=True)
     finally:

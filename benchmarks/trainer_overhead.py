@@ -131,7 +131,7 @@ def measure(dim: int, repeats: int, iters_target: int, batch_size: int, tmpdir: 
     train_cfg = TrainConfig(epochs=max(1, math.ceil(iters_target / batches_per_epoch)), batch_size=batch_size)
     loss_cfg = LossConfig()
     # The trainer reads the step's matrices the same way: the bare loop indexes the very same tensors.
-    xa_all, xb_all = pair_tensors(scenario.benchmark.train_stream[STEP].dataset)
+    xa_all, xb_all = pair_tensors(scenario.benchmark.train_stream[STEP].dataset, scenario.tasks[STEP])
 
     # Warm-up: first-call costs (allocator, kernels, lazy imports) land here, and the two final states are
     # compared to confirm both loops did the same math.

@@ -139,6 +139,8 @@ def test_rerun_skips_finished_runs_and_reruns_changed_configs(tmp_path, capsys):
     (["--set", "dns.lambda_min=nan"], "option dns.lambda_min must be finite"),
     (["--set", "lwf.temperature=0"], "option lwf.temperature must be > 0"),
     (["--out", "/etc/passwd"], "--out /etc/passwd: cannot write results there"),
+    (["--out", "/proc/cmcl-x"], "--out /proc/cmcl-x: cannot write results there"),
+    (["--methods", "vanilla", "--set", "l2.strength=3"], "--set names method 'l2', which --methods does not run"),
     (["--encoder", "imagebind"], "--encoder imagebind: stream 'toy' reads no feature banks"),
     (["--stream", "/tmp"], "--stream /tmp is a folder, not a stream file"),
     (["--device", "tpu9"], "--device 'tpu9' is not usable"),
@@ -205,6 +207,25 @@ def test_figures_rebuild_from_run_files_alone(toy_all, tmp_path):
     assert (stream / "table.md").read_bytes() == table
     assert (stream / "summary.csv").read_bytes() == summary
     assert (stream / "figures" / "summary.png").stat().st_size > 10_000
+
+
+def test_figures_subset_over_several_streams_draws_those_that_have_it(toy_all, tmp_path, capsys):
+    import shutil
+    d = tmp_path / "copy"
+    shutil.copytree(toy_all, d)
+    shutil.copytree(d / "toy", d / "other")
+    shutil.rmtree(d / "other" / "runs" / "vanilla")
+    assert figures.main([str(d), "--methods", "vanilla", "--out", str(tmp_path / "sub"), "--no-figures"]) == 0
+    assert (tmp_path / "sub" / "toy" / "table.md").exists() and not (tmp_path / "sub" / "other").exists()
+    # a stream with some of the rows but not all: refused before anything is written
+    assert figures.main([str(d), "--methods", "vanilla,l2", "--out", str(tmp_path / "sub2"), "--no-figures"]) == 2
+    assert "other: no runs of vanilla" in capsys.readouterr().err and not (tmp_path / "sub2").exists()
+
+
+def test_list_into_a_closed_pipe_is_quiet():
+    r = subprocess.run(f"set -o pipefail; {sys.executable} -m bench.run --list | head -1", shell=True,
+                       executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == "methods:\n" and r.stderr == "", r.stderr
 
 
 def _py(code_or_args, **kw):

@@ -32,7 +32,7 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
     if not runs:
         raise BenchError(f"no run files under {stream_dir / 'runs'}")
     if methods:
-        found = sorted({label(r) for r in runs})
+        found = sorted(labels_in(stream_dir, runs))
         missing = [m for m in dict.fromkeys(methods) if m not in found]
         if missing:
             raise BenchError(f"{stream_dir}: no runs of {', '.join(missing)}; the runs there are of "
@@ -87,6 +87,12 @@ def up_to_date(stream_dir: Path, figures: bool = True) -> bool:
         return False
     newest_run = max((p.stat().st_mtime_ns for p in stream_dir.glob("runs/*/seed*.json")), default=0)
     return min(p.stat().st_mtime_ns for p in outputs) >= newest_run
+
+
+def labels_in(stream_dir: Path, runs: list | None = None) -> set[str]:
+    """The rows (method names or variant labels) a stream folder has runs of."""
+    from .records import label
+    return {label(r) for r in (load_runs(stream_dir) if runs is None else runs)}
 
 
 def stream_dirs(root: Path, stream: str | None) -> list[Path]:
