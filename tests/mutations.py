@@ -39,6 +39,9 @@ class Mutation:
 M = Mutation
 MUTATIONS = [
     # -- evaluation and metrics ---------------------------------------------------------------------
+    M("a new method's style may be a built-in one's", "bench/reporting/style.py",
+      "                if combos[(start + k) % len(combos)] not in taken)", "                if True)",
+      ("tests/test_figures.py",)),
     M("a changed benchmark trains in the stream file's order", "bench/scenario.py",
       "    order = list(train)\n", "    order = sorted(train)\n", ("tests/test_changed_benchmarks.py",)),
     M("a changed benchmark is left out of the configuration", "bench/runner.py",

@@ -218,3 +218,15 @@ def test_heatmaps_are_paged(tmp_path):
     assert [j for j in p.jobs() if j.startswith("heatmaps:r10")] == ["heatmaps:r10:1", "heatmaps:r10:2", "heatmaps:r10:3"]
     p.draw("heatmaps:r10:3")
     assert (tmp_path / "heatmaps_r10_p3.png").exists()
+
+
+def test_a_new_method_never_takes_a_built_in_methods_style():
+    from bench.reporting.style import BUILTIN, PALETTES, style
+    builtin = {(b.family, b.color, b.marker) for b in BUILTIN.values()}
+    assert (style("rwalk", "regularisation").color, style("rwalk", "regularisation").marker) != \
+        (BUILTIN["si"].color, BUILTIN["si"].marker)             # rwalk's name hashes to si's pair
+    for fam in PALETTES:
+        for i in range(300):
+            s = style(f"new-method-{i}", fam)
+            assert (s.family, s.color, s.marker) not in builtin, (fam, i)
+            assert s == style(f"new-method-{i}", fam)               # deterministic

@@ -5,7 +5,7 @@ filtering methods changes no colour. Each family (``bench.roles.FAMILIES``) has 
 and black, the naive baseline brown, regularisers blue, distillation purple, replay orange, null-space
 methods green, optimisers magenta. The built-in methods have hand-picked shades (distinct within a family,
 and each shade paired with its own marker); a method missing from ``BUILTIN`` (a new file in ``methods/``)
-gets a shade of its family's hue and a marker from a hash of its name, and a variant label such as
+gets a shade of its family's hue and a marker from a hash of its name (never a built-in method's pair), and a variant label such as
 ``ewc[strength=10]`` its method's colour, lightened or darkened, with a marker from a hash of the label.
 To give a new method a hand-picked style, add it to ``BUILTIN``.
 
@@ -77,6 +77,17 @@ def _shade(color: str, amount: float) -> str:
     return "#" + "".join(f"{round(c + (target - c) * abs(amount)):02x}" for c in rgb)
 
 
+def _new_method_style(name: str, family: str) -> tuple[str, str]:
+    """A (shade, marker) of the family's palette for a method outside ``BUILTIN``: the combination its name
+    hashes to, or the next one no built-in method of the family has (so a new method never looks like one)."""
+    palette = PALETTES[family]
+    combos = [(c, m) for m in MARKERS for c in palette]
+    taken = {(b.color, b.marker) for b in BUILTIN.values() if b.family == family}
+    start = _hash(name) % len(combos)
+    return next(combos[(start + k) % len(combos)] for k in range(len(combos))
+                if combos[(start + k) % len(combos)] not in taken)
+
+
 def style(label: str, family: str | None = None, role: str | None = None) -> Style:
     """The style of a table row: a method name or a variant label ``method[k=v,…]``."""
     base = label.split("[", 1)[0]
@@ -86,9 +97,7 @@ def style(label: str, family: str | None = None, role: str | None = None) -> Sty
     if known is not None and known.family == fam:
         s = Style(fam, known.color, known.marker, reference)
     else:
-        palette = PALETTES[fam]
-        h = _hash(base)
-        s = Style(fam, palette[h % len(palette)], MARKERS[(h // len(palette)) % len(MARKERS)], reference)
+        s = Style(fam, *_new_method_style(base, fam), reference)
     if label != base:
         h = _hash(label)
         amount = (-0.35, -0.2, 0.2, 0.35)[h % 4]
