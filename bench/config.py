@@ -138,6 +138,9 @@ class RunSpec:
     label: str | None = None       # the run's row: the method, or a variant's label (None: the method's name)
     option_sources: Mapping[str, str] | None = None   # where each non-default option came from
     untuned: bool = False          # the stream's tuned settings were ignored (results in <stream>-untuned)
+    # False: the stream has tuned settings but none for this method, which runs at its defaults (marked in
+    # tables); None: nothing to say (no tuned settings, the method has nothing to tune, or it was tuned)
+    tuned: bool | None = None
     heads_dir: str | None = field(default=None, compare=False)   # save the heads after every step there
     log: tuple = field(default=(), compare=False)                # loggers (bench.tracking.LOGGERS) ...
     log_dir: str | None = field(default=None, compare=False)     # ... writing there
@@ -169,6 +172,8 @@ class RunSpec:
             cfg["label"] = self.label
         if self.option_sources:
             cfg["option_sources"] = dict(self.option_sources)
+        if self.tuned is False:
+            cfg["tuned"] = False
         if self.stream.bank_sources:
             cfg["encoder"], cfg["banks_sha256"] = self.encoder, dict(self.bank_shas or {})
         if self.benchmark is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BenchError, run_cli
-from .tuned import load_tuned, warn_if_other_training
+from .tuned import load_tuned, source_name, warn_if_other_training
 from .variants import check_label, grid_points, parse_grid, variant_label
 
 DEFAULT_STREAM = "sim-paper"
@@ -180,8 +180,17 @@ def plan(args) -> Plan:
     split = getattr(args, "split", "test")
     # tuning (validation split) starts from the untuned base; its runs never read tuned settings
     tuned, tuned_file, tuned_data = ({}, None, {}) if args.untuned or split != "test" else load_tuned(spec, args.encoder)
+    tuned_source = source_name(tuned_file, spec) if tuned_file else None
+    # a method the user sets or grids is chosen by hand; one left at its defaults beside tuned ones is noted
+    untuned_rows = [m for m in names if tuned_file and m not in tuned and m not in sets and m not in grids
+                    and catalogue.get(m).search_space]
+    if untuned_rows:
+        print(f"note: {tuned_source} has no tuned settings for {', '.join(untuned_rows)}: "
+              f"{'it runs' if len(untuned_rows) == 1 else 'they run'} at the defaults next to tuned methods "
+              f"(marked in the table; tune with python -m bench.tune --methods {','.join(untuned_rows)})",
+              file=sys.stderr)
     points = getattr(args, "points", None) or {m: grid_points(grids.get(m, {})) for m in names}
-    variants = {m: method_variants(m, encoder_settings.get(m, {}), tuned.get(m, {}), tuned_file, sets.get(m, {}),
+    variants = {m: method_variants(m, encoder_settings.get(m, {}), tuned.get(m, {}), tuned_source, sets.get(m, {}),
                                    points.get(m, [{}]), labels.get(m)) for m in names}
     official = args.protocol == "official"
     base = OFFICIAL_LOSS if args.loss == "official" or (args.loss is None and official) else LossConfig()
@@ -223,7 +232,8 @@ def plan(args) -> Plan:
             for seed in seeds:
                 run = RunSpec(spec, m, opts, seed, train, loss, device=args.device, encoder=args.encoder,
                               banks=args.banks, bank_shas=shas, label=label,
-                              option_sources=sources or None, untuned=args.untuned, split=split)
+                              option_sources=sources or None, untuned=args.untuned, split=split,
+                              tuned=False if m in untuned_rows else None)
                 if getattr(args, "save_heads", False):
                     run = replace(run, heads_dir=str(run.heads_path(out)))
                 if loggers:
@@ -290,7 +300,7 @@ def stream_settings(spec, encoder, known) -> dict:
     return settings
 
 
-def method_variants(method, stream_opts, tuned_opts, tuned_file, sets, points, label=None):
+def method_variants(method, stream_opts, tuned_opts, tuned_source, sets, points, label=None):
     """The variants of one method to run: ``[(options, label or None, {option: source})]``. Options resolve
     in order: method defaults < the stream's settings < the stream's tuned settings < ``--set`` / ``--grid``;
     the base (without the last layer) keeps the plain method name."""
@@ -302,12 +312,12 @@ def method_variants(method, stream_opts, tuned_opts, tuned_file, sets, points, l
     try:
         base = cls.resolve({**stream_opts, **tuned_opts})
     except BenchError as e:
-        raise BenchError(f"tuned settings {tuned_file}: {e}") from None
+        raise BenchError(f"tuned settings {tuned_source}: {e}") from None
     out = []
     for point in points:
         opts = cls.resolve({**stream_opts, **tuned_opts, **sets, **point})
         sources = {k: "stream settings" for k in stream_opts}
-        sources.update({k: f"tuned ({tuned_file.name})" for k in tuned_opts} if tuned_file else {})
+        sources.update({k: f"tuned ({tuned_source})" for k in tuned_opts} if tuned_source else {})
         sources.update({k: "--set" for k in sets})
         sources.update({k: "--grid" for k in point})
         out.append((opts, label or variant_label(method, opts, base), sources))

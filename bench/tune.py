@@ -78,9 +78,21 @@ def parse_args(argv):
                    help=f"settings tried per method at most (default {DEFAULT_BUDGET}; the default setting always)")
     p.add_argument("--criterion", default="score", help="what selects: 'score' (default: final average of each "
                    "task's declared metrics) or a summary metric key, e.g. r10, bwt_r10")
-    p.add_argument("--write", help="tuned-settings file to write (default: <stream>.tuned[-<encoder>].json beside "
-                   "the stream file, where bench.run finds it)")
+    p.add_argument("--write", help="tuned-settings file to write (default: <stream>.tuned[-<encoder>].json where "
+                   "bench.run finds it: beside a user's stream file; for a built-in stream in the user settings "
+                   "folder, $CMCL_BENCH_SETTINGS or ~/.config/cmcl-bench, under tuned/)")
     return p.parse_args(argv)
+
+
+# the top-level fields that say how a file's settings were tuned (kept per method when entries are merged)
+PROVENANCE = ("criterion", "direction", "seeds", "budget", "train", "loss", "code_version", "date")
+
+
+def _same_stream(path: Path, spec) -> tuple[dict, Path | None, dict]:
+    """An existing ``--write`` file's contents when it was tuned on this stream file, else nothing."""
+    from .tuned import read_tuned
+    data = read_tuned(path)
+    return ({}, path, data) if data.get("stream_sha256") == spec.sha256 else ({}, None, {})
 
 
 def main(argv=None) -> int:
@@ -94,7 +106,9 @@ def _main(args) -> int:
     from . import catalogue
     from .reporting.records import read_run
     from .run import execute, parse_grid, plan
-    from .tuned import tuned_path, write_tuned
+    from . import streams
+    from .files import check_writable
+    from .tuned import load_tuned, tuned_path, write_tuned
     known = catalogue.names()
     crit = criteria()
     if args.criterion not in crit:
@@ -113,6 +127,11 @@ def _main(args) -> int:
     args.methods = ",".join(names)
     args.split, args.grids = "validation", []
     args.points = {m: candidates(catalogue.get(m), args.budget, grids.get(m)) for m in names}
+    spec = streams.load(args.stream)
+    target = Path(args.write) if args.write else tuned_path(spec, args.encoder)
+    if target.is_dir():
+        raise BenchError(f"--write {target}: is a folder; give the tuned-settings file to write")
+    check_writable(target.parent, "--write" if args.write else "tuned settings folder")
     import torch
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -144,10 +163,19 @@ def _main(args) -> int:
                      "candidates": rows}
         print(f"{m}: {best['label']} ({args.criterion} {best['score']:.2f})" if best["score"] is not None
               else f"{m}: no score", file=sys.stderr)
-    spec = p.stream
-    target = Path(args.write) if args.write else tuned_path(spec, args.encoder)
     from dataclasses import asdict
     first = p.runs[0]
+    # methods tuned before keep their entries (with the provenance of the tuning that chose them): tuning one
+    # new method must not leave the others untuned
+    if args.write:
+        _, before_path, before = _same_stream(target, spec) if target.is_file() else ({}, None, {})
+    else:
+        _, before_path, before = load_tuned(spec, args.encoder)
+    kept = {}
+    for m, entry in (before.get("methods") or {}).items():
+        if m not in result:
+            kept[m] = {**entry, "tuned_by": entry.get("tuned_by") or {
+                "file": str(before_path), **{k: before.get(k) for k in PROVENANCE}}}
     write_tuned(target, {
         "stream": spec.name, "stream_sha256": spec.sha256, "encoder": args.encoder if spec.bank_sources else None,
         "criterion": args.criterion, "direction": direction,
@@ -155,8 +183,9 @@ def _main(args) -> int:
         "seeds": p.seeds, "budget": args.budget, "train": asdict(first.train), "loss": asdict(first.loss),
         "code_version": code_version(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.perf_counter() - t0, 1), "run_seconds": round(compute, 1),
-        "jobs": args.jobs, "methods": result})
-    print(f"tuned settings written to {target}", file=sys.stderr)
+        "jobs": args.jobs, "methods": {**kept, **result}})
+    print(f"tuned settings written to {target}" + (f" (kept from {before_path}: {', '.join(kept)})" if kept else ""),
+          file=sys.stderr)
     return 0
 
 

@@ -2,14 +2,18 @@
 on validation pairs, with their provenance. ``bench.run`` applies them between the stream's own settings and
 ``--set``.
 
-The file sits next to its stream file — ``<stream>.tuned.json``, or ``<stream>.tuned-<encoder>.json`` for a
-stream of feature banks — so the built-in streams ship theirs inside the package. It records the stream
-file's content hash; settings tuned on another version of the stream are not applied (one warning line).
-Torch-free.
+The file is named ``<stream>.tuned.json`` (``<stream>.tuned-<encoder>.json`` for a stream of feature banks).
+For a user's stream file it sits beside that file. The built-in streams ship theirs inside the package, and
+``bench.tune`` never writes there (from a wheel that would silently change every later run of the
+installation): it writes to the user settings folder (``$CMCL_BENCH_SETTINGS``, default
+``~/.config/cmcl-bench``) under ``tuned/``, which ``bench.run`` reads before the shipped file. The file records
+the stream file's content hash; settings tuned on another version of the stream are not applied (one warning
+line). Torch-free.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,10 +23,35 @@ from .files import write_atomic
 SCHEMA = 1
 
 
-def tuned_path(spec, encoder: str | None) -> Path:
+def settings_dir() -> Path:
+    """The user settings folder: where tuning a built-in stream writes, and what ``bench.run`` reads first."""
+    return Path(os.environ.get("CMCL_BENCH_SETTINGS") or Path.home() / ".config" / "cmcl-bench")
+
+
+def _name(spec, encoder: str | None) -> str:
     stem = spec.path.name.removesuffix(".toml")
-    suffix = f".tuned-{encoder}.json" if spec.bank_sources and encoder else ".tuned.json"
-    return spec.path.parent / f"{stem}{suffix}"
+    return stem + (f".tuned-{encoder}.json" if spec.bank_sources and encoder else ".tuned.json")
+
+
+def is_builtin(spec) -> bool:
+    from .streams import builtin_streams
+    return spec.path.resolve() in {p.resolve() for p in builtin_streams().values()}
+
+
+def shipped_path(spec, encoder: str | None) -> Path:
+    """The file beside the stream file (for a built-in stream: the one shipped in the package)."""
+    return spec.path.parent / _name(spec, encoder)
+
+
+def tuned_path(spec, encoder: str | None) -> Path:
+    """Where ``bench.tune`` writes by default: beside a user's stream file; for a built-in stream, in the user
+    settings folder."""
+    return settings_dir() / "tuned" / _name(spec, encoder) if is_builtin(spec) else shipped_path(spec, encoder)
+
+
+def source_name(path: Path, spec) -> str:
+    """How a run's ``option_sources`` names the file: its name when beside the stream file, else its path."""
+    return path.name if path.parent.resolve() == spec.path.parent.resolve() else str(path)
 
 
 def read_tuned(path: Path) -> dict:
@@ -40,18 +69,23 @@ def read_tuned(path: Path) -> dict:
 
 
 def load_tuned(spec, encoder: str | None) -> tuple[dict[str, dict], Path | None, dict]:
-    """``({method: chosen options}, path, file contents)`` of the stream's tuned settings; ``({}, None, {})``
+    """``({method: chosen options}, path, file contents)`` of the stream's tuned settings — for a built-in
+    stream the user settings folder's file if there is a current one, else the shipped one; ``({}, None, {})``
     when there are none or they were tuned on another version of the stream file."""
-    path = tuned_path(spec, encoder)
-    if not path.is_file():
-        return {}, None, {}
-    data = read_tuned(path)
-    if data.get("stream_sha256") != spec.sha256:
-        print(f"warning: {path.name} was tuned on another version of stream file {spec.path.name} "
-              f"(content {data.get('stream_sha256')} vs {spec.sha256}); not applied — rerun python -m bench.tune",
-              file=sys.stderr)
-        return {}, None, {}
-    return {m: dict(e["chosen"]) for m, e in data["methods"].items()}, path, data
+    for path in dict.fromkeys([tuned_path(spec, encoder), shipped_path(spec, encoder)]):
+        if not path.is_file():
+            continue
+        data = read_tuned(path)
+        if data.get("stream_sha256") != spec.sha256:
+            print(f"warning: {path} was tuned on another version of stream file {spec.path.name} (content "
+                  f"{data.get('stream_sha256')} vs {spec.sha256}); not applied — rerun python -m bench.tune",
+                  file=sys.stderr)
+            continue
+        if path != shipped_path(spec, encoder):
+            print(f"note: tuned settings from {path} (the user settings folder), not the shipped ones",
+                  file=sys.stderr)
+        return {m: dict(e["chosen"]) for m, e in data["methods"].items()}, path, data
+    return {}, None, {}
 
 
 def warn_if_other_training(data: dict, path: Path | None, train: dict, loss: dict) -> None:
@@ -61,7 +95,7 @@ def warn_if_other_training(data: dict, path: Path | None, train: dict, loss: dic
     diff = [k for k in train if data.get("train", {}).get(k) != train[k]]
     diff += [f"loss.{k}" for k in loss if data.get("loss", {}).get(k) != loss[k]]
     if diff:
-        print(f"warning: {path.name} was tuned with other training settings ({', '.join(diff)}); applied anyway",
+        print(f"warning: {path} was tuned with other training settings ({', '.join(diff)}); applied anyway",
               file=sys.stderr)
 
 

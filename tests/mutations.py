@@ -39,6 +39,15 @@ class Mutation:
 M = Mutation
 MUTATIONS = [
     # -- evaluation and metrics ---------------------------------------------------------------------
+    M("a method left at its defaults beside tuned ones is not marked", "bench/run.py",
+      "    untuned_rows = [m for m in names if tuned_file and m not in tuned", "    untuned_rows = [m for m in [] if tuned_file and m not in tuned",
+      ("tests/test_variants_tuning.py::test_a_method_left_at_its_defaults_beside_tuned_ones_is_said_and_marked",)),
+    M("tuning a built-in stream writes into the package", "bench/tuned.py",
+      'return settings_dir() / "tuned" / _name(spec, encoder) if is_builtin(spec) else', 'return settings_dir() / "tuned" / _name(spec, encoder) if False else',
+      ("tests/test_variants_tuning.py::test_tuning_a_built_in_stream_writes_to_the_user_settings_folder_never_the_package",)),
+    M("tuning one method drops the others' tuned settings", "bench/tune.py",
+      '"methods": {**kept, **result}}', '"methods": result}',
+      ("tests/test_variants_tuning.py::test_tuning_a_built_in_stream_writes_to_the_user_settings_folder_never_the_package",)),
     M("a new method's style may be a built-in one's", "bench/reporting/style.py",
       "                if combos[(start + k) % len(combos)] not in taken)", "                if True)",
       ("tests/test_figures.py",)),

@@ -167,3 +167,58 @@ def test_every_search_space_holds_the_default_and_only_options():
     with pytest.raises(TypeError, match="search_space"):
         type("Bad", (Method,), {"defaults": {"x": 1.0}, "search_space": {"x": [2.0]}})
     assert tune.main(["--stream", "toy", "--methods", "vanilla"]) == 2       # nothing to tune: one-line error
+
+
+def _tuned_file(stream, methods):
+    (stream.parent / (stream.stem + ".tuned.json")).write_text(json.dumps(
+        {"schema": 1, "stream_sha256": streams.load(str(stream)).sha256,
+         "methods": {m: {"chosen": c} for m, c in methods.items()}}))
+
+
+def test_a_method_left_at_its_defaults_beside_tuned_ones_is_said_and_marked(tmp_path, capsys):
+    stream = tmp_path / "mytoy.toml"
+    shutil.copy(builtin_streams()["toy"], stream)
+    _tuned_file(stream, {"l2": {"strength": 0.1}})
+    common = ["--stream", str(stream), "--seeds", "1", "--epochs", "0", "--out", str(tmp_path / "r")]
+    capsys.readouterr()
+    assert run.main(common + ["--methods", "l2,mas,vanilla"]) == 0
+    err = capsys.readouterr().err
+    assert "no tuned settings for mas:" in err          # vanilla has nothing to tune; l2 is tuned
+    table = (tmp_path / "r" / "toy" / "table.md").read_text()
+    assert set(_rows(table)) == {"l2", "mas †", "vanilla"} and "† untuned" in table
+    assert r"mas$^\dagger$" in (tmp_path / "r" / "toy" / "table.tex").read_text()
+    assert "untuned: the stream's tuned settings have none" in (tmp_path / "r" / "toy" / "report.md").read_text()
+    runs = tmp_path / "r" / "toy" / "runs"
+    assert json.loads((runs / "mas" / "seed0.json").read_text())["config"]["tuned"] is False
+    assert "tuned" not in json.loads((runs / "l2" / "seed0.json").read_text())["config"]
+    # a method the user sets by hand is not "left at its defaults"
+    assert run.main(common + ["--methods", "mas", "--set", "mas.strength=4"]) == 0
+    assert "no tuned settings" not in capsys.readouterr().err
+    assert "tuned" not in json.loads((runs / "mas[strength=4]" / "seed0.json").read_text())["config"]
+
+
+def test_tuning_a_built_in_stream_writes_to_the_user_settings_folder_never_the_package(tmp_path, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("CMCL_BENCH_SETTINGS", str(tmp_path / "settings"))
+    shipped = builtin_streams()["toy"].parent
+    before = sorted(p.name for p in shipped.iterdir())
+    common = ["--stream", "toy", "--seeds", "1", "--epochs", "1", "--no-figures", "--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert tune.main(common + ["--methods", "l2", "--grid", "l2.strength=0.1,5"]) == 0
+    target = tmp_path / "settings" / "tuned" / "toy.tuned.json"
+    assert f"written to {target}" in capsys.readouterr().err
+    assert sorted(p.name for p in shipped.iterdir()) == before
+    # tuning another method keeps l2's entry, with the provenance of the tuning that chose it
+    assert tune.main(common + ["--methods", "ewc", "--grid", "ewc.strength=1,10"]) == 0
+    methods = json.loads(target.read_text())["methods"]
+    assert set(methods) == {"l2", "ewc"} and methods["l2"]["tuned_by"]["file"] == str(target)
+    assert run.main(common + ["--methods", "l2"]) == 0
+    assert "from " + str(target) in capsys.readouterr().err
+    rec = json.loads((tmp_path / "o" / "toy" / "runs" / "l2" / "seed0.json").read_text())
+    assert rec["config"]["option_sources"] == {"strength": f"tuned ({target})"}
+
+
+def test_an_unwritable_tuned_settings_target_is_refused_before_any_tuning_run(tmp_path, capsys):
+    assert tune.main(["--stream", "toy", "--methods", "l2", "--seeds", "1", "--out", str(tmp_path / "o"),
+                      "--write", "/proc/x/t.json"]) == 2
+    assert "--write /proc/x" in capsys.readouterr().err and not (tmp_path / "o").exists()

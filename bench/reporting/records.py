@@ -132,6 +132,11 @@ def _variant_key(lab: str) -> tuple:
     return tuple(key)
 
 
+def untuned_rows(runs: list[dict]) -> set[str]:
+    """Rows that ran at their defaults on a stream with tuned settings (``config.tuned`` false)."""
+    return {label(r) for r in runs if r["config"].get("tuned") is False}
+
+
 def roles_of(runs: list[dict]) -> dict[str, str]:
     roles = {}
     for r in runs:

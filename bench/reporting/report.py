@@ -49,14 +49,18 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
         params = next(r["config"]["method_params"] for r in runs if label(r) == m)
         extra = "" if cfgs == {_json(shared)} else f" (differs from the above: {sorted(cfgs)})"
         sources = next(r["config"].get("option_sources") or {} for r in runs if label(r) == m)
-        origin = "; ".join(f"{k} from {v}" for k, v in sorted(sources.items()))
+        notes = [f"{k} from {v}" for k, v in sorted(sources.items())]
+        if any(r["config"].get("tuned") is False for r in runs if label(r) == m):
+            notes.append("untuned: the stream's tuned settings have none for it")
+        origin = "; ".join(notes)
         lines.append(f"- `{m}` options: `{_json(params)}`{extra}" + (f" — {origin}" if origin else ""))
     tuned = sorted({v for r in runs for v in (r["config"].get("option_sources") or {}).values() if v.startswith("tuned")})
     if tuned:
         lines += ["", f"Options marked *from tuned* were chosen by `python -m bench.tune` on validation pairs "
                   f"(10% of each source's training pairs held out of training; test pairs never read), "
-                  f"recorded with every candidate's score in {', '.join(t[7:-1] for t in tuned)} beside the "
-                  f"stream file; the other options are the methods' defaults."]
+                  f"recorded with every candidate's score in "
+                  + ", ".join(f"`{t[7:-1]}`" + ("" if "/" in t else " beside the stream file") for t in tuned)
+                  + "; the other options are the methods' defaults."]
     lines += ["", "## Environment", ""]
     envs = sorted({_json(r.get("versions", {})) for r in runs})
     for e in envs:

@@ -9,8 +9,18 @@ from __future__ import annotations
 
 from ..metrics import Metric
 from ..roles import REFERENCES
-from .records import roles_of
+from .records import roles_of, untuned_rows
 from .summary import aggregate, metrics_of
+
+
+UNTUNED = "†"
+
+
+def untuned_note(runs: list[dict]) -> str:
+    """The line that explains the mark of rows run at their defaults beside tuned ones ('' when none)."""
+    methods = sorted({r["method"] for r in runs if r["config"].get("tuned") is False})
+    return (f"{UNTUNED} untuned: the stream has tuned settings but none for this method, which ran at its "
+            f"defaults (python -m bench.tune --methods {','.join(methods)})." if methods else "")
 
 
 def note(cols: tuple[Metric, ...]) -> str:
@@ -60,8 +70,11 @@ def table_md(runs: list[dict], stream: str) -> str:
     lines = [f"# {stream}: mean ± std over seeds {', '.join(map(str, seeds))}", "", note(cols), "",
              "| method | seeds | " + " | ".join(m.title for m in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
+    marked = untuned_rows(runs)
     for name, n, cells in _cells(runs, lambda s: f"**{s}**", " ± "):
-        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name}{f' {UNTUNED}' if name in marked else ''} | {n} | " + " | ".join(cells) + " |")
+    if untuned_note(runs):
+        lines += ["", untuned_note(runs)]
     return "\n".join(lines) + "\n"
 
 
@@ -75,13 +88,16 @@ def table_tex(runs: list[dict], stream: str) -> str:
     head = " & ".join(["Method"] + [_tex_escape(m.title) for m in cols]) + r" \\"
     lines = [f"% {stream}: mean $\\pm$ std over seeds {', '.join(map(str, seeds))}. {_tex_escape(note(cols))}",
              r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule", head, r"\midrule"]
-    roles, prev = roles_of(runs), None
+    roles, prev, marked = roles_of(runs), None, untuned_rows(runs)
     for name, _, cells in _cells(runs, lambda s: rf"\textbf{{{s}}}", r"$\pm$"):
         # one group for the references below, one for naive + baselines, one for proposed, one above
         group = {"naive": "baseline"}.get(roles[name], roles[name])
         if prev is not None and group != prev:
             lines.append(r"\midrule")
         prev = group
-        lines.append(" & ".join([_tex_escape(name)] + [c.replace("–", "--") for c in cells]) + r" \\")
+        mark = r"$^\dagger$" if name in marked else ""
+        lines.append(" & ".join([_tex_escape(name) + mark] + [c.replace("–", "--") for c in cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if marked:
+        lines.append("% " + _tex_escape(untuned_note(runs)).replace(UNTUNED, r"$^\dagger$"))
     return "\n".join(lines) + "\n"
