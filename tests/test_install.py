@@ -51,7 +51,7 @@ def test_installed_cli_lists_streams_and_runs_from_another_folder(installed):
     _, target, work = installed
     r = _run(target, work, "bench.run", "--list")
     assert r.returncode == 0, r.stderr
-    for stream in ("sim-paper", "toy", "paper", "real-offline"):
+    for stream in ("sim-paper", "toy", "quick", "paper", "real-offline"):
         assert f"  {stream} " in r.stdout
     r = _run(target, work, "bench.run", "--stream", "toy", "--methods", "vanilla", "--seeds", "1", "--epochs", "1",
              "--no-figures", "--out", "res")

@@ -108,3 +108,19 @@ def test_probes_and_head_width(tmp_path):
     bad.write_text(text.replace('pair = ["audio", "video"]', 'pair = ["audio", "depth"]'))
     with pytest.raises(BenchError, match=r"probes\[0\]: source 'b' has no modality 'depth'"):
         streams.load(str(bad))
+
+
+def test_quick_stream_makes_vanilla_forget_and_separates_the_families(tmp_path):
+    """What `quick` is shipped for: a new method's sanity check in seconds. Vanilla forgets clearly; a
+    regulariser, replay and the null-space projection each keep most of it; distillation sits between."""
+    import csv
+
+    from bench import run
+    assert run.main(["--stream", "quick", "--methods", "vanilla,ewc,er,dns,lwf", "--seeds", "1", "--jobs", "1",
+                     "--no-figures", "--out", str(tmp_path)]) == 0
+    bwt = {r["method"]: float(r["value"]) for r in csv.DictReader(open(tmp_path / "quick" / "summary.csv"))
+           if r["metric"] == "bwt_r10"}
+    assert bwt["vanilla"] < -10
+    for m in ("ewc", "er", "dns"):
+        assert bwt[m] > -3, (m, bwt)
+    assert bwt["vanilla"] + 5 < bwt["lwf"] < bwt["er"] - 2
