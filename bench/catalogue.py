@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 from pathlib import Path
@@ -51,6 +52,7 @@ def _declarations() -> dict:
         d = {k: getattr(cls, k) for k in _FIELDS}
         d["types"] = {k: t.__name__ for k, t in cls.types.items()}
         d["description"] = cls.describe()
+        d["doc"] = inspect.cleandoc(cls.__doc__ or "")
         out[name] = d
     return out
 
@@ -76,7 +78,7 @@ def _spec_class(name: str, d: dict) -> type:
     attrs["types"] = {k: _TYPES[t] for k, t in d["types"].items()}
     attrs["choices"] = {k: tuple(v) for k, v in d["choices"].items()}
     attrs["bounds"] = {k: tuple(v) for k, v in d["bounds"].items()}
-    attrs["__doc__"] = d["description"]
+    attrs["__doc__"] = d["doc"]
     cls = type(f"Spec[{name}]", (MethodSpec,), attrs)
     cls.name = name
     return cls

@@ -82,7 +82,9 @@ class MethodSpec:
         for key, value in overrides.items():
             if key not in cls.defaults:
                 allowed = ", ".join(cls.defaults) or "none"
-                raise BenchError(f"method {cls.name!r} has no option {key!r} (options: {allowed})")
+                from .describe import did_you_mean
+                raise BenchError(f"method {cls.name!r} has no option {key!r};{did_you_mean(key, cls.defaults)} "
+                                 f"(options: {allowed})")
             if isinstance(value, str) and not (cls.defaults[key] is None and value.lower() == "none"):
                 value = _parse(value, cls.option_type(key), f"{cls.name}.{key}")
             elif isinstance(value, str):

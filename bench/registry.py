@@ -48,7 +48,8 @@ def in_table_order(table: dict, role_of) -> dict:
 def lookup(table: dict, name: str):
     """``table[name]``, or the one-line error naming the methods there are."""
     if name not in table:
-        raise BenchError(f"unknown method {name!r}; available: {', '.join(table)}")
+        from .describe import did_you_mean
+        raise BenchError(f"unknown method {name!r};{did_you_mean(name, table)} available: {', '.join(table)}")
     return table[name]
 
 

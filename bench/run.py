@@ -85,6 +85,8 @@ def build_parser(prog="python -m bench.run",
                    "train: <out>/<stream>/heads/<method>/seed<k>/step<t>.pt (torch.load gives {modality: "
                    "{weight, bias}}); finished runs are not retrained (add --force)")
     p.add_argument("--list", action="store_true", help="list methods and streams and exit")
+    p.add_argument("--describe", metavar="METHOD", help="print one method's paper, adaptation, options (defaults, "
+                   "allowed values, search space) and tuned values per stream, and exit")
     return p
 
 
@@ -405,14 +407,23 @@ def execute(p: Plan, args) -> list:
     return failures
 
 
+def answered(args) -> bool:
+    """``--list`` and ``--describe`` print and end the command (bench.run and bench.tune alike)."""
+    if args.list:
+        print(list_all())
+    elif args.describe:
+        from .describe import describe
+        print(describe(args.describe))
+    return bool(args.list or args.describe)
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     return run_cli(lambda: _main(args), "interrupted: finished runs are saved; rerun the same command to continue")
 
 
 def _main(args) -> int:
-    if args.list:
-        print(list_all())
+    if answered(args):
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = plan(args)                  # validates everything, --threads included, before any work

@@ -82,7 +82,9 @@ def resolve(name_or_path: str) -> Path:
             raise BenchError(f"stream file {p} does not exist")
         return p
     if name_or_path not in streams:
-        raise BenchError(f"unknown stream {name_or_path!r}; built-in streams: {', '.join(streams) or 'none'} "
+        from .describe import did_you_mean
+        raise BenchError(f"unknown stream {name_or_path!r};{did_you_mean(name_or_path, streams)} built-in streams: "
+                         f"{', '.join(streams) or 'none'} "
                          f"(or pass the path of a .toml file)")
     return streams[name_or_path]
 

@@ -101,6 +101,9 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    from .run import answered
+    if answered(args):
+        return 0
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from . import catalogue

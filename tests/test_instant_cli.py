@@ -16,7 +16,7 @@ def _fields(cls):
     return {"role": cls.role, "family": cls.family, "sees_old_data": cls.sees_old_data,
             "uses_closure": cls.uses_closure, "defaults": cls.defaults, "choices": norm(cls.choices),
             "types": cls.types, "search_space": cls.search_space, "bounds": norm(cls.bounds),
-            "describe": cls.describe()}
+            "describe": cls.describe(), "doc": __import__("inspect").cleandoc(cls.__doc__ or "")}
 
 
 def test_the_catalogue_declares_what_the_classes_declare(tmp_path, monkeypatch):
@@ -70,7 +70,12 @@ def _quick(tmp_path, argv, cwd):
 
 @pytest.mark.parametrize("argv, rc, err", [
     (["--list"], 0, ""),
+    (["--describe", "dns"], 0, ""),
     (["--methods", "nope"], 2, "unknown method 'nope'"),
+    (["--methods", "ewc_online"], 2, "unknown method 'ewc_online'; did you mean 'ewc-online'?"),
+    (["--describe", "dsn"], 2, "did you mean 'dns'?"),
+    (["--set", "dns.lamda_min=1"], 2, "no option 'lamda_min'; did you mean 'lambda_min'?"),
+    (["--stream", "sim-papr"], 2, "did you mean 'sim-paper'?"),
     (["--lr", "nan"], 2, "--lr must be a finite number"),
     (["--set", "dns.lambda_min=-1"], 2, "option dns.lambda_min must be >= 0"),
     (["--stream", "nope"], 2, "unknown stream"),
@@ -96,3 +101,23 @@ def test_a_rerun_with_nothing_to_do_imports_neither_and_keeps_the_outputs(tmp_pa
     os.utime(run, ns=(run.stat().st_atime_ns, (stream / "table.md").stat().st_mtime_ns + 10**9))
     last, _ = _quick(tmp_path, argv, tmp_path)
     assert last == "HEAVY [] RC 0" and (stream / "table.md").stat().st_mtime_ns > before[stream / "table.md"]
+
+
+def test_describe_prints_paper_adaptation_options_with_bounds_search_space_and_tuned_values(capsys):
+    from bench import run
+    assert run.main(["--describe", "ewc"]) == 0
+    out = capsys.readouterr().out
+    assert "Kirkpatrick" in out and "Adaptation" in out               # the paper and its adaptation paragraph
+    assert "strength" in out and "float >= 0" in out and "tuned over 1.0, 10.0, 100.0" in out
+    tuned = json.load(open(__import__("bench.streams").streams.builtin_streams()["sim-paper"].with_name(
+        "sim-paper.tuned.json")))["methods"]["ewc"]["chosen"]
+    assert f"sim-paper (sim-paper.tuned.json): strength={tuned['strength']}" in out
+    assert run.main(["--describe", "gpm"]) == 0                        # a bounded option says its bounds
+    assert "energy" in capsys.readouterr().out
+    from bench.describe import allowed
+    spec = catalogue.get("gpm")
+    low, high, low_open = spec.bounds["energy"]
+    assert allowed(spec, "energy") == f"float {'>' if low_open else '>='} {low:g} <= {high:g}"
+    assert run.main(["--describe", "vanilla"]) == 0 and "nothing to tune" in capsys.readouterr().out
+    from bench import tune
+    assert tune.main(["--describe", "l2", "--out", "/nonexistent/never"]) == 0   # answered, nothing tuned
