@@ -230,3 +230,56 @@ def test_a_new_method_never_takes_a_built_in_methods_style():
             s = style(f"new-method-{i}", fam)
             assert (s.family, s.color, s.marker) not in builtin, (fam, i)
             assert s == style(f"new-method-{i}", fam)               # deterministic
+
+
+# -------------------------------------------------------------------------------------------- what is drawn
+def _drawn(monkeypatch, runs, job, tmp_path):
+    """The matplotlib figure a job draws (captured before it is saved and closed)."""
+    from bench.reporting.figures import Plotter
+    got = {}
+    monkeypatch.setattr(Plotter, "save", lambda self, fig, name, tight=True: got.setdefault(name, fig))
+    Plotter(runs, tmp_path, "hand").draw(job)
+    return got
+
+
+def test_summary_draws_95_percent_t_intervals_on_an_axis_of_at_least_five_points(monkeypatch, tmp_path):
+    from bench.reporting.figures import SUMMARY_MIN_SPAN
+    from bench.reporting.intervals import t_quantile
+    runs = _hand_runs(FULL)
+    fig = _drawn(monkeypatch, runs, "summary", tmp_path)["summary"]
+    ax = fig.axes[0]                                           # final R@10
+    lo, hi = ax.get_xlim()
+    assert hi - lo >= SUMMARY_MIN_SPAN - 1e-9                  # the methods span 6 points here: not blown up
+    vals = [r["summary"]["r10"] for r in runs if r.get("label", r["method"]) == "ewc"]
+    mean = sum(vals) / 2
+    half = t_quantile(0.95, 1) * abs(vals[0] - vals[1]) / 2   # sd = |a − b|/√2, divided by √2 again
+    bars = [c for c in ax.containers if abs(c.lines[0].get_xdata()[0] - mean) < 1e-9]
+    x0, x1 = sorted(bars[0].lines[2][0].get_segments()[0][:, 0])
+    assert (x0, x1) == pytest.approx((mean - half, mean + half))
+    assert "95 % t interval" in fig._suptitle.get_text()
+
+
+def test_train_time_draws_no_ratios(monkeypatch, tmp_path):
+    fig = _drawn(monkeypatch, _hand_runs(FULL), "train_time", tmp_path)["train_time"]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert not any(t.startswith("×") for t in texts) and "method_cost.py" in fig.axes[0].get_xlabel()
+
+
+def test_the_last_heatmap_page_is_as_tall_as_its_rows(monkeypatch, tmp_path):
+    from bench.reporting.figures import HEATMAP_PANELS
+    many = [(f"m{k:02d}", FAMILIES[2 + k % 5], "baseline") for k in range(HEATMAP_PANELS + 3)]
+    runs = _hand_runs(many)
+    full = _drawn(monkeypatch, runs, "heatmaps:r10:1", tmp_path)["heatmaps_r10_p1"]
+    last = _drawn(monkeypatch, runs, "heatmaps:r10:2", tmp_path)["heatmaps_r10_p2"]
+    assert last.get_figheight() < 0.6 * full.get_figheight()          # one row of three, not three rows
+
+
+def test_a_curve_that_starts_late_says_why_and_leaders_leave_their_labels_side(monkeypatch, tmp_path):
+    runs = _hand_runs(FULL)
+    for r in runs:                                             # step 1 reports Acc only
+        r["tasks"] = [dict(r["tasks"][0], metrics=["acc"]), r["tasks"][1]]
+        r["matrices"]["r10"] = [[None, row[1]] for row in r["matrices"]["r10"]]
+    fig = _drawn(monkeypatch, runs, "curves", tmp_path)["curve_r10_seen"]
+    assert any("start after step 2: step 1 (" in t.get_text() for t in fig.texts)
+    ann = [t for ax in fig.axes for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert ann and all(t.arrowprops.get("relpos") == (0, 0.5) for t in ann)

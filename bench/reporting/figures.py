@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..files import atomic_path, die_with_parent
 from ..roles import FAMILIES
+from .intervals import mean_interval
 from .layout import place_labels, spread, zoom
 from .records import label, row_order
 from .style import PALETTES, styles
@@ -29,11 +30,14 @@ PAGE, COLUMN = 7.0, 3.5        # inches: a two-column paper's text width and col
 DPI = 150
 GREY = "#c8c8c8"
 HEATMAP_PANELS = 9             # methods per heatmap page (3 × 3: a full page)
+SUMMARY_MIN_SPAN = 5.0         # percentage points: the narrowest axis of a summary panel
 
 # file stem (PNG and PDF), title and what it shows: the report's captions
 FIGURES = (
-    ("summary", "Summary", "final R@10 and zero-shot Acc with their backward transfer; mean ± std over seeds "
-     "(dots and bars); the dotted line is the naive baseline; a reference far outside the axis is marked at its edge."),
+    ("summary", "Summary", "final R@10 and zero-shot Acc with their backward transfer; the mean over seeds and "
+     "its 95 % t interval (dots and bars; each method's own interval, not a test of a difference); every axis "
+     "spans at least 5 points; the dotted line is the naive baseline; a reference far outside the axis is "
+     "marked at its edge."),
     ("stability_plasticity", "Stability–plasticity plane",
      "BWT on R@10 (x; right = less forgetting) against plasticity (y; R@10 right after each task is learned), "
      "mean ± std over seeds."),
@@ -50,7 +54,8 @@ FIGURES = (
      "the InfoNCE of the training batches, mean per epoch, epoch after epoch of every step (the loss each method "
      "optimises adds its own terms; both are in the run files); panels as above."),
     ("train_time", "Training time per run",
-     "seconds, log scale: median and range over seeds (2 shared CPU cores are noisy: compare ratios)."),
+     "seconds, log scale: median and range over seeds, as timed in this sweep on shared cores (no ratios are "
+     "drawn: `benchmarks/method_cost.py` measures cost ratios from paired, repeated timings)."),
 )
 
 
@@ -178,26 +183,27 @@ class Plotter:
 
     # ------------------------------------------------------------------ figures
     def summary(self):
-        """A dot plot per metric: one row per method, mean ± std, zoomed on the compared methods."""
+        """A dot plot per metric: one row per method, the mean over seeds and its 95 % t interval. The axis
+        spans at least ``SUMMARY_MIN_SPAN`` points, so a sub-point gap is not stretched across the panel."""
         panels = [(k, t) for k, t in (("r10", "final R@10 (%)"), ("bwt_r10", "BWT on R@10 (%)"),
                                       ("acc", "final zero-shot Acc (%)"), ("bwt_acc", "BWT on Acc (%)"))
                   if any(self.agg[m][k][0] is not None for m in self.methods)]
         if not panels:
             return
         names, n = self.methods, len(self.methods)
-        fig, axes = self.figure(PAGE, 0.15 * n + 0.9, ncols=len(panels), sharey=True, squeeze=False)
+        fig, axes = self.figure(PAGE, 0.15 * n + 1.05, ncols=len(panels), sharey=True, squeeze=False)
         axes = axes[0]
         for ax, (key, title) in zip(axes, panels):
-            mean = {m: self.agg[m][key][0] for m in names}
-            std = {m: self.agg[m][key][1] or 0.0 for m in names}
-            ax.set_xlim(*zoom([mean[m] for m in self.compared if mean[m] is not None]
-                              + [mean[m] + std[m] for m in self.compared if mean[m] is not None]
-                              + [mean[m] - std[m] for m in self.compared if mean[m] is not None],
-                              [mean[m] for m in self.refs]))
+            ci = {m: mean_interval([r["summary"].get(key) for r in self.by_method[m]]) for m in names}
+            mean = {m: ci[m][0] for m in names}
+            half = {m: ci[m][1] or 0.0 for m in names}
+            shown = [m for m in self.compared if mean[m] is not None]
+            ax.set_xlim(*zoom([mean[m] + s * half[m] for m in shown for s in (-1, 0, 1)],
+                              [mean[m] for m in self.refs], min_span=SUMMARY_MIN_SPAN))
             for y, m in enumerate(names):
                 if mean[m] is None:
                     continue
-                ax.errorbar(mean[m], y, xerr=std[m], fmt=self.marker[m], color=self.color[m], ms=3.5, lw=0.8,
+                ax.errorbar(mean[m], y, xerr=half[m], fmt=self.marker[m], color=self.color[m], ms=3.5, lw=0.8,
                             capsize=1.5, mfc="white" if self.style[m].reference else self.color[m])
             for m in self.naive:
                 if mean[m] is not None:
@@ -215,7 +221,9 @@ class Plotter:
         axes[0].set_yticks(range(n), names, fontsize=7)
         self.label_color(axes[0], names)
         axes[0].set_ylim(n - 0.5, -0.5)
-        self.title(fig, "summary, mean ± std over seeds")
+        counts = sorted({len(self.by_method[m]) for m in names})
+        self.title(fig, f"summary: mean and 95 % t interval over seeds (n = {', '.join(map(str, counts))})\n"
+                   f"each method's own interval: a gap between two methods needs a paired comparison")
         fig.tight_layout(pad=0.4, w_pad=0.6)
         self.save(fig, "summary")
 
@@ -278,7 +286,8 @@ class Plotter:
         self.title(fig, "stability–plasticity, mean ± std over seeds")
         self.save(fig, "stability_plasticity")
 
-    def _family_panels(self, series, xs, name, ylabel, title, decimals=1, xlabel="after step", ticks=None):
+    def _family_panels(self, series, xs, name, ylabel, title, decimals=1, xlabel="after step", ticks=None,
+                       note=""):
         """One panel per family of compared methods: its methods in colour (± std shaded) and labelled at
         their line's end, every other compared method in grey, the naive baseline and the references dashed
         in every panel. ``series(run)`` gives one value per x."""
@@ -299,11 +308,12 @@ class Plotter:
         titles = fams or ["all methods"]
         ncol = 1 if len(panels) == 1 else 2
         nrow = math.ceil(len(panels) / ncol)
-        W, H = (COLUMN + 0.6 if ncol == 1 else PAGE), 1.9 * nrow + 0.75
+        extra = 0.13 if note else 0.0                  # a second line under the title
+        W, H = (COLUMN + 0.6 if ncol == 1 else PAGE), 1.9 * nrow + 0.75 + extra
         fig, axes = self.figure(W, H, nrows=nrow, ncols=ncol, sharey=True, squeeze=False)
         # fixed margins in inches (room for the end labels right of each panel), so the label positions
         # computed below hold in the saved file
-        left, right, gap, top, bottom = 0.5, 0.95, 1.05, 0.72, 0.35
+        left, right, gap, top, bottom = 0.5, 0.95, 1.05, 0.72 + extra, 0.35
         panel_w = (W - left - right - (ncol - 1) * gap) / ncol
         panel_h = (H - top - bottom - (nrow - 1) * 0.45) / nrow
         fig.subplots_adjust(left=left / W, right=1 - right / W, top=1 - top / H, bottom=bottom / H,
@@ -345,7 +355,8 @@ class Plotter:
                 ax.annotate(text, (xs[-1], min(max(v, lo), hi)), xytext=(xs[-1] + 0.45, inv((0, y))[1]),
                             textcoords="data", fontsize=6.2, color=self.color[m], va="center", ha="left",
                             annotation_clip=False,
-                            arrowprops={"arrowstyle": "-", "color": GREY, "lw": 0.4, "shrinkA": 1, "shrinkB": 1})
+                            arrowprops={"arrowstyle": "-", "color": GREY, "lw": 0.4, "shrinkA": 1, "shrinkB": 1,
+                                        "relpos": (0, 0.5)})
             if k % ncol == 0:
                 ax.set_ylabel(ylabel, fontsize=7)
             if k >= len(panels) - ncol:
@@ -354,13 +365,18 @@ class Plotter:
             ax.axis("off")
         self.title(fig, title)
         fig.text(0.5, 1 - 0.36 / H, "in colour: the panel's family (± std over seeds shaded); grey: the other methods; "
-                 "dashed: " + ", ".join(dashed), ha="center", va="top", fontsize=6.5, color="#444444")
+                 "dashed: " + ", ".join(dashed) + (f"\n{note}" if note else ""), ha="center", va="top",
+                 fontsize=6.5, color="#444444", linespacing=1.3)
         self.save(fig, name)
 
     def curves(self):
         T = len(self.tasks)
+        first = next((j for j in range(T) if "recall" in self.tasks[j]["metrics"]), 0)
+        before = ", ".join(f"{j + 1} ({short_task(self.tasks[j])})" for j in range(first))
+        note = (f"the curves start after step {first + 1}: step{'s' if first > 1 else ''} {before} "
+                f"report{'' if first > 1 else 's'} no recall" if first else "")
         self._family_panels(lambda r: seen_average(r["matrices"]["r10"]), list(range(1, T + 1)), "curve_r10_seen",
-                            "mean R@10 over seen tasks (%)", "average R@10 over the tasks seen so far")
+                            "mean R@10 over seen tasks (%)", "average R@10 over the tasks seen so far", note=note)
 
     def alignment(self):
         T = len(self.tasks)
@@ -397,7 +413,6 @@ class Plotter:
                    if any(s.get("iterations") for r in self.by_method[m] for s in r["timings"]["steps"])]
         if not trained:
             return
-        base = next((_median(secs[m]) for m in self.naive if m in trained), None)
         fig, ax = self.figure(COLUMN, 0.15 * len(names) + 0.8)
         for y, m in enumerate(names):
             if m not in trained:
@@ -407,10 +422,6 @@ class Plotter:
             med = _median(secs[m])
             ax.plot([min(secs[m]), max(secs[m])], [y, y], color=self.color[m], lw=1.2)
             ax.plot([med], [y], marker=self.marker[m], color=self.color[m], ms=3.5)
-            if base:
-                ax.annotate(f"×{med / base:.1f}", (1, y), xycoords=("axes fraction", "data"), xytext=(3, 0),
-                            textcoords="offset points", va="center", fontsize=5.5, color="#555555",
-                            annotation_clip=False)
         ax.set_xscale("log")
         vals = [v for m in trained for v in secs[m] if v > 0]
         lo, hi = min(vals) / 1.4, max(vals) * 1.4
@@ -422,8 +433,10 @@ class Plotter:
         ax.set_yticks(range(len(names)), names, fontsize=6.5)
         self.label_color(ax, names)
         ax.set_ylim(len(names) - 0.5, -0.5)
-        ax.set_xlabel("training seconds per run (median, range over seeds)"
-                      + (f";\nright: median relative to {self.naive[0]}" if base else ""), fontsize=7)
+        # no cost ratios: runs of one sweep share noisy cores and are timed once each, so a ratio of two
+        # rows is not a measurement (benchmarks/method_cost.py times them paired and repeated)
+        ax.set_xlabel("training seconds per run, as timed in this sweep (median, range over seeds);\n"
+                      "cost ratios: benchmarks/method_cost.py (paired, repeated timings)", fontsize=6.5)
         ax.tick_params(axis="x", labelsize=6.5)
         ax.grid(axis="x", which="both", alpha=0.25, lw=0.4)
         ax.set_title(f"{self.stream}: training time", fontsize=8)
@@ -486,7 +499,7 @@ class Plotter:
         vals = [row[j] for mat in mats.values() for row in mat for j in cols if not math.isnan(row[j])]
         vmin, vmax = min(vals), max(vals)
         ncol = 3
-        nrow = math.ceil(min(len(self.methods), HEATMAP_PANELS) / ncol)
+        nrow = math.ceil(len(methods) / ncol)           # the last page as tall as its own rows
         H = nrow * (0.55 + 0.15 * (T + 1)) + 1.3
         fig, axes = self.figure(PAGE, H, nrows=nrow, ncols=ncol, squeeze=False)
         rows = ["before training"] + [f"{t}. {short_task(self.tasks[t - 1])}" for t in range(1, T + 1)]

@@ -6,10 +6,11 @@ import math
 
 
 def zoom(values: list[float], references: list[float] = (), pad: float = 0.08,
-         reach: float = 0.5) -> tuple[float, float]:
+         reach: float = 0.5, min_span: float = 0.0) -> tuple[float, float]:
     """Axis limits around ``values`` (the methods being compared), widened by ``pad`` of their span on each
     side. A reference value is taken in only when it lies within ``reach`` spans of the others; farther ones
-    would squeeze the comparison into a band (the figures mark them at the edge instead)."""
+    would squeeze the comparison into a band (the figures mark them at the edge instead). The limits are at
+    least ``min_span`` apart (widened about their centre), so a tiny spread is not blown up to the axis."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         vals = [v for v in references if v is not None and math.isfinite(v)] or [0.0]
@@ -19,7 +20,11 @@ def zoom(values: list[float], references: list[float] = (), pad: float = 0.08,
         if r is not None and math.isfinite(r) and lo - reach * span <= r <= hi + reach * span:
             lo, hi = min(lo, r), max(hi, r)
     span = hi - lo or max(abs(hi) * 0.1, 1e-3)
-    return lo - pad * span, hi + pad * span
+    lo, hi = lo - pad * span, hi + pad * span
+    if hi - lo < min_span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+    return lo, hi
 
 
 def _overlap(a, b) -> float:
