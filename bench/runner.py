@@ -163,4 +163,8 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
         "method_state": m.state_summary(),
         "versions": versions(),
     }
+    if run.stream.bank_sources:      # which banks, made how: their hashes are in the configuration already
+        from .features.bank import banks_provenance
+        record["banks"] = banks_provenance(run.stream, run.encoder, run.banks,
+                                           ("train", "test") if run.split == "test" else ("train",))
     return record, heads

@@ -148,6 +148,11 @@ def test_paper_stream_runs_end_to_end_on_banks(banks, tmp_path, capsys):
     assert len(r["tasks"]) == 11 and r["config"]["encoder"] == "tiny"
     assert set(r["config"]["banks_sha256"]) == {f"{d}/{s}" for d in OFFICIAL for s in ("train", "test")}
     assert r["matrices"]["acc"][0][0] is not None and r["matrices"]["r10"][0][0] is None
+    # which banks the run read, made how: the configuration's hashes and each file's provenance agree
+    assert {k: v["sha256"] for k, v in r["banks"].items()} == r["config"]["banks_sha256"]
+    assert all(v["format_version"] >= 1 for v in r["banks"].values())
+    report = (res / "paper-tiny" / "report.md").read_text()
+    assert "## Feature banks" in report and r["banks"]["ucf101/test"]["sha256"][:16] in report
     capsys.readouterr()
     assert run.main(["--stream", "paper", "--encoder", "tiny", "--banks", str(out), "--methods", "vanilla",
                      "--seeds", "1", "--epochs", "1", "--out", str(res), "--no-figures"]) == 0

@@ -196,6 +196,33 @@ def content_sha(path: Path | str) -> str:
         raise BenchError(f"bank {path}: unreadable or truncated HDF5 file ({str(e).splitlines()[0]})") from None
 
 
+def provenance(path: Path | str) -> dict:
+    """What a bank file says about how it was made, from its attributes (no features read): its content
+    hash, the bank format version and, for banks made by a recipe (``bench.prepare``), the recipe, its
+    version and fingerprint, the towers and the packages its data came from."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+    except OSError as e:
+        raise BenchError(f"bank {path}: unreadable or truncated HDF5 file ({str(e).splitlines()[0]})") from None
+    try:
+        meta = json.loads(attrs.get("meta") or "{}")
+    except (TypeError, ValueError):
+        meta = {}
+    out = {"sha256": str(attrs.get("content_sha256", "")), "format_version": int(attrs.get("version", 0))}
+    out.update({k: meta[k] for k in ("recipe", "version", "fingerprint", "towers", "packages", "package_versions")
+                if k in meta})
+    return out
+
+
+def banks_provenance(spec, encoder: str | None, root: Path | str, splits=SPLITS) -> dict[str, dict]:
+    """``{source/split: provenance}`` of every bank file a stream reads (the run record's ``banks``)."""
+    if not spec.bank_sources:
+        return {}
+    return {f"{s}/{split}": provenance(path) for (s, split), path in present_files(spec, encoder, root, splits).items()}
+
+
 def expected_files(spec, encoder: str, root: Path | str, splits=SPLITS) -> dict[tuple[str, str], Path]:
     return {(s, split): bank_file(root, encoder, spec.sources[s].get("bank", s), split)
             for s in spec.bank_sources for split in splits}

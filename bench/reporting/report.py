@@ -61,6 +61,21 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
                   f"recorded with every candidate's score in "
                   + ", ".join(f"`{t[7:-1]}`" + ("" if "/" in t else " beside the stream file") for t in tuned)
                   + "; the other options are the methods' defaults."]
+    banks = {}
+    for r in runs:
+        for key, prov in (r.get("banks") or {}).items():
+            banks.setdefault(key, set()).add(_json(prov))
+    if banks:
+        lines += ["", "## Feature banks", "",
+                  "The bank files the runs read (content hash; the recipe, its version and fingerprint where "
+                  "`python -m bench.prepare` made them). A file listed twice was not the same in every run.", "",
+                  "| bank | content sha256 | made by |", "|---|---|---|"]
+        for key in sorted(banks):
+            for prov in sorted(banks[key]):
+                p = json.loads(prov)
+                made = (f"{p['recipe']} v{p.get('version')} ({p.get('fingerprint')})" if p.get("recipe")
+                        else "imported or extracted")
+                lines.append(f"| {key} | `{p.get('sha256', '')[:16]}` | {made} |")
     lines += ["", "## Environment", ""]
     envs = sorted({_json(r.get("versions", {})) for r in runs})
     for e in envs:
