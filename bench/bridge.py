@@ -156,7 +156,7 @@ class _ClosureStep:
     """The optimiser the strategy steps for a method that re-evaluates the loss (C-Flat): ``step()`` runs the
     method's optimiser with the runner's closure on the strategy's current batch."""
 
-    def __init__(self, plugin: "MethodPlugin", strategy, opt):
+    def __init__(self, plugin: MethodPlugin, strategy, opt):
         self.plugin, self.strategy, self.opt = plugin, strategy, opt
         self.param_groups = opt.param_groups
 
@@ -180,7 +180,7 @@ class MethodPlugin(SupervisedPlugin):
     ``False`` keeps Avalanche's loader (and any replay loader another plugin installs). The strategy's
     ``train_mb_size`` and ``train_epochs`` must be the run's."""
 
-    def __init__(self, bridge: "Bridge", own_batches: bool = True):
+    def __init__(self, bridge: Bridge, own_batches: bool = True):
         super().__init__()
         self.bridge, self.own_batches = bridge, own_batches
         self.trainer = Trainer(bridge.scenario, bridge.method, bridge.heads, bridge.run.train, bridge.run.loss,
@@ -311,7 +311,7 @@ class _Rows:
     the number of steps trained (``MethodPlugin.evaluation_point``); an evaluation in the middle of an
     experience is reported but kept out of them."""
 
-    def __init__(self, bridge: "Bridge"):
+    def __init__(self, bridge: Bridge):
         from .runner import make_evaluator
         self.bridge = bridge
         view = bridge.scenario
@@ -364,6 +364,7 @@ class _Rows:
     def _evaluator(self, stream_exps, stream: str):
         """An evaluator over a stream's own pairs: one experience per step the bridge trains."""
         from dataclasses import replace
+
         from .evaluate import Evaluator
         view, held = self.bridge.scenario, {}
         for k, exp in enumerate(stream_exps):
@@ -556,12 +557,14 @@ class Bridge:
                  eval_minibatches: bool = True, **kwargs):
         """``avalanche.training.Naive`` over the model and criterion, with the method's plugin (first), the
         given ``plugins``, and an ``EvaluationPlugin`` of ``metrics`` (per experience) and ``stream_metrics``
-        (per stream: the table's summary metrics) reporting to ``loggers`` (none: no output). The strategy's own optimiser is a placeholder (the plugin installs the run's per experience).
+        (per stream: the table's summary metrics) reporting to ``loggers`` (none: no output). The strategy's own
+        optimiser is a placeholder (the plugin installs the run's per experience).
         ``eval_minibatches=False`` skips Avalanche's pass over the test minibatches (``SkipEvalMinibatches``):
         the same metrics, faster, but Avalanche's own eval-phase metrics (its ``loss_metrics``) see nothing."""
+        import warnings
+
         from avalanche.training import Naive
         from avalanche.training.plugins import EvaluationPlugin
-        import warnings
         cfg = self.run.train
         with warnings.catch_warnings():             # no loggers is a choice here, not an oversight
             warnings.filterwarnings("ignore", "No loggers specified")

@@ -39,8 +39,8 @@ class Claims:
 
     def take(self, run) -> str | None:
         """Claim ``run``; ``None`` when taken, else why it is skipped."""
-        from .reporting.records import read_run
         from .errors import BenchError
+        from .reporting.records import read_run
         path, claim = run.path(self.out), self._claim_path(run)
         claim.parent.mkdir(parents=True, exist_ok=True)
         owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import BenchError
 from .streams import StreamSpec
@@ -152,7 +153,7 @@ class RunSpec:
 
     @classmethod
     def create(cls, stream: StreamSpec, method: str, overrides: Mapping | None = None, seed: int = 0,
-               **settings) -> "RunSpec":
+               **settings) -> RunSpec:
         """A spec with the method's options resolved (defaults, then ``overrides``); validates both."""
         from .registry import get
         return cls(stream, method, get(method).resolve(dict(overrides or {})), seed, **settings)

@@ -40,7 +40,8 @@ def _recall(above: torch.Tensor, tied: torch.Tensor, ks, dtype) -> torch.Tensor:
 
 
 def recall_at(scores: torch.Tensor, ks=(1, 5, 10)) -> torch.Tensor:
-    """Recall@k (one value per ``ks``, a tensor on ``scores``' device) of the queries (rows) against their ground truth on the diagonal, ties counted fairly.
+    """Recall@k (one value per ``ks``, a tensor on ``scores``' device) of the queries (rows) against their ground
+    truth on the diagonal, ties counted fairly.
 
     A row's candidates that score above its ground truth push it down; candidates that tie with it (identical
     embeddings: class-name texts shared by many samples) are broken uniformly at random, and the indicator

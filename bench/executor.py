@@ -4,7 +4,7 @@ of worker processes; each finished run is handed back as it arrives, so the call
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .config import RunSpec
 from .errors import BenchError

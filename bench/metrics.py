@@ -11,8 +11,8 @@ decimals — and the run records, the tables, the report and the figures all rea
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 Matrix = Sequence[Sequence[float | None]]
 

@@ -401,6 +401,7 @@ def execute(p: Plan, args) -> list:
         finally:
             claims.close()
     import json
+
     from .files import write_atomic
     write_atomic(p.stream_dir / "failures.json", json.dumps(
         [{"label": r.row, "seed": r.seed, "config_hash": r.hash, "error": m} for r, m in failures], indent=1) + "\n")

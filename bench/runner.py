@@ -52,6 +52,7 @@ def run_scenario(run: RunSpec) -> tuple[RunSpec, Scenario]:
 
 def versions() -> dict:
     import numpy
+
     from .provenance import code_version
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
            "platform": platform.platform(), "code": code_version()}

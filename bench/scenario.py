@@ -64,7 +64,7 @@ class Task:
         return self.pair.index("text") if "text" in self.pair else None
 
 
-def pair_tensors(dataset, task: "Task", split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+def pair_tensors(dataset, task: Task, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """The (x_a, x_b) matrices of an experience's dataset: the step's matrices, indexed by the rows the
     dataset holds (the whole matrices, uncopied, when it holds them all)."""
     f = (task.train_source if split == "train" else task.test_source).features
@@ -133,7 +133,6 @@ def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split:
     (no probes: they are test pairs). Every experience carries its step's meaning as attributes — ``step``
     (its index, also its task label), ``pair``, ``source``, ``name``, ``metrics`` — for Avalanche users."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
     if split == "validation":
         sources = validation_split(spec, sources)

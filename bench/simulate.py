@@ -107,7 +107,8 @@ class SimulatedWorld:
                 feats[m] = self.encode(name, m, u, gen).float().contiguous()
             out[split] = SplitFeatures(features=feats, ids=[f"{name}/{split}/{i}" for i in range(n)], labels=labels,
                                        class_texts=class_texts,
-                                       class_names=[f"{name} class {c}" for c in range(n_cls)] if class_texts is not None else None)
+                                       class_names=None if class_texts is None else
+                                       [f"{name} class {c}" for c in range(n_cls)])
         return out
 
 

@@ -147,7 +147,7 @@ def _train_table(where: str, train) -> dict:
         if key in train and (not isinstance(train[key], (int, float) if kind is float else kind)
                              or (isinstance(train[key], bool) and kind is not bool)):
             raise BenchError(f"{where}: key {key!r} must be a {kind.__name__}, got {train[key]!r}")
-    from .config import train_problem          # the one statement of each setting's constraint
+    from .config import train_problem  # the one statement of each setting's constraint
     for key, value in train.items():
         problem = train_problem(key, float(value) if TRAIN_KEYS[key] is float else value)
         if problem:
@@ -244,7 +244,8 @@ def load(name_or_path: str) -> StreamSpec:
         raise BenchError(f"{where}: step or probe {sorted(dup)[0]!r} appears twice")
     return StreamSpec(name=name, path=path, description=raw.get("description", ""), steps=steps, sources=sources,
                       simulation=sim, modalities=mods, train=train, encoders=encoders,
-                      head_dim=heads.get("dim"), probes=probes, settings=settings, sha256=hashlib.sha256(content).hexdigest()[:16])
+                      head_dim=heads.get("dim"), probes=probes, settings=settings,
+                      sha256=hashlib.sha256(content).hexdigest()[:16])
 
 
 def _step(where: str, label: str, i: int, st, sources: dict) -> Step:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import BenchError, run_cli
@@ -106,11 +106,10 @@ def _main(args) -> int:
         return 0
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from . import catalogue
+    from . import catalogue, streams
+    from .files import check_writable
     from .reporting.records import read_run
     from .run import execute, parse_grid, plan
-    from . import streams
-    from .files import check_writable
     from .tuned import load_tuned, tuned_path, write_tuned
     known = catalogue.names()
     crit = criteria()
@@ -184,7 +183,7 @@ def _main(args) -> int:
         "criterion": args.criterion, "direction": direction,
         "split": "validation: 10% of each source's training pairs held out of training (bench.scenario)",
         "seeds": p.seeds, "budget": args.budget, "train": asdict(first.train), "loss": asdict(first.loss),
-        "code_version": code_version(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "code_version": code_version(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.perf_counter() - t0, 1), "run_seconds": round(compute, 1),
         "jobs": args.jobs, "methods": {**kept, **result}})
     print(f"tuned settings written to {target}" + (f" (kept from {before_path}: {', '.join(kept)})" if kept else ""),

@@ -7,7 +7,8 @@ its own defaults (the earlier one ran serially; this one uses every core). Print
 seconds, their median, the ratio of medians, and whether the two sides' run files hold the same metric
 matrices (the speed work must not change results).
 
-Usage: ``python benchmarks/default_run.py [--base 6e55fd7] [--repeats 1] [--keep DIR] [--args '--methods all']``. Needs git and this
+Usage: ``python benchmarks/default_run.py [--base 6e55fd7] [--repeats 1] [--keep DIR] [--args '--methods all']``.
+Needs git and this
 checkout's history. A repeat takes minutes (the earlier commit about four on two cores).
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ def main(argv=None):
     neutral.mkdir(exist_ok=True)
     try:
         for r in range(args.repeats):
-            for k, (name, e) in enumerate(sides.items() if r % 2 == 0 else reversed(list(sides.items()))):
+            for _k, (name, e) in enumerate(sides.items() if r % 2 == 0 else reversed(list(sides.items()))):
                 out = work / f"{'new' if name == 'this checkout' else 'base'}-{r}"
                 cmd = [sys.executable, "-m", "bench.run", *shlex.split(args.args), "--out", str(out)]
                 times[name].append(timed(cmd, e, neutral))

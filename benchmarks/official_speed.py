@@ -84,10 +84,10 @@ def official_seconds(work: Path, official: Path, dim: int) -> float:
     base = importlib.util.module_from_spec(spec)
     sys.modules["perceptors.base"] = base
     spec.loader.exec_module(base)
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-    from feature_dataset import FeatureDataset
-    from eval_util import data_collator
     from cmcl import DNS
+    from eval_util import data_collator
+    from feature_dataset import FeatureDataset
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     class Trainer2(Trainer):       # as the official training.py
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -32,7 +32,8 @@ def main() -> int:
     torch.set_num_threads(1)
     try:
         b = Bridge(args.method, stream=args.stream, seed=args.seed, own_batches=not args.replay)
-        plugins = [ReplayPlugin(mem_size=args.replay, storage_policy=PairBuffer(args.replay, seed=args.seed))] if args.replay else []
+        buffer = PairBuffer(args.replay, seed=args.seed) if args.replay else None
+        plugins = [ReplayPlugin(mem_size=args.replay, storage_policy=buffer)] if args.replay else []
         strategy = b.strategy(plugins=plugins, loggers=[TextLogger(sys.stdout)] if args.log else [])
         strategy.eval(b.benchmark.test_stream)
         for exp in b.benchmark.train_stream:

@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -59,12 +59,12 @@ class Projector:
         self.dim, self.basis, self.complement, self.rank = dim, basis, complement, rank
 
     @classmethod
-    def zero(cls, dim: int) -> "Projector":
+    def zero(cls, dim: int) -> Projector:
         return cls(dim)
 
     @classmethod
     def from_covariance(cls, cov: torch.Tensor, kind: str, value: float, dtype=torch.float32,
-                        numerics: str = "exact") -> "Projector":
+                        numerics: str = "exact") -> Projector:
         """``exact``: eigendecomposition in float64, numerical zeros (below 1e-12 of the largest eigenvalue)
         never kept, the thinner representation. ``float32``: as the official code — singular values of the
         float32 covariance thresholded as they come, so a round-off singular value of a rank-deficient
@@ -114,7 +114,7 @@ class Projector:
             return m - self.complement @ (self.complement.T @ m)
         return m if self.rank == self.dim else torch.zeros_like(m)
 
-    def sandwich(self, left: "Projector", m: torch.Tensor) -> torch.Tensor:
+    def sandwich(self, left: Projector, m: torch.Tensor) -> torch.Tensor:
         """``left.P · M · self.P`` — the part of M that DNS removes (zero if either side is zero)."""
         if self.is_zero or left.is_zero:
             return torch.zeros_like(m)

@@ -3,8 +3,8 @@ import torch
 from bench.devices import host
 
 from . import Method, register
-from ._projection import PROJECT
 from ._buffer import HEADS, POLICIES, ReplayMixin, group_loss
+from ._projection import PROJECT
 
 
 def agem_project(g: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -37,10 +37,12 @@ class AGEM(ReplayMixin, Method):
     (one extra forward/backward of the reference batch); ``g`` is read into a preallocated flat vector.
     ``project = gradient`` (the paper's) projects the raw gradient before the optimiser, which guarantees
     ``step·g_ref ≥ 0`` for plain SGD only: AdamW rescales every coordinate, and with ``heads = all`` an old
-    head that receives only the small projection term moves by about lr per step like any other; ``project = update`` (default) applies the rule to
+    head that receives only the small projection term moves by about lr per step like any other; ``project =
+    update`` (default) applies the rule to
     the optimiser's actual step ``θ_old − θ_new`` after it is taken, as ``dns`` does. ``replay_batch``
     defaults to 1024, about the whole memory of the pairs that share a head with a step: the single averaged
-    constraint is weak, and weaker with a noisier reference (measurements: docs/results.md). ``seed`` (None: the run's seed) seeds the memory's draws and the reference
+    constraint is weak, and weaker with a noisier reference (measurements: docs/results.md). ``seed`` (None: the
+    run's seed) seeds the memory's draws and the reference
     batches.
     """
     family = "replay"

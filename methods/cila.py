@@ -21,7 +21,8 @@ def adaptive_coefficient(contrastive: Sequence[float], distillation: Sequence[fl
 
     and with ``"contrastive/distill"`` the inverse ratio of the same means. The ratio of averages is CILA's
     rule as its abstract words it ("the ratio between average distillation losses and average contrastive
-    losses from previous tasks", checked); the option inverts it for experiments. Empty history (the first step that distils) or a non-positive
+    losses from previous tasks", checked); the option inverts it for experiments. Empty history (the first step
+    that distils) or a non-positive
     denominator: ``initial``."""
     if ratio not in RATIOS:
         raise ValueError(f"ratio must be one of {RATIOS}, got {ratio!r}")

@@ -8,8 +8,8 @@ from bench.devices import host
 from bench.loss import info_nce
 
 from . import Method, register
-from ._distill import kl_sum
 from ._buffer import HEADS, POLICIES, ReplayMixin, embed
+from ._distill import kl_sum
 
 RELATIONS = ("views", "cross")
 
@@ -192,7 +192,8 @@ class Co2L(ReplayMixin, Method):
                     nce, n = nce + len(gxa) * info_nce(gza, gzb, ctx.loss_cfg), n + len(gxa)
         if distil:
             cat = [torch.cat(z) if len(parts) > 1 else z[0] for z in zip(*parts)]
-            kl, rows = relation_distillation(*cat, self.options.current_temp, self.options.past_temp, self.options.relation, self.options.normalize,
+            o = self.options
+            kl, rows = relation_distillation(*cat, o.current_temp, o.past_temp, o.relation, o.normalize,
                                              sizes=[len(p[0]) for p in parts])
             ird = kl / rows
         if n:
@@ -225,7 +226,8 @@ class Co2L(ReplayMixin, Method):
     def before_backward(self, ctx):
         groups = []
         if self._eligible:
-            groups = self.replay_buffer.sample(int(self.options.replay_batch), self._gen, int(self.options.groups), self._eligible)
+            groups = self.replay_buffer.sample(int(self.options.replay_batch), self._gen, int(self.options.groups),
+                                               self._eligible)
         if not groups and not self.old:
             self._record(ctx.loss, None)
             return

@@ -41,7 +41,8 @@ class DER(ReplayMixin, Method):
     the current heads' embeddings and the stored ones, summed over the embedding's coordinates (the paper's
     squared L2 norm; the authors' code averages over the logits instead, which here would tie ``alpha`` to the
     width d), averaged over the two sides and over every replayed pair. ``alpha = 3``: the paper's α (0.1–1 on class
-    logits) barely acts on these embeddings (the sweep behind the default: docs/results.md). ``heads = pair`` (default, as ``er``) trains the step's two heads
+    logits) barely acts on these embeddings (the sweep behind the default: docs/results.md). ``heads = pair``
+    (default, as ``er``) trains the step's two heads
     only and replays the buffered pairs sharing a modality with the step (the embedding of the other side is
     then a constant, computed without a graph); ``heads = all`` also trains every head of a buffered pair on
     the replay term alone: such a head sees only the few hundred stored pairs of its tasks, with AdamW's

@@ -121,7 +121,8 @@ class DNS(ProjectionMethod):
             lin = ctx.heads[m]
             return x @ lin.weight.T if self.options.bias == "free" else lin(x)
 
-        updates = [(self.cov_in, self.n_in, a, self.projection.augment(xa)), (self.cov_in, self.n_in, b, self.projection.augment(xb)),
+        updates = [(self.cov_in, self.n_in, a, self.projection.augment(xa)),
+                   (self.cov_in, self.n_in, b, self.projection.augment(xb)),
                    (self.cov_out, self.n_out, a, embed(b, xb)), (self.cov_out, self.n_out, b, embed(a, xa))]
         dtype = torch.float64 if self.options.accumulate == "float64" else torch.float32
         for covs, counts, m, x in updates:

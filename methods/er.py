@@ -20,7 +20,8 @@ class ER(ReplayMixin, Method):
     step's two heads only, replaying the buffered pairs that share a modality with the step; ``heads = all``
     (the paper's "whole model") also trains every other head of a buffered pair on the replay loss alone:
     such a head sees only the few hundred stored pairs of its tasks, which AdamW follows at full step size
-    for the rest of the stream, and overfits them (measurements: docs/results.md). ``seed`` (None: the run's seed) seeds the buffer's decisions and the
+    for the rest of the stream, and overfits them (measurements: docs/results.md). ``seed`` (None: the run's seed)
+    seeds the buffer's decisions and the
     replay draws.
     """
     family = "replay"

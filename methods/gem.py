@@ -4,8 +4,8 @@ import torch
 from bench.devices import host
 
 from . import Method, register
-from ._projection import PROJECT
 from ._buffer import HEADS, ReplayMixin
+from ._projection import PROJECT
 
 
 def gem_project(g: torch.Tensor, refs: torch.Tensor, margin: float = 0.0, eps: float = 1e-6) -> torch.Tensor:

@@ -9,6 +9,7 @@ from bench.errors import BenchError
 from . import register
 from ._projection import BIAS, NUMERICAL_ZERO, PROJECT, OneSidedProjection, projector_from_basis
 
+
 def gpm_expand(basis: torch.Tensor | None, x: torch.Tensor, energy: float) -> tuple[torch.Tensor, dict]:
     """GPM's basis update for one layer (Saha et al. 2021, Sec. 4): ``x`` holds the new step's
     representations as rows (n×d), ``basis`` the stored orthonormal basis M (d×k, or None).

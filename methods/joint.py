@@ -7,7 +7,8 @@ class Joint(Method):
 
     The joint-training upper bound of continual-learning benchmarks (e.g. van de Ven, Tuytelaars & Tolias
     2022, "Three types of incremental learning"), here cumulative: not a continual-learning method (it breaks
-    the no-old-data rule); it shows what one set of heads can fit jointly. Adaptation: batches are drawn per pair — each InfoNCE compares one modality pair only —
+    the no-old-data rule); it shows what one set of heads can fit jointly. Adaptation: batches are drawn per pair —
+    each InfoNCE compares one modality pair only —
     and the batches of all seen pairs are interleaved; every head of a seen modality is trainable.
     """
     role = "upper-reference"

@@ -40,7 +40,8 @@ class LwF(Method):
 
     Options: ``alpha`` (3.0; LwF's λ_o, the weight of the distillation); ``temperature`` (``None``: 4 × the
     loss temperature, i.e. T = 4 on InfoNCE's logits sims/τ — LwF used T = 2 on class logits; in-batch rows
-    at τ = 0.05 are nearly one-hot, and 4τ gave a better trade-off than 2τ: docs/results.md); ``cross_modal`` (true: term 1); ``shared_modalities`` (true: term 2). Embeddings are
+    at τ = 0.05 are nearly one-hot, and 4τ gave a better trade-off than 2τ: docs/results.md); ``cross_modal``
+    (true: term 1); ``shared_modalities`` (true: term 2). Embeddings are
     L2-normalised first iff the loss normalises them. No T² factor (Hinton's) is applied; ``alpha``
     absorbs it. The paper's warm-up (training only the new task's head first) has no counterpart here:
     the pair's heads are the shared model.

@@ -21,7 +21,8 @@ class MAS(QuadraticPenalty):
     any normalisation the loss applies, under which the norm would be constant); when a step ends, Ω is
     computed for every parameter (weight and bias) of the two heads the step trained, on the step's own
     inputs of each modality, and added to the head's Ω (``accumulate = "sum"``, the authors' rule) or
-    folded into a running average weighted by the number of samples (``"average"``); θ* is set to the head's current values. The penalty runs over the two heads of the current pair; a
+    folded into a running average weighted by the number of samples (``"average"``); θ* is set to the head's
+    current values. The penalty runs over the two heads of the current pair; a
     modality no step trained is free. The gradient is taken per batch of ``importance_batch`` inputs (of
     the batch mean of ‖head(x)‖², then its absolute value, as the authors' code does); ``importance_batch
     = 1`` gives the paper's per-sample definition exactly (slower).

@@ -7,7 +7,7 @@ from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datas
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
 from bench import api, streams
-from bench.runner import get_scenario, evaluated_rows
+from bench.runner import evaluated_rows, get_scenario
 
 
 def test_experiences_carry_their_step_and_the_task_label_is_the_step():
@@ -38,10 +38,10 @@ def subset_benchmark():
 
 
 def test_an_avalanche_subset_changes_what_is_trained_and_evaluated(subset_benchmark):
+    import methods
     from bench.config import LossConfig, TrainConfig
     from bench.heads import Heads
     from bench.trainer import Trainer
-    import methods
     sc, full = subset_benchmark
     assert [r.tolist() for r in evaluated_rows(sc)] == [list(range(30))] * len(sc.tasks)
     trainer = Trainer(sc, methods.get("vanilla")(), Heads(sc.in_dims, sc.head_dim), TrainConfig(), LossConfig(), 0)

@@ -224,7 +224,7 @@ def test_bad_banks_fail_with_one_line_naming_file_and_key(banks, tmp_path, capsy
     assert run.main(["--stream", "paper", "--encoder", "tiny", "--banks", str(copy), "--methods", "vanilla",
                      "--seeds", "1", "--out", str(res)]) == 2
     err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
     if how != "missing":
         assert "esc50" in lines[0] and ".h5" in lines[0]

@@ -218,7 +218,7 @@ def test_safe_avalanche_plugins_run_on_pairs_and_act(name, plain):
     assert bool(weights.isfinite().all())
     assert (weights - plain).norm() > 1e-3            # the plugin changed what was learned
     for groups in seen:
-        for label, xa, xb, za, own in groups:
+        for _label, _xa, _xb, za, own in groups:
             torch.testing.assert_close(za, own, rtol=0, atol=0)
 
 

@@ -26,7 +26,7 @@ def _setup(seed=0):
     return heads, xa, xb
 
 
-def _closure(heads, opt, xa, xb, cfg=LossConfig()):
+def _closure(heads, opt, xa, xb, cfg=LossConfig()):  # noqa: B008 - a frozen dataclass, never mutated
     def closure():
         loss = info_nce(heads[PAIR[0]](xa), heads[PAIR[1]](xb), cfg)
         opt.zero_grad(set_to_none=True)
@@ -112,7 +112,7 @@ def test_theta_is_restored_before_the_base_step_and_the_gradient_is_the_papers_c
     g2 = _grad_at(heads, p1, xa, xb)
     g3 = _grad_at(heads, [p + e for p, e in zip(p1, _unit(g2, rho))], xa, xb)
     want = [a + lam * (c - b) for a, b, c in zip(g1, g2, g3)]
-    for g, w, a in zip(got, want, g1):
+    for g, w, _a in zip(got, want, g1):
         assert torch.allclose(g, w, atol=1e-6, rtol=1e-5)
     # and the flatness term is not negligible: the combination differs from SAM's g1
     assert max(float((w - a).abs().max()) for w, a in zip(want, g1)) > 1e-4

@@ -4,18 +4,17 @@ import json
 
 import pytest
 import torch
+from conftest import perturb, run_method, scalar
 
 from bench import run, streams
 from bench.heads import Heads
 from bench.loss import LossConfig, info_nce
-from bench.trainer import TrainConfig
 from bench.method import Context, Options
+from bench.trainer import TrainConfig
 from methods.cila import CILA, adaptive_coefficient
 from methods.co2l import Co2L, asymmetric_info_nce, relation_distillation
 from methods.der import DER
 from methods.derpp import DERpp
-from conftest import scalar, perturb
-from conftest import run_method
 
 # distinct widths: a group given to the wrong head, or a pair swapped, fails on the shapes
 WIDTH = {"text": 5, "video": 6, "audio": 7, "vision": 9}

@@ -5,13 +5,13 @@ with a CPU tensor fails, so a run on ``meta`` finds any tensor a method or the e
 by default, or any value read in the middle of a step without ``bench.devices.host``.
 """
 import pytest
+from conftest import TWO_STEP
 
 from bench import registry
 from bench.config import RunSpec, TrainConfig
 from bench.executor import start_method
 from bench.run import main
 from bench.streams import load
-from conftest import TWO_STEP
 
 # A third step whose two heads no earlier step trained (LwF and DER++ take other paths there).
 THREE_STEP = TWO_STEP.replace('name = "two-step"', 'name = "three-step"') + """

@@ -1,6 +1,7 @@
 """DNS: projector algebra, the update rule, and the paper's stability claim measured on a real run."""
 import pytest
 import torch
+from conftest import run_method
 
 from bench import streams
 from bench.heads import Heads
@@ -8,7 +9,6 @@ from bench.loss import LossConfig
 from bench.trainer import TrainConfig
 from methods._projection import Projector, principal_mask
 from methods.dns import DNS
-from conftest import run_method
 
 
 def _cov(d=10, rank=4, seed=0):

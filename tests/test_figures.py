@@ -4,13 +4,12 @@ import json
 import math
 
 import pytest
+from test_report import _run
 
 from bench import figures
 from bench.reporting import style as S
 from bench.reporting.layout import place_labels, spread, zoom
 from bench.roles import FAMILIES
-
-from test_report import _run
 
 
 # -------------------------------------------------------------------------------------------- styles
@@ -181,7 +180,8 @@ def test_a_subset_goes_to_out_and_leaves_the_full_rebuild_untouched(full, tmp_pa
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--methods", "dns,nope,ewc[x=1]"], "no runs of nope, ewc[x=1]; the runs there are of dns, er, ewc, ewc[strength=10], frozen, joint, my-method, vanilla"),
+    (["--methods", "dns,nope,ewc[x=1]"], "no runs of nope, ewc[x=1]; the runs there are of dns, er, ewc, "
+                                         "ewc[strength=10], frozen, joint, my-method, vanilla"),
     (["--methods", "dns"], "--methods draws a subset: give --out DIR for it"),
     (["--methods", " , "], "--methods: no method named"),
     (["--methods", "dns", "--out", "{root}"], "writes into {root}/hand itself"),
@@ -205,6 +205,7 @@ def test_the_files_a_rebuild_writes(full):
              "heatmaps_r10_p1", "heatmaps_acc_p1", "loss_curves"}
     assert names == sorted(f"{s}.{e}" for s in stems for e in ("png", "pdf"))
     from PIL import Image
+
     from bench.reporting.figures import DPI, PAGE
     for s in stems:                                 # at most a page wide (plus the crop's margin)
         w, _ = Image.open(full / "figures" / f"{s}.png").size

@@ -2,6 +2,7 @@
 earlier step trained, and the method keeps step-1 alignment scores better than Vanilla on a real run."""
 import pytest
 import torch
+from conftest import perturb, run_method, scalar
 
 from bench import streams
 from bench.heads import Heads
@@ -9,8 +10,6 @@ from bench.loss import LossConfig
 from bench.run import main
 from bench.trainer import TrainConfig
 from methods.lwf import LwF
-from conftest import scalar, perturb
-from conftest import run_method
 
 D = 8
 

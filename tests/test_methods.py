@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_method, scalar
 
 import methods
 from bench import streams
@@ -12,8 +13,6 @@ from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.trainer import TrainConfig, epoch_batches
 from methods.l2 import L2Anchor
-from conftest import scalar
-from conftest import run_method
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,9 +109,9 @@ def test_readme_lists_every_method():
 def test_trainer_supports_closure_based_optimisers(two_step):
     """A method with ``uses_closure`` gets ``optimizer.step(closure)``; the closure redoes forward, the
     method's loss terms and backward each time it is called."""
+    from bench.method import Method
     from bench.runner import get_scenario
     from bench.trainer import Trainer
-    from bench.method import Method
 
     class TwiceEvaluated:
         def __init__(self, opt):

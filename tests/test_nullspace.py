@@ -4,16 +4,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import run_method
 
 import methods
-from bench import registry
-from bench import run, streams
+from bench import registry, run, streams
 from bench.heads import Heads
 from bench.loss import LossConfig, info_nce
 from bench.trainer import TrainConfig
 from methods.gpm import GPM, gpm_expand
 from methods.nscl import NSCL, null_mask
-from conftest import run_method
 
 D = 8
 

@@ -1,14 +1,13 @@
 """EWC, online EWC, SI and MAS: penalties, importances, the hot-path gradient, and stability on a real run."""
 import pytest
 import torch
+from conftest import run_method, scalar
 
 import methods
 from bench import run, runner, streams
 from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.trainer import TrainConfig, Trainer
-from conftest import scalar
-from conftest import run_method
 
 NAMES = ["ewc", "ewc-online", "si", "mas"]
 # strengths high enough on the two_step stream (lr 1e-2, 3 epochs) to show the mechanism
@@ -158,7 +157,7 @@ def test_mas_and_online_ewc_accumulate_as_specified(two_step):
     logs = online.state_summary()["importance"]
     first, second = logs[0]["mean_importance"]["text"], logs[1]["mean_importance"]["text"]
     (term,) = online.terms("text")                          # one running Fisher, anchored at the latest values
-    for k, (f, anchor) in enumerate(term):
+    for k, (f, _anchor) in enumerate(term):
         assert float(f.mean()) == pytest.approx(0.5 * first[k] + second[k], rel=1e-4)
     assert all(torch.equal(a, p) for (_, a), p in zip(term, tr.heads["text"].parameters()))
 

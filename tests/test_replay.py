@@ -2,16 +2,16 @@
 import numpy as np
 import pytest
 import torch
+from conftest import run_method
 
 from bench import run, streams
 from bench.heads import Heads
 from bench.loss import LossConfig
+from bench.method import Context
 from bench.trainer import TrainConfig
 from methods._buffer import PairBuffer, reservoir_winners
-from bench.method import Context
 from methods.agem import agem_project
 from methods.gem import gem_project
-from conftest import run_method
 
 PAIRS = [("text", "video"), ("text", "audio"), ("vision", "depth"), ("audio", "video")]
 WIDTH = {"text": 3, "video": 4, "audio": 5, "vision": 6, "depth": 7}
@@ -21,8 +21,9 @@ def _step(task, n, start=0):
     """A step whose rows carry (task, global item index) in their first two columns; widths differ by modality."""
     a, b = PAIRS[task % len(PAIRS)]
     ids = torch.arange(start, start + n, dtype=torch.float32)
-    xa = torch.zeros(n, WIDTH[a]); xa[:, 0], xa[:, 1] = task, ids
-    xb = torch.zeros(n, WIDTH[b]); xb[:, 0], xb[:, 1] = task, ids
+    xa, xb = torch.zeros(n, WIDTH[a]), torch.zeros(n, WIDTH[b])
+    xa[:, 0], xa[:, 1] = task, ids
+    xb[:, 0], xb[:, 1] = task, ids
     return (a, b), xa, xb
 
 

@@ -39,13 +39,13 @@ def hand(tmp_path):
 
 
 def _row(table, method):
-    line = next(l for l in table.splitlines() if l.startswith(f"| {method} |"))
+    line = next(ln for ln in table.splitlines() if ln.startswith(f"| {method} |"))
     return [c.strip() for c in line.strip("|").split("|")]
 
 
 def test_table_values_order_and_bolding(hand):
     table = (hand / "table.md").read_text()
-    methods = [l.split("|")[1].strip() for l in table.splitlines() if l.startswith("| ") and "---" not in l][1:]
+    methods = [ln.split("|")[1].strip() for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert methods == ["frozen", "vanilla", "dns", "joint"]        # lower reference, baseline, DNS, upper
     head = _row(table, "method")
     van, dns, joint = _row(table, "vanilla"), _row(table, "dns"), _row(table, "joint")

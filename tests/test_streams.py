@@ -1,10 +1,9 @@
 import pytest
 import torch
+from conftest import TWO_STEP
 
 from bench import simulate, streams
 from bench.errors import BenchError
-
-from conftest import TWO_STEP
 
 
 def test_builtin_streams_load():
@@ -23,7 +22,8 @@ def test_builtin_streams_load():
     ("classes = 6\ntrain = 200", "classes = 6\ntrain = 200\ncolour = 1", "unknown key 'colour'"),
     ('metrics = ["recall"]', 'metrics = ["acc"]\n[sources.b.x]', "unknown key 'x'"),
     ('metrics = ["recall"]', 'metrics = ["map"]', "'metrics' must be a non-empty list"),
-    ("train = 200\ntest = 64\n[sources.b]", "train = -1\ntest = 64\n[sources.b]", "key 'train' must be an integer in [1, 1000000], got -1"),
+    ("train = 200\ntest = 64\n[sources.b]", "train = -1\ntest = 64\n[sources.b]",
+     "key 'train' must be an integer in [1, 1000000], got -1"),
     ("[simulation]", "[simulation\n", "not valid TOML"),
     ("[simulation]", "[train]\nlr = 'fast'\n[simulation]", "'lr' must be a float"),
     ("[simulation]", "[train]\nlr = nan\n[simulation]", "[train]: key 'lr' must be a finite number >= 0, got nan"),
@@ -88,8 +88,9 @@ def test_acc_needs_class_texts(tmp_path):
 
 def test_probes_and_head_width(tmp_path):
     """[[probes]]: pairs evaluated at every row but never trained (emergent alignment); [heads] dim."""
-    from bench import run
     import json
+
+    from bench import run
     text = TWO_STEP.replace('[sources.b]\nmodalities = ["text", "audio"]', '[sources.b]\nmodalities = ["text", "audio", "video"]')
     text += '\n[heads]\ndim = 16\n\n[[probes]]\nsource = "b"\npair = ["audio", "video"]\nmetrics = ["recall"]\n'
     p = tmp_path / "probe.toml"

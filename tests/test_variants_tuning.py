@@ -154,7 +154,8 @@ def test_tuned_settings_are_applied_recorded_and_ignored_with_untuned(tmp_path, 
     capsys.readouterr()
     assert run.main(common + ["--out", str(tmp_path / "r2")]) == 0
     assert "tuned on another version of stream file" in capsys.readouterr().err
-    assert json.loads((tmp_path / "r2" / "toy" / "runs" / "l2" / "seed0.json").read_text())["config"]["method_params"]["strength"] == 1.0
+    rec = json.loads((tmp_path / "r2" / "toy" / "runs" / "l2" / "seed0.json").read_text())
+    assert rec["config"]["method_params"]["strength"] == 1.0
 
 
 def test_every_search_space_holds_the_default_and_only_options():

@@ -469,8 +469,8 @@ class Plotter:
                         color="white" if strong else "black")
         ax.set_yticks(range(n), names, fontsize=6.5)
         self.label_color(ax, names)
-        ax.set_xticks(range(C + 1), [f"{self.tasks[j]['source']}\n{_wrap_pair(pair_of[j])}\nstep {j + 1}" for j in cols] + ["mean"],
-                      fontsize=5.5)
+        ticks = [f"{self.tasks[j]['source']}\n{_wrap_pair(pair_of[j])}\nstep {j + 1}" for j in cols] + ["mean"]
+        ax.set_xticks(range(C + 1), ticks, fontsize=5.5)
         ax.tick_params(length=0)
         ax.xaxis.tick_top()
         for c in range(1, C + 1):             # white rules between modality pairs and before the mean

@@ -10,7 +10,6 @@ from .records import load_runs
 from .summary import summary_csv
 from .tables import table_md, table_tex
 
-
 OUTPUTS = ("summary.csv", "table.md", "table.tex", "report.md")
 
 

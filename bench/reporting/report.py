@@ -8,7 +8,6 @@ from .figures import FIGURES
 from .records import label, row_order
 
 
-
 def _json(obj) -> str:
     return json.dumps(obj, sort_keys=True)
 
@@ -56,9 +55,9 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
         lines.append(f"- `{m}` options: `{_json(params)}`{extra}" + (f" — {origin}" if origin else ""))
     tuned = sorted({v for r in runs for v in (r["config"].get("option_sources") or {}).values() if v.startswith("tuned")})
     if tuned:
-        lines += ["", f"Options marked *from tuned* were chosen by `python -m bench.tune` on validation pairs "
-                  f"(10% of each source's training pairs held out of training; test pairs never read), "
-                  f"recorded with every candidate's score in "
+        lines += ["", "Options marked *from tuned* were chosen by `python -m bench.tune` on validation pairs "
+                  "(10% of each source's training pairs held out of training; test pairs never read), "
+                  "recorded with every candidate's score in "
                   + ", ".join(f"`{t[7:-1]}`" + ("" if "/" in t else " beside the stream file") for t in tuned)
                   + "; the other options are the methods' defaults."]
     banks = {}

@@ -5,7 +5,8 @@ filtering methods changes no colour. Each family (``bench.roles.FAMILIES``) has 
 and black, the naive baseline brown, regularisers blue, distillation purple, replay orange, null-space
 methods green, optimisers magenta. The built-in methods have hand-picked shades (distinct within a family,
 and each shade paired with its own marker); a method missing from ``BUILTIN`` (a new file in ``methods/``)
-gets a shade of its family's hue and a marker from a hash of its name (never a built-in method's pair), and a variant label such as
+gets a shade of its family's hue and a marker from a hash of its name (never a built-in method's pair), and a
+variant label such as
 ``ewc[strength=10]`` its method's colour, lightened or darkened, with a marker from a hash of the label.
 To give a new method a hand-picked style, add it to ``BUILTIN``.
 

@@ -12,7 +12,6 @@ from ..roles import REFERENCES
 from .records import roles_of, untuned_rows
 from .summary import aggregate, metrics_of
 
-
 UNTUNED = "†"
 
 
