@@ -12,10 +12,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BenchError
-from .streams import StreamSpec
+
+if TYPE_CHECKING:          # streams reads train_problem from here: no import cycle at run time
+    from .streams import StreamSpec
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "linear")

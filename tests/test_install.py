@@ -15,9 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
+    # built from a copy, so the checkout gets no build/ or *.egg-info
+    src = tmp / "src"
+    top = {".git", "build", "results", "features", ".pytest_cache", ".ruff_cache"}    # the checkout's, not bench/features
+    shutil.copytree(ROOT, src, ignore=lambda d, names: [n for n in names if n == "__pycache__" or n.endswith(".egg-info")
+                                                        or (Path(d) == ROOT and n in top)])
     # no build isolation: the build needs only setuptools, which is here (no network at test time)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True)
+                        "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True)
     if r.returncode != 0 and "No module named pip" in r.stderr:
         pytest.skip("pip is not available to build the wheel")
     assert r.returncode == 0, r.stderr

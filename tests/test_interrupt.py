@@ -46,7 +46,10 @@ def test_one_interrupt_stops_a_parallel_sweep_and_keeps_finished_runs(tmp_path, 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     stopped = time.monotonic() - t0
-    assert proc.returncode == 130 and stopped < 5, stopped
+    # 'within seconds' on an idle machine; the bound grows with the load of a shared one (a hang hits the
+    # 30 s timeout above whatever the load)
+    bound = 5 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    assert proc.returncode == 130 and stopped < bound, (stopped, bound)
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:")
     done = list(out.glob("toy/runs/*/seed*.json"))
     assert 0 < len(done) < 21 * 3
