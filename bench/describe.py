@@ -5,7 +5,6 @@ from the catalogue's declarations and the tuned-settings files."""
 from __future__ import annotations
 
 import difflib
-import json
 
 
 def did_you_mean(name: str, known) -> str:
@@ -35,18 +34,21 @@ def allowed(cls, key: str) -> str:
 def tuned_values(name: str) -> list[str]:
     """``stream (file): key=value, …`` for every tuned-settings file of a built-in stream that names the
     method (current or not: a stale file says so)."""
+    from .errors import BenchError
     from .streams import builtin_streams, load
-    from .tuned import settings_dir
+    from .tuned import read_tuned, settings_dir
     lines = []
     for stream, path in builtin_streams().items():
         spec = load(str(path))
         folders = [settings_dir() / "tuned", path.parent]
         for f in sorted({p for d in folders for p in d.glob(f"{stream}.tuned*.json")}):
             try:
-                data = json.loads(f.read_text())
-                chosen = data["methods"][name]["chosen"]
-            except (OSError, ValueError, KeyError, TypeError):
+                data = read_tuned(f)
+            except BenchError:
+                continue                 # a damaged file is bench.run's to report, not the card's
+            if name not in data["methods"]:
                 continue
+            chosen = data["methods"][name]["chosen"]
             values = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "the defaults won"
             stale = "" if data.get("stream_sha256") == spec.sha256 else " (tuned on another version: not applied)"
             where = f.name if f.parent == path.parent else str(f)
@@ -69,10 +71,9 @@ def describe(name: str) -> str:
             lines.append(f"  {key:{width}s}  default {default!r}; {allowed(cls, key)}{tune}")
     else:
         lines.append("options: none")
-    tuned = tuned_values(name) if cls.search_space else []
     if cls.search_space:
         lines += ["", "tuned settings (python -m bench.tune, on validation pairs):"]
-        lines += [f"  {t}" for t in tuned] or ["  none on the built-in streams"]
+        lines += [f"  {t}" for t in tuned_values(name)] or ["  none on the built-in streams"]
     else:
         lines += ["", "nothing to tune (no search space)"]
     return "\n".join(lines)

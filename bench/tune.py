@@ -88,11 +88,15 @@ def parse_args(argv):
 PROVENANCE = ("criterion", "direction", "seeds", "budget", "train", "loss", "code_version", "date")
 
 
-def _same_stream(path: Path, spec) -> tuple[dict, Path | None, dict]:
-    """An existing ``--write`` file's contents when it was tuned on this stream file, else nothing."""
-    from .tuned import read_tuned
-    data = read_tuned(path)
-    return ({}, path, data) if data.get("stream_sha256") == spec.sha256 else ({}, None, {})
+def _previous(target: Path, spec, encoder, explicit: bool) -> tuple[Path | None, dict]:
+    """The settings this tuning adds to: ``--write``'s file when it exists and was tuned on this stream file,
+    else the file ``bench.run`` would apply."""
+    from .tuned import load_tuned, read_tuned
+    if not explicit:
+        _, path, data = load_tuned(spec, encoder)
+        return path, data
+    data = read_tuned(target) if target.is_file() else {}
+    return (target, data) if data.get("stream_sha256") == spec.sha256 else (None, {})
 
 
 def main(argv=None) -> int:
@@ -110,7 +114,7 @@ def _main(args) -> int:
     from .files import check_writable
     from .reporting.records import read_run
     from .run import execute, parse_grid, plan
-    from .tuned import load_tuned, tuned_path, write_tuned
+    from .tuned import tuned_path, write_tuned
     known = catalogue.names()
     crit = criteria()
     if args.criterion not in crit:
@@ -169,10 +173,7 @@ def _main(args) -> int:
     first = p.runs[0]
     # methods tuned before keep their entries (with the provenance of the tuning that chose them): tuning one
     # new method must not leave the others untuned
-    if args.write:
-        _, before_path, before = _same_stream(target, spec) if target.is_file() else ({}, None, {})
-    else:
-        _, before_path, before = load_tuned(spec, args.encoder)
+    before_path, before = _previous(target, spec, args.encoder, bool(args.write))
     kept = {}
     for m, entry in (before.get("methods") or {}).items():
         if m not in result:
