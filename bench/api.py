@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 from .errors import BenchError
 
-_NOT_FLAGS = {"methods", "stream", "seeds", "sets", "grids", "labels", "list", "force", "jobs", "executor", "address"}
+# the command line's flags that choose what a sweep runs, not how one run trains
+_NOT_FLAGS = {"methods", "stream", "seeds", "sets", "grids", "labels", "candidates", "split", "force", "jobs",
+              "executor", "address"}
 
 
 @dataclass
@@ -38,55 +40,57 @@ def _text(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _args(method: str, stream: str, seed: int, options: dict | None, flags: dict):
-    """The command line's arguments for one run (validated like the command line's)."""
-    from .run import build_parser
-    args = build_parser().parse_args([])
-    unknown = sorted(k for k in flags if k in _NOT_FLAGS or not hasattr(args, k))
+def _request(method: str, stream: str, seed: int, options: dict | None, flags: dict):
+    """The command line's request for one run (validated like the command line's)."""
+    from .request import FLAGS, Request
+    from .tracking import parse_log
+    unknown = sorted(k for k in flags if k in _NOT_FLAGS or k not in FLAGS)
     if unknown:
         raise BenchError(f"bench.api: unknown flag {unknown[0]!r} (flags are python -m bench.run's options, "
                          f"e.g. epochs, lr, protocol, encoder, out)")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise BenchError(f"bench.api: seed must be a non-negative integer, got {seed!r}")
-    for k, v in flags.items():
-        setattr(args, k, v)
-    args.methods, args.stream, args.seeds, args.force = method, stream, f"{seed},", True
-    args.sets = [f"{method}.{k}={_text(v)}" for k, v in (options or {}).items()]
-    return args
+    if "log" in flags:
+        flags = {**flags, "log": parse_log(flags["log"])}
+    # option values as the command line gives them: parsed and checked by the method's own declarations
+    return Request.from_flags(**flags, methods=(method,), stream=stream, seeds=(seed,), force=True,
+                              sets={method: {k: _text(v) for k, v in (options or {}).items()}})
 
 
 def plan_run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict | None = None, **flags):
     """The ``RunSpec`` the command line would run for these arguments (every setting resolved: the stream's
     ``[train]``, per-encoder and tuned settings, the method's options), without training: what
     ``bench.bridge`` builds an Avalanche strategy from. Bad input raises ``BenchError``."""
+    from dataclasses import replace
+
     from .run import plan
-    args = _args(method, stream, seed, options, flags)
+    request = _request(method, stream, seed, options, flags)
     with tempfile.TemporaryDirectory(prefix="cmcl-api-") as scratch:
-        args.out = scratch
-        return plan(args).todo[0]
+        return plan(replace(request, out=scratch)).todo[0]
 
 
 def run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict | None = None,
         save: bool = False, **flags) -> Result:
     """Train and evaluate ``method`` on ``stream`` with ``seed``; return its record and its trained heads.
     Bad input raises ``BenchError`` with the command line's one-line message."""
+    from dataclasses import replace
+
     import torch
 
     from .reporting.records import write_run
     from .run import plan
     from .runner import train_run
-    args = _args(method, stream, seed, options, flags)
+    request = _request(method, stream, seed, options, flags)
     with tempfile.TemporaryDirectory(prefix="cmcl-api-") as scratch:
-        if not save and not args.save_heads:
-            args.out = scratch              # nothing is written; finished runs are not read either
-        p = plan(args)
-        spec = p.todo[0]
+        if not save and not request.save_heads:
+            request = replace(request, out=scratch)   # nothing is written; finished runs are not read either
+        spec = plan(request).todo[0]
         threads = torch.get_num_threads()
-        torch.set_num_threads(args.threads)     # as the command line: results do not depend on the notebook
+        torch.set_num_threads(request.execution.threads)   # as the command line: results do not depend on the notebook
         try:
             record, heads = train_run(spec)
         finally:
             torch.set_num_threads(threads)
     if save:
-        write_run(spec.path(args.out), record)
+        write_run(spec.path(request.out), record)
     return Result(record, heads, spec)

@@ -1,10 +1,12 @@
 """Executors: where planned runs (``RunSpec``) are trained. ``local`` runs them in this process or in a pool
-of worker processes; each finished run is handed back as it arrives, so the caller saves it at once.
+of worker processes, ``ray`` as tasks on a Ray cluster. Both have one signature, ``(runs, sweep, execution)``:
+they report to a ``Sweep`` (claim a run before it starts, its start, its record as it arrives — so the caller
+saves it at once —, its failure) and read ``bench.request.Execution`` (jobs, threads, address).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from .config import RunSpec
 from .errors import BenchError
@@ -33,7 +35,27 @@ def failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
-Claim = Callable[[RunSpec], "str | None"]   # claim a run before it starts: None, or why it is skipped
+class Sweep:
+    """What an executor reports to. This base trains everything and keeps the failures; ``bench.run``'s
+    sweep claims runs in the results folder, saves each record and shows progress."""
+
+    def __init__(self) -> None:
+        self.failures: list[tuple[RunSpec, str]] = []
+
+    def claim(self, run: RunSpec) -> bool:
+        """Called just before ``run`` starts; False: another runner has it (the sweep says so), skip it."""
+        return True
+
+    def started(self, run: RunSpec) -> None:
+        pass
+
+    def finished(self, run: RunSpec, record: dict) -> None:
+        pass
+
+    def failed(self, run: RunSpec, error: BaseException) -> str:
+        """A run that raised: listed, in one line (``failure``); the sweep goes on."""
+        self.failures.append((run, failure(error)))
+        return self.failures[-1][1]
 
 
 def row_of(run: RunSpec) -> tuple[str, str]:
@@ -55,43 +77,27 @@ def next_run(pending: list[RunSpec], seconds: dict, started: set) -> int:
     return max(measured, key=lambda i: (seconds[row_of(pending[i])], -i))
 
 
-def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
-              on_result: Callable[[RunSpec, dict], None],
-              on_failure: Callable[[RunSpec, str], None] | None = None,
-              claim: Claim | None = None, on_skip: Callable[[RunSpec, str], None] | None = None
-              ) -> list[tuple[RunSpec, str]]:
-    """Train every run; ``on_result(run, record)`` as each finishes. With ``jobs > 1`` the runs go to worker
-    processes (``start_method``), at most ``jobs`` at a time, in the order of ``next_run`` (results do not
-    depend on it), each claimed (``claim``) just before it starts — so a second runner on the same folder
-    takes the others. A run that fails (a diverging run, any exception
-    in it) does not stop the others: ``on_failure(run, message)`` is called and the failures are returned,
-    every one of them."""
+def run_local(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunSpec, str]]:
+    """Train every run; ``sweep.finished(run, record)`` as each finishes. With ``execution.jobs > 1`` the runs
+    go to worker processes (``start_method``), at most ``jobs`` at a time, in the order of ``next_run``
+    (results do not depend on it), each claimed just before it starts — so a second runner on the same folder
+    takes the others. A run that fails (a diverging run, any exception in it) does not stop the others:
+    ``sweep.failed`` lists it; the failures are returned, every one of them."""
     runs = list(runs)
-    failures: list[tuple[RunSpec, str]] = []
-
-    def claimed(run) -> bool:
-        why = claim(run) if claim is not None else None
-        if why and on_skip is not None:
-            on_skip(run, why)
-        return why is None
-
-    def failed(run, e):
-        failures.append((run, failure(e)))
-        if on_failure is not None:
-            on_failure(run, failures[-1][1])
+    jobs, threads = min(execution.jobs or 1, max(1, len(runs))), execution.threads
 
     if jobs == 1:
         for run in runs:
-            if not claimed(run):
+            if not sweep.claim(run):
                 continue
-            on_start(run)
+            sweep.started(run)
             try:
                 record = _work((run, threads))
             except Exception as e:                   # noqa: BLE001 - reported, the sweep goes on
-                failed(run, e)
+                sweep.failed(run, e)
                 continue
-            on_result(run, record)
-        return failures
+            sweep.finished(run, record)
+        return sweep.failures
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(start_method(runs)),
@@ -103,9 +109,9 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
     def submit_more():
         while len(futures) < jobs and pending:
             run = pending.pop(next_run(pending, seconds, started))
-            if claimed(run):
+            if sweep.claim(run):
                 started.add(row_of(run))
-                on_start(run)
+                sweep.started(run)
                 futures[pool.submit(_work, (run, threads))] = run
 
     try:
@@ -116,10 +122,10 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
             try:
                 record = fut.result()
             except Exception as e:                   # noqa: BLE001 - reported, the others' results are kept
-                failed(run, e)
+                sweep.failed(run, e)
             else:
                 seconds.setdefault(row_of(run), record["timings"]["wall_seconds"])
-                on_result(run, record)
+                sweep.finished(run, record)
             submit_more()
     except BaseException:
         # Ctrl-C (or an error saving a result): stop now — queued runs are dropped, running ones killed; every
@@ -127,7 +133,7 @@ def run_local(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callab
         _stop(pool)
         raise
     pool.shutdown(wait=True)
-    return failures
+    return sweep.failures
 
 
 def _ignore_interrupts(parent: int):
@@ -150,23 +156,19 @@ def _stop(pool) -> None:
         p.join(timeout=5)
 
 
-def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable[[RunSpec], None],
-            on_result: Callable[[RunSpec, dict], None], address: str | None = None,
-            on_failure: Callable[[RunSpec, str], None] | None = None,
-            claim: Claim | None = None, on_skip: Callable[[RunSpec, str], None] | None = None
-            ) -> list[tuple[RunSpec, str]]:
-    """Train every run as a Ray task (one CPU each); ``on_result`` as each finishes, in the order they finish.
-    ``address``: an existing cluster (``ray start --head`` … or ``auto``); None starts a local one with
-    ``jobs`` CPUs. Every node needs this package importable (installed, or shipped in a Ray runtime
-    environment). Failed runs are reported and returned, as with ``run_local``."""
+def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunSpec, str]]:
+    """Train every run as a Ray task (one CPU each); ``sweep.finished`` as each finishes, in the order they
+    finish. ``execution.address``: an existing cluster (``ray start --head`` … or ``auto``); None starts a
+    local one with ``jobs`` CPUs. Every node needs this package importable (installed, or shipped in a Ray
+    runtime environment). Failed runs are reported and returned, as with ``run_local``."""
     try:
         import ray
     except ImportError:
         raise BenchError("--executor ray needs Ray: pip install 'cmcl-bench[ray]'") from None
     runs = list(runs)
-    failures: list[tuple[RunSpec, str]] = []
     if not runs:
-        return failures
+        return sweep.failures
+    address, jobs, threads = execution.address, execution.jobs or 1, execution.threads
     started_here = not ray.is_initialized()
     if started_here:
         kw = dict(address=address) if address else dict(num_cpus=jobs)
@@ -178,12 +180,9 @@ def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable
     remote = ray.remote(num_cpus=1, max_retries=0)(_work)
     pending = {}
     for run in runs:                                 # a cluster runs them all at once: claimed at submission
-        why = claim(run) if claim is not None else None
-        if why:
-            if on_skip is not None:
-                on_skip(run, why)
+        if not sweep.claim(run):
             continue
-        on_start(run)
+        sweep.started(run)
         pending[remote.remote((run, threads))] = run
     try:
         while pending:
@@ -193,14 +192,15 @@ def run_ray(runs: Iterable[RunSpec], jobs: int, threads: int, on_start: Callable
                 try:
                     record = ray.get(ref)
                 except ray.exceptions.RayTaskError as e:
-                    failures.append((run, failure(getattr(e, "cause", None) or e)))
-                    if on_failure is not None:
-                        on_failure(run, failures[-1][1])
+                    sweep.failed(run, getattr(e, "cause", None) or e)
                     continue
-                on_result(run, record)
+                sweep.finished(run, record)
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
         if started_here:
             ray.shutdown()
-    return failures
+    return sweep.failures
+
+
+EXECUTORS = {"local": run_local, "ray": run_ray}

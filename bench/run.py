@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BenchError, run_cli
+from .executor import Sweep
+from .request import DEFAULT_SEEDS, DEFAULT_STREAM, Request
 from .tuned import load_tuned, source_name, warn_if_other_training
-from .variants import check_label, grid_points, parse_grid, variant_label
-
-DEFAULT_STREAM = "sim-paper"
-DEFAULT_SEEDS = "3"
+from .variants import grid_points
 
 
 def parse_args(argv):
@@ -90,35 +89,6 @@ def build_parser(prog="python -m bench.run",
     return p
 
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        if "," in text:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
-        else:
-            n = int(text)
-            if n < 1:
-                raise ValueError
-            seeds = list(range(n))
-    except ValueError:
-        raise BenchError(f"--seeds must be a positive count N or a list i,j of integers, got {text!r}") from None
-    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-        raise BenchError(f"--seeds must list distinct non-negative integers, got {text!r}")
-    return seeds
-
-
-def parse_sets(sets: list[str], known: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for s in sets:
-        key, eq, value = s.partition("=")
-        method, dot, param = key.rpartition(".")
-        if not eq or not dot or not method or not param:
-            raise BenchError(f"--set expects METHOD.PARAM=VALUE, got {s!r}")
-        if method not in known:
-            raise BenchError(f"--set {s!r}: unknown method {method!r}; available: {', '.join(known)}")
-        out.setdefault(method, {})[param] = value
-    return out
-
-
 def list_all() -> str:
     from . import catalogue
     from .streams import builtin_streams, load
@@ -140,113 +110,97 @@ class Plan:
     skipped: int
     methods: list[str]
     seeds: list[int]
-    runs: list = None   # every planned RunSpec (to do or already done), in order
+    runs: list          # every planned RunSpec (to do or already done), in order
+    jobs: int           # runs in flight at most (--jobs, or one per core)
 
 
-def plan(args) -> Plan:
-    """Every run the arguments ask for, validated before any work; finished runs (same configuration hash)
-    are skipped unless ``--force``."""
-    from . import catalogue, streams
-    from .config import OFFICIAL_LOSS, OFFICIAL_TRAINING, LossConfig, RunSpec, TrainConfig
+def plan(request: Request) -> Plan:
+    """Every run the request asks for, validated before any work; finished runs (same configuration hash)
+    are skipped unless ``force``. Settings resolve through ``bench.settings`` (its five layers)."""
+    from dataclasses import asdict, replace
+
+    from . import catalogue, settings, streams
+    from .config import FLAGS, RunSpec, train_problem
     from .features.bank import bank_shas
+    from .files import check_writable
 
     known = catalogue.names()
-    names = known if args.methods == "all" else list(dict.fromkeys(m.strip() for m in args.methods.split(",")
-                                                                    if m.strip()))   # a repeated name runs once
-    if not names:
-        raise BenchError("--methods is empty")
+    names = list(request.methods) if request.methods is not None else known
     for m in names:
         catalogue.get(m)
-    if args.jobs is None:
-        args.jobs = default_jobs(args.device)
-    if args.jobs < 1 or args.threads < 1:
+    ex = request.execution
+    jobs = default_jobs(ex.device) if ex.jobs is None else ex.jobs
+    if jobs < 1 or ex.threads < 1:
         raise BenchError("--jobs and --threads must be >= 1")
-    from .files import check_writable
-    check_writable(args.out)
-    seeds = parse_seeds(args.seeds)
-    sets = parse_sets(args.sets, known)
-    for m in sets:                  # validates names and values, also of methods not run
-        catalogue.get(m).resolve(sets[m])
-    grids = parse_grid(args.grids, known)
-    labels = parse_labels(args.labels, known, grids)
-    for flag, given in (("--set", sets), ("--grid", grids), ("--label", labels)):
+    check_writable(request.out)
+    if not request.seeds:
+        raise BenchError("--seeds lists no seed")
+    for m in request.sets:                  # validates names and values, also of methods not run
+        catalogue.get(m).resolve(dict(request.sets[m]))
+    for flag, given in (("--set", request.sets), ("--grid", request.grids), ("--label", request.labels)):
         for m in given:
             if m not in names:
                 raise BenchError(f"{flag} names method {m!r}, which --methods does not run (it runs "
                                  f"{', '.join(names)})")
-    spec = streams.load(args.stream)
-    if args.encoder and not spec.bank_sources and args.encoder not in spec.settings:
-        raise BenchError(f"--encoder {args.encoder}: stream {spec.name!r} reads no feature banks and has no "
-                         f"[settings.{args.encoder}]; --encoder applies to streams of banks (e.g. paper)")
-    encoder_settings = stream_settings(spec, args.encoder, known)
-    split = getattr(args, "split", "test")
+    spec = streams.load(request.stream)
+    encoder = request.encoder
+    if encoder and not spec.bank_sources and encoder not in spec.settings:
+        raise BenchError(f"--encoder {encoder}: stream {spec.name!r} reads no feature banks and has no "
+                         f"[settings.{encoder}]; --encoder applies to streams of banks (e.g. paper)")
+    per_encoder = settings.encoder_settings(spec, encoder, known)
+    split = request.split
     # tuning (validation split) starts from the untuned base; its runs never read tuned settings
-    tuned, tuned_file, tuned_data = ({}, None, {}) if args.untuned or split != "test" else load_tuned(spec, args.encoder)
+    tuned, tuned_file, tuned_data = ({}, None, {}) if request.untuned or split != "test" else load_tuned(spec, encoder)
     tuned_source = source_name(tuned_file, spec) if tuned_file else None
     # a method the user sets or grids is chosen by hand; one left at its defaults beside tuned ones is noted
-    untuned_rows = [m for m in names if tuned_file and m not in tuned and m not in sets and m not in grids
-                    and catalogue.get(m).search_space]
+    untuned_rows = [m for m in names if tuned_file and m not in tuned and m not in request.sets
+                    and m not in request.grids and catalogue.get(m).search_space]
     if untuned_rows:
         print(f"note: {tuned_source} has no tuned settings for {', '.join(untuned_rows)}: "
               f"{'it runs' if len(untuned_rows) == 1 else 'they run'} at the defaults next to tuned methods "
               f"(marked in the table; tune with python -m bench.tune --methods {','.join(untuned_rows)})",
               file=sys.stderr)
-    points = getattr(args, "points", None) or {m: grid_points(grids.get(m, {})) for m in names}
-    variants = {m: method_variants(m, encoder_settings.get(m, {}), tuned.get(m, {}), tuned_source, sets.get(m, {}),
-                                   points.get(m, [{}]), labels.get(m)) for m in names}
-    official = args.protocol == "official"
-    base = OFFICIAL_LOSS if args.loss == "official" or (args.loss is None and official) else LossConfig()
-    loss = LossConfig(temperature=base.temperature if args.temperature is None else args.temperature,
-                      direction=base.direction if args.direction is None else args.direction,
-                      normalize=base.normalize if args.normalize is None else args.normalize)
-    cli = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-               optimizer=args.optimizer, schedule=args.schedule, clip_grad_norm=args.clip_grad_norm,
-               decay_bias=args.decay_bias)
-    from .config import FLAGS, train_problem
-    for key, value in cli.items():                       # the command line's own values, blamed on their flag
+    points = request.candidates or {m: grid_points(dict(request.grids.get(m, {}))) for m in names}
+    variants = {m: settings.method_variants(m, per_encoder.get(m, {}), tuned.get(m, {}), tuned_source,
+                                            request.sets.get(m, {}), points.get(m, [{}]), request.labels.get(m))
+                for m in names}
+    for key, value in asdict(request.training).items():     # the command line's own values, blamed on their flag
         problem = None if value is None else train_problem(key, value)
         if problem:
             raise BenchError(f"{FLAGS[key]} {problem}")
-    preset = OFFICIAL_TRAINING if official else {}
-    train = TrainConfig(**{**spec.train, **encoder_settings.get("train", {}), **preset,
-                           **{k: v for k, v in cli.items() if v is not None}})
-    from dataclasses import asdict
+    train, loss = settings.training(spec, per_encoder, request), settings.loss(request)
     warn_if_other_training(tuned_data, tuned_file, asdict(train), asdict(loss))
-    from dataclasses import replace
-
-    from .tracking import parse_log
-    loggers = parse_log(getattr(args, "log", None))
-    if device_type(args.device) == "meta":
+    if device_type(ex.device) == "meta":
         raise BenchError("--device meta holds no values (the test suite uses it to check device handling); "
                          "choose cpu, cuda or mps")
     # the banks' content hashes are part of each run's configuration: read from the files' attributes,
     # so deciding what is finished needs neither torch nor the features
-    shas = bank_shas(spec, args.encoder, args.banks, ("train", "test") if split == "test" else ("train",))
+    shas = bank_shas(spec, encoder, request.banks, ("train", "test") if split == "test" else ("train",))
     todo, skipped = [], 0
-    out = Path(args.out)
-    stream_dir = out / RunSpec(spec, names[0], {}, 0, encoder=args.encoder, untuned=args.untuned).result_name
+    out = Path(request.out)
+    stream_dir = out / RunSpec(spec, names[0], {}, 0, encoder=encoder, untuned=request.untuned).result_name
     if split == "validation":
         stream_dir = stream_dir / "tuning"
     check_same_stream(stream_dir, spec)
     every = []
     for m in names:
         for opts, label, sources in variants[m]:
-            for seed in seeds:
-                run = RunSpec(spec, m, opts, seed, train, loss, device=args.device, encoder=args.encoder,
-                              banks=args.banks, bank_shas=shas, label=label,
-                              option_sources=sources or None, untuned=args.untuned, split=split,
+            for seed in request.seeds:
+                run = RunSpec(spec, m, opts, seed, train, loss, device=ex.device, encoder=encoder,
+                              banks=request.banks, bank_shas=shas, label=label,
+                              option_sources=sources or None, untuned=request.untuned, split=split,
                               tuned=False if m in untuned_rows else None)
-                if getattr(args, "save_heads", False):
+                if request.save_heads:
                     run = replace(run, heads_dir=str(run.heads_path(out)))
-                if loggers:
-                    run = replace(run, log=loggers, log_dir=str(run.log_path(out)))
+                if request.log:
+                    run = replace(run, log=request.log, log_dir=str(run.log_path(out)))
                 every.append(run)
-                todo, skipped = _todo_or_skip(run, out, args.force, todo, skipped)
+                todo, skipped = _todo_or_skip(run, out, request.force, todo, skipped)
     if todo:            # torch and the features only now that something will train
-        check_device(args.device)
+        check_device(ex.device)
         from .runner import get_scenario
-        get_scenario(spec, args.encoder, args.banks, split)     # validates the banks; workers inherit it
-    return Plan(spec, stream_dir, todo, skipped, names, seeds, every)
+        get_scenario(spec, encoder, request.banks, split)     # validates the banks; workers inherit it
+    return Plan(spec, stream_dir, todo, skipped, names, list(request.seeds), every, jobs)
 
 
 def device_type(device: str) -> str:
@@ -285,59 +239,6 @@ def _todo_or_skip(run, out, force, todo, skipped):
     return todo, skipped
 
 
-def stream_settings(spec, encoder, known) -> dict:
-    """The stream's ``[settings.<encoder>]``, validated (method names and options), or ``{}``."""
-    from . import catalogue
-    settings = spec.settings.get(encoder, {}) if encoder else {}
-    for key, opts in settings.items():
-        if key == "train":
-            continue
-        where = f"stream file {spec.path} [settings.{encoder}.{key}]"
-        if key not in known:
-            raise BenchError(f"{where}: unknown method {key!r}; available: {', '.join(known)}")
-        try:
-            catalogue.get(key).resolve(opts)
-        except BenchError as e:
-            raise BenchError(f"{where}: {e}") from None
-    return settings
-
-
-def method_variants(method, stream_opts, tuned_opts, tuned_source, sets, points, label=None):
-    """The variants of one method to run: ``[(options, label or None, {option: source})]``. Options resolve
-    in order: method defaults < the stream's settings < the stream's tuned settings < ``--set`` / ``--grid``;
-    the base (without the last layer) keeps the plain method name."""
-    from . import catalogue
-    cls = catalogue.get(method)
-    for p in {k for point in points for k in point}:
-        if p in sets:
-            raise BenchError(f"{method}.{p} is given by both --set and --grid")
-    try:
-        base = cls.resolve({**stream_opts, **tuned_opts})
-    except BenchError as e:
-        raise BenchError(f"tuned settings {tuned_source}: {e}") from None
-    out = []
-    for point in points:
-        opts = cls.resolve({**stream_opts, **tuned_opts, **sets, **point})
-        sources = {k: "stream settings" for k in stream_opts}
-        sources.update({k: f"tuned ({tuned_source})" for k in tuned_opts} if tuned_source else {})
-        sources.update({k: "--set" for k in sets})
-        sources.update({k: "--grid" for k in point})
-        out.append((opts, label or variant_label(method, opts, base), sources))
-    return out
-
-
-def parse_labels(items: list[str], known: list[str], grids: dict) -> dict[str, str]:
-    out = {}
-    for item in items:
-        method, eq, name = item.partition("=")
-        if not eq or method not in known:
-            raise BenchError(f"--label expects METHOD=NAME with a known method, got {item!r}")
-        if method in grids:
-            raise BenchError(f"--label {item!r}: {method} has a --grid, whose variants are labelled by their values")
-        out[method] = check_label(name, f"--label {item!r}")
-    return out
-
-
 def check_same_stream(stream_dir: Path, spec) -> None:
     """Refuse to add runs to a results folder that holds runs of another stream file of the same name."""
     from .reporting.records import stream_files_of
@@ -349,57 +250,68 @@ def check_same_stream(stream_dir: Path, spec) -> None:
 
 
 
-def execute(p: Plan, args) -> list:
-    """Train the planned runs; each record is written atomically as soon as its run finishes. A failed run
-    does not stop the others; the failures (run, message) are returned and listed in ``failures.json`` of the
-    results folder (rewritten by every sweep that trains something)."""
+class _Sweep(Sweep):
+    """``bench.run``'s side of an executor (``bench.executor.Sweep``): claims each run in the results folder,
+    saves its record atomically as it arrives, and shows progress — a live bar on a terminal, one line per
+    finished run in logs (CI, redirected stderr)."""
+
+    def __init__(self, p: Plan, request: Request, bar):
+        from .claims import Claims
+        super().__init__()
+        self.p, self.out, self.bar = p, request.out, bar
+        self.claims, self.done = Claims(request.out, force=request.force), 0
+
+    def claim(self, run) -> bool:
+        why = self.claims.take(run)
+        if why:
+            self.bar.update(1)
+            print(f"skipped: {run.row} seed {run.seed}: {why}", file=sys.stderr)
+        return why is None
+
+    def started(self, run) -> None:
+        self.bar.set_postfix_str(f"{run.method} seed {run.seed}")
+
+    def finished(self, run, record) -> None:
+        from tqdm import tqdm
+
+        from .reporting.records import write_run
+        write_run(run.path(self.out), record)
+        self.claims.release(run)
+        done = f"{run.method} seed {run.seed}: R@10 {fmt(record['summary']['r10'])}"
+        self.bar.set_postfix_str(done)
+        self.bar.update(1)
+        self.done += 1
+        if self.bar.disable:
+            print(f"[{self.done}/{len(self.p.todo)}] {done} "
+                  f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
+        for w in record.get("warnings", ()):       # above the live bar, or one line in a log
+            tqdm.write(f"warning: {run.row} seed {run.seed}: {w}", file=sys.stderr)
+
+    def failed(self, run, error) -> str:
+        message = super().failed(run, error)
+        self.claims.release(run)
+        self.bar.update(1)
+        print(f"failed: {run.row} seed {run.seed}: {message}", file=sys.stderr)
+        return message
+
+
+def execute(p: Plan, request: Request) -> list:
+    """Train the planned runs on the request's executor; each record is written atomically as soon as its
+    run finishes. A failed run does not stop the others; the failures (run, message) are returned and listed
+    in ``failures.json`` of the results folder (rewritten by every sweep that trains something)."""
+    from dataclasses import replace
+
     from tqdm import tqdm
 
-    from .claims import Claims
-    from .executor import run_local, run_ray
-    from .reporting.records import write_run
+    from .executor import EXECUTORS
     if not p.todo:
         return []
-    # a live bar on a terminal; in logs (CI, redirected stderr) one line per finished run instead
-    finished = []
     with tqdm(total=len(p.todo), desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
-
-        claims = Claims(args.out, force=args.force)
-
-        def started(run):
-            bar.set_postfix_str(f"{run.method} seed {run.seed}")
-
-        def skipped(run, why):
-            bar.update(1)
-            print(f"skipped: {run.row} seed {run.seed}: {why}", file=sys.stderr)
-
-        def save(run, record):
-            write_run(run.path(args.out), record)
-            claims.release(run)
-            done = f"{run.method} seed {run.seed}: R@10 {fmt(record['summary']['r10'])}"
-            bar.set_postfix_str(done)
-            bar.update(1)
-            finished.append(run)
-            if bar.disable:
-                print(f"[{len(finished)}/{len(p.todo)}] {done} "
-                      f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
-            for w in record.get("warnings", ()):       # above the live bar, or one line in a log
-                tqdm.write(f"warning: {run.row} seed {run.seed}: {w}", file=sys.stderr)
-
-        def failed(run, message):
-            claims.release(run)
-            bar.update(1)
-            print(f"failed: {run.row} seed {run.seed}: {message}", file=sys.stderr)
-
+        sweep = _Sweep(p, request, bar)
         try:
-            if getattr(args, "executor", "local") == "ray":
-                failures = run_ray(p.todo, args.jobs, args.threads, started, save, args.address, failed,
-                                   claims.take, skipped)
-            else:
-                failures = run_local(p.todo, min(args.jobs, len(p.todo)), args.threads, started, save, failed,
-                                     claims.take, skipped)
+            failures = EXECUTORS[request.execution.executor](p.todo, sweep, replace(request.execution, jobs=p.jobs))
         finally:
-            claims.close()
+            sweep.claims.close()
     import json
 
     from .files import write_atomic
@@ -427,20 +339,21 @@ def _main(args) -> int:
     if answered(args):
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    p = plan(args)                  # validates everything, --threads included, before any work
+    request = Request.from_args(args)
+    p = plan(request)               # validates everything, --threads included, before any work
     if p.todo:
         import torch
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(request.execution.threads)
     print(f"{p.stream.name}: {len(p.stream.steps)} steps, methods {', '.join(p.methods)}, "
           f"seeds {', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done",
           file=sys.stderr)
-    failures = execute(p, args)
+    failures = execute(p, request)
     from .reporting.rebuild import rebuild, up_to_date
     if any(p.stream_dir.glob("runs/*/seed*.json")):
-        if not p.todo and up_to_date(p.stream_dir, figures=not args.no_figures):
+        if not p.todo and up_to_date(p.stream_dir, figures=not request.no_figures):
             table = (p.stream_dir / "table.md").read_text()     # nothing new since the last rebuild
         else:
-            table = rebuild(p.stream_dir, figures=not args.no_figures)     # from what finished
+            table = rebuild(p.stream_dir, figures=not request.no_figures)     # from what finished
         print(table)
         print(f"results in {p.stream_dir}/", file=sys.stderr)
     if failures:

@@ -110,12 +110,14 @@ def _main(args) -> int:
         return 0
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from dataclasses import replace
+
     from . import catalogue, streams
     from .files import check_writable
     from .reporting.records import read_run
-    from .run import execute, parse_grid, plan
+    from .request import Request
+    from .run import execute, plan
     from .tuned import tuned_path, write_tuned
-    known = catalogue.names()
     crit = criteria()
     if args.criterion not in crit:
         raise BenchError(f"--criterion must be one of {', '.join(crit)}, got {args.criterion!r}")
@@ -123,40 +125,39 @@ def _main(args) -> int:
         raise BenchError("--budget must be >= 1")
     if args.labels:
         raise BenchError("--label is not used by bench.tune (candidates are labelled by their settings)")
-    grids = parse_grid(args.grids, known)
-    names = known if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    request = Request.from_args(args)
+    names = list(request.methods) if request.methods is not None else catalogue.names()
     for m in names:
         catalogue.get(m)
-    names = [m for m in names if grids.get(m) or catalogue.get(m).search_space]
+    names = [m for m in names if request.grids.get(m) or catalogue.get(m).search_space]
     if not names:
         raise BenchError("none of these methods has a search space (or a --grid) to tune")
-    args.methods = ",".join(names)
-    args.split, args.grids = "validation", []
-    args.points = {m: candidates(catalogue.get(m), args.budget, grids.get(m)) for m in names}
-    spec = streams.load(args.stream)
-    target = Path(args.write) if args.write else tuned_path(spec, args.encoder)
+    points = {m: candidates(catalogue.get(m), args.budget, request.grids.get(m)) for m in names}
+    request = replace(request, methods=tuple(names), split="validation", grids={}, candidates=points)
+    spec = streams.load(request.stream)
+    target = Path(args.write) if args.write else tuned_path(spec, request.encoder)
     if target.is_dir():
         raise BenchError(f"--write {target}: is a folder; give the tuned-settings file to write")
     check_writable(target.parent, "--write" if args.write else "tuned settings folder")
     import torch
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(request.execution.threads)
     t0 = time.perf_counter()
-    p = plan(args)
+    p = plan(request)
     print(f"tuning {p.stream.name} on validation pairs: {len(names)} methods, seeds "
           f"{', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done", file=sys.stderr)
-    failures = execute(p, args)
+    failures = execute(p, request)
     if failures:
         raise BenchError(f"{len(failures)} tuning runs failed (first: {failures[0][0].row} seed {failures[0][0].seed}: "
                          f"{failures[0][1]}); nothing written — fix the cause and rerun (finished runs are kept)")
     fn, direction = crit[args.criterion]
-    out_dir = Path(args.out)
+    out_dir = Path(request.out)
     groups: dict[tuple, list] = {}
     for r in p.runs:
         groups.setdefault((r.method, r.row), []).append(r)
     result, compute = {}, 0.0
     for m in names:
         rows = []
-        for point, runs in zip(args.points[m], [g for (meth, _), g in groups.items() if meth == m]):
+        for point, runs in zip(points[m], [g for (meth, _), g in groups.items() if meth == m]):
             recs = [read_run(r.path(out_dir)) for r in runs]
             compute += sum(rec["timings"]["wall_seconds"] for rec in recs)
             scores = [fn(rec) for rec in recs]
@@ -164,8 +165,7 @@ def _main(args) -> int:
             rows.append({"options": {k: runs[0].options[k] for k in point}, "label": runs[0].row,
                          "score": sum(valid) / len(valid) if valid else None, "per_seed": scores})
         best = select(rows, direction, catalogue.get(m).defaults)
-        result[m] = {"chosen": best["options"], "search_space": {k: [c[k] for c in args.points[m]]
-                                                                  for k in args.points[m][0]},
+        result[m] = {"chosen": best["options"], "search_space": {k: [c[k] for c in points[m]] for k in points[m][0]},
                      "candidates": rows}
         print(f"{m}: {best['label']} ({args.criterion} {best['score']:.2f})" if best["score"] is not None
               else f"{m}: no score", file=sys.stderr)
@@ -173,20 +173,20 @@ def _main(args) -> int:
     first = p.runs[0]
     # methods tuned before keep their entries (with the provenance of the tuning that chose them): tuning one
     # new method must not leave the others untuned
-    before_path, before = _previous(target, spec, args.encoder, bool(args.write))
+    before_path, before = _previous(target, spec, request.encoder, bool(args.write))
     kept = {}
     for m, entry in (before.get("methods") or {}).items():
         if m not in result:
             kept[m] = {**entry, "tuned_by": entry.get("tuned_by") or {
                 "file": str(before_path), **{k: before.get(k) for k in PROVENANCE}}}
     write_tuned(target, {
-        "stream": spec.name, "stream_sha256": spec.sha256, "encoder": args.encoder if spec.bank_sources else None,
+        "stream": spec.name, "stream_sha256": spec.sha256, "encoder": request.encoder if spec.bank_sources else None,
         "criterion": args.criterion, "direction": direction,
         "split": "validation: 10% of each source's training pairs held out of training (bench.scenario)",
         "seeds": p.seeds, "budget": args.budget, "train": asdict(first.train), "loss": asdict(first.loss),
         "code_version": code_version(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.perf_counter() - t0, 1), "run_seconds": round(compute, 1),
-        "jobs": args.jobs, "methods": {**kept, **result}})
+        "jobs": p.jobs, "methods": {**kept, **result}})
     print(f"tuned settings written to {target}" + (f" (kept from {before_path}: {', '.join(kept)})" if kept else ""),
           file=sys.stderr)
     return 0

@@ -142,10 +142,7 @@ MUTATIONS = [
       "low, high, low_open = cls.bounds.get(key, (0, None, False))",
       "low, high, low_open = cls.bounds.get(key, (None, None, False))", ("tests/test_cli.py",)),
     M("runners sharing a folder never claim their runs", "bench/run.py",
-      "failures = run_local(p.todo, min(args.jobs, len(p.todo)), args.threads, started, save, failed,\n"
-      "                                     claims.take, skipped)",
-      "failures = run_local(p.todo, min(args.jobs, len(p.todo)), args.threads, started, save, failed,\n"
-      "                                     None, skipped)",
+      "        why = self.claims.take(run)\n", "        why = None\n",
       ("tests/test_claims.py",)),
     # -- regularisers -------------------------------------------------------------------------------
     M("EWC Fisher from |g| instead of g^2", "methods/ewc.py",

@@ -4,7 +4,8 @@ import time
 from dataclasses import dataclass
 
 from bench import executor
-from bench.executor import next_run, row_of, run_local
+from bench.executor import Sweep, next_run, row_of, run_local
+from bench.request import Execution
 
 
 @dataclass(frozen=True, order=True)
@@ -51,7 +52,15 @@ def test_the_pool_follows_the_order_as_rows_are_measured(monkeypatch):
     monkeypatch.setattr(executor, "_work", fake_work)
     runs = [Run(row, seed) for row in SECONDS for seed in range(4)]          # planned row by row
     events = []
-    failures = run_local(runs, 2, 1, lambda r: events.append(("start", r)), lambda r, rec: events.append(("done", r)))
+
+    class Recording(Sweep):
+        def started(self, run):
+            events.append(("start", run))
+
+        def finished(self, run, record):
+            events.append(("done", run))
+
+    failures = run_local(runs, Recording(), Execution(jobs=2))
     assert failures == [] and sorted(r for e, r in events if e == "done") == sorted(runs)
     measured, after = set(), []
     for kind, run in events:
