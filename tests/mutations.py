@@ -144,6 +144,9 @@ MUTATIONS = [
     M("runners sharing a folder never claim their runs", "bench/run.py",
       "        why = self.claims.take(run)\n", "        why = None\n",
       ("tests/test_claims.py",)),
+    M("the first settings layer wins", "bench/settings.py",
+      "        values.update(given)\n", "        values.update({k: v for k, v in given.items() if k not in values})\n",
+      ("tests/test_request.py",)),
     # -- regularisers -------------------------------------------------------------------------------
     M("EWC Fisher from |g| instead of g^2", "methods/ewc.py",
       "s.addcmul_(g, g)", "s.add_(g.abs())", ("tests/test_regularizers.py",)),
