@@ -48,7 +48,7 @@ from .heads import Heads
 from .loss import info_nce
 from .metrics import SUMMARY, final_average
 from .scenario import as_run, experience_rows, experience_split, experience_step, pair_tensors
-from .trainer import Trainer, clip_gradients, epoch_batches, n_batches
+from .trainer import Trainer, epoch_batches, n_batches
 
 
 def _groups(labels: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
@@ -256,33 +256,28 @@ class MethodPlugin(SupervisedPlugin):
         elif self.own_batches:
             strategy.dataloader = _Batches(plan, self.bridge.run.train.batch_size)
 
+    # the trainer's per-batch phases (bench.trainer.Trainer.train_batch) at Avalanche's hook points; the
+    # strategy does the forward pass, the backward pass and the optimiser's step between them
     def before_backward(self, strategy, **kw):
         if self.bridge.method.uses_closure:
             return          # the closure computes the loss with the method's terms
         strategy.loss = strategy.loss.reshape(())      # Avalanche accumulates into a 1-element tensor
-        if "before_backward" in self.trainer.hooks:
-            ctx, crit = self.ctx, self.bridge.criterion
-            ctx.batch_task = self.single_task(strategy)
-            ctx.xa, ctx.xb, ctx.za, ctx.zb, ctx.loss = strategy.mb_x, strategy.mb_y, crit.za, crit.zb, strategy.loss
-            self.trainer._call("before_backward")
-            strategy.loss = ctx.loss
+        crit = self.bridge.criterion
+        # a method without before_backward may see batches mixing pairs (replay by another plugin)
+        task = self.single_task(strategy) if self.trainer.overrides("before_backward") else crit.task
+        strategy.loss = self.trainer.before_backward(task, strategy.mb_x, strategy.mb_y, crit.za, crit.zb,
+                                                     strategy.loss)
 
     def after_backward(self, strategy, **kw):
-        if self.bridge.method.uses_closure:
-            return
-        clip = self.bridge.run.train.clip_grad_norm
-        if clip is not None:
-            self.ctx.grad_scale = clip_gradients(self.trainer.plan.clipped, clip)
-        self.trainer._call("after_backward")
+        if not self.bridge.method.uses_closure:        # the closure clips and calls the hook itself
+            self.trainer.after_backward()
 
     def before_update(self, strategy, **kw):
-        self.trainer._call("before_update")
+        self.trainer.before_update()
 
     def after_update(self, strategy, **kw):
-        self.trainer._call("after_update")
+        self.trainer.after_update()
         self.iterations += 1
-        if self.trainer.plan.schedule is not None:
-            self.trainer.plan.schedule.step()
 
     def after_training_epoch(self, strategy, **kw):
         self.epochs_done += 1

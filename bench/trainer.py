@@ -191,52 +191,18 @@ class Trainer:
 
     def train_experience(self, step: int) -> dict:
         """Train on experience ``step``; returns its timing record."""
-        ctx, cfg = self.ctx, self.cfg
+        cfg = self.cfg
         plan = self.begin_experience(step)
         iters = 0
         if plan.tasks:
-            data, pairs, tasks, gen, schedule = plan.data, plan.pairs, plan.tasks, plan.gen, plan.schedule
-            linears = self.heads.linears
-            opt, loss_cfg, call, hooks = ctx.optimizer, self.loss_cfg, self._call, self.hooks
-            closure_step = self.method.uses_closure
-            clip, clipped = cfg.clip_grad_norm, plan.clipped
+            data, tasks, pairs, gen, batch = plan.data, plan.tasks, plan.pairs, plan.gen, self.train_batch
             # every iteration's losses stay on the device (no host synchronisation in the loop): the
             # optimised loss (InfoNCE and the method's terms) and the InfoNCE alone
             losses = torch.zeros(2, plan.planned, device=self.device)
             for _ in range(cfg.epochs):
                 for slot, idx in epoch_batches([len(d[0]) for d in data], cfg.batch_size, gen):
                     xa_all, xb_all = data[slot]
-                    a, b = pairs[slot]
-                    xa, xb = xa_all[idx], xb_all[idx]
-                    if closure_step:
-                        call("before_update")
-                        opt.step(self.closure(opt, tasks[slot], a, b, xa, xb))
-                        call("after_update")
-                        losses[0, iters], losses[1, iters] = ctx.loss.detach(), ctx.infonce
-                        if schedule is not None:
-                            schedule.step()
-                        iters += 1
-                        continue
-                    za, zb = linears[a](xa), linears[b](xb)
-                    loss = info_nce(za, zb, loss_cfg)
-                    losses[1, iters] = loss.detach()
-                    if hooks:
-                        ctx.batch_task, ctx.xa, ctx.xb, ctx.za, ctx.zb, ctx.loss = tasks[slot], xa, xb, za, zb, loss
-                        call("before_backward")
-                        loss = ctx.loss
-                    losses[0, iters] = loss.detach()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if clip is not None:
-                        ctx.grad_scale = clip_gradients(clipped, clip)
-                    if hooks:
-                        call("after_backward")
-                        call("before_update")
-                    opt.step()
-                    if hooks:
-                        call("after_update")
-                    if schedule is not None:
-                        schedule.step()
+                    losses[0, iters], losses[1, iters] = batch(tasks[slot], pairs[slot], xa_all[idx], xb_all[idx])
                     iters += 1
         self.end_experience()
         out = {"step": step, "train_seconds": time.perf_counter() - plan.t0, "iterations": iters}
@@ -244,12 +210,66 @@ class Trainer:
             out.update(loss_record(host(losses[:, :iters]).tolist(), cfg.epochs))
         return out
 
+    # The per-batch step, in phases named after the hook points where they run. ``train_batch`` is the whole
+    # step; ``bench.bridge`` calls the phases at Avalanche's hook points of the same names, whose template
+    # does the forward pass, backward pass and optimiser step between them. Each phase calls only the hooks a
+    # method overrides (Vanilla pays for none).
+
+    def overrides(self, hook: str) -> bool:
+        return hook in self.hooks
+
+    def train_batch(self, task: int, pair: tuple[str, str], xa: torch.Tensor, xb: torch.Tensor):
+        """One iteration on a batch of step ``task``'s pair: forward, InfoNCE, the method's terms, backward,
+        clipping, the optimiser's step, the schedule's step. Returns (the optimised loss, the InfoNCE alone),
+        detached, on the device."""
+        ctx = self.ctx
+        opt = ctx.optimizer
+        if self.method.uses_closure:
+            self.before_update()
+            opt.step(self.closure(opt, task, pair[0], pair[1], xa, xb))
+            self.after_update()
+            return ctx.loss.detach(), ctx.infonce
+        linears = self.heads.linears
+        opt.zero_grad(set_to_none=True)        # before the forward pass, as Avalanche's template does
+        za, zb = linears[pair[0]](xa), linears[pair[1]](xb)
+        infonce = info_nce(za, zb, self.loss_cfg)
+        loss = self.before_backward(task, xa, xb, za, zb, infonce)
+        loss.backward()
+        self.after_backward()
+        self.before_update()
+        opt.step()
+        self.after_update()
+        return loss.detach(), infonce.detach()
+
+    def before_backward(self, task: int, xa, xb, za, zb, loss: torch.Tensor) -> torch.Tensor:
+        """The batch into the method's context and its ``before_backward``: the loss with the method's terms."""
+        if not self.hooks:
+            return loss
+        ctx = self.ctx
+        ctx.batch_task, ctx.xa, ctx.xb, ctx.za, ctx.zb, ctx.loss = task, xa, xb, za, zb, loss
+        self._call("before_backward")
+        return ctx.loss
+
+    def after_backward(self) -> None:
+        """The run's gradient clipping (before any method sees the gradients), then ``after_backward``."""
+        if self.cfg.clip_grad_norm is not None:
+            self.ctx.grad_scale = clip_gradients(self.plan.clipped, self.cfg.clip_grad_norm)
+        self._call("after_backward")
+
+    def before_update(self) -> None:
+        self._call("before_update")
+
+    def after_update(self) -> None:
+        """``after_update``, then the learning-rate schedule's step."""
+        self._call("after_update")
+        if self.plan.schedule is not None:
+            self.plan.schedule.step()
+
     def closure(self, opt, task, a, b, xa, xb):
         """For optimisers that re-evaluate the loss (sharpness-aware ones such as C-Flat), called as
         ``opt.step(closure)``: the closure recomputes forward, loss (with the method's terms) and backward
         (with the run's clipping), and returns the loss."""
         ctx, linears, call = self.ctx, self.heads.linears, self._call
-        clip = self.cfg.clip_grad_norm
         ctx.batch_task, ctx.xa, ctx.xb = task, xa, xb
 
         def closure():
@@ -259,9 +279,7 @@ class Trainer:
             call("before_backward")
             opt.zero_grad(set_to_none=True)
             ctx.loss.backward()
-            if clip is not None:
-                ctx.grad_scale = clip_gradients(self.plan.clipped, clip)
-            call("after_backward")
+            self.after_backward()
             return ctx.loss
 
         return closure

@@ -3,7 +3,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 # never read (or write) the developer's own tuned settings: an empty user settings folder per test session
-os.environ["CMCL_BENCH_SETTINGS"] = __import__("tempfile").mkdtemp(prefix="cmcl-bench-settings-")
+_settings = __import__("tempfile").TemporaryDirectory(prefix="cmcl-bench-settings-")   # removed at exit
+os.environ["CMCL_BENCH_SETTINGS"] = _settings.name
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
