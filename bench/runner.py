@@ -17,7 +17,7 @@ from .devices import host, is_data_free, peak_memory, reset_peak_memory
 from .errors import BenchError
 from .evaluate import Evaluator
 from .heads import Heads
-from .metrics import summarize
+from .reporting.records import build_record
 from .scenario import Scenario, as_run, build
 from .simulate import simulate
 from .streams import StreamSpec
@@ -115,7 +115,6 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     run, scenario = run_scenario(run)
     method_cls = registry.get(run.method)
     m = method_cls(**run.options)
-    config = run.config()
     heads = make_heads(run, scenario)
     trainer = Trainer(scenario, m, heads, run.train, run.loss, run.seed, run.device)
     evaluator = make_evaluator(run, scenario)
@@ -125,7 +124,7 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     log = None
     if run.log:
         from .tracking import RunLog
-        log = RunLog(run.log, Path(run.log_dir), f"{run.result_name}/{run.row}/seed{run.seed}", config)
+        log = RunLog(run.log, Path(run.log_dir), f"{run.result_name}/{run.row}/seed{run.seed}", run.config())
     try:
         for step in range(len(scenario.tasks)):
             timings.append(trainer.train_experience(step))
@@ -143,29 +142,14 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     finally:
         if log is not None:
             log.close()
-    T = len(scenario.tasks)
-    matrices = {k: [row[k][:T] for row in rows] for k in rows[0]}
-    probes = {k: [row[k][T:] for row in rows] for k in rows[0] if k != "align_dev"}
-    train_seconds = sum(t["train_seconds"] for t in timings)
-    record = {
-        "method": run.method, **({"label": run.label} if run.label else {}), "seed": run.seed,
-        "stream": run.result_name, "role": method_cls.role, "family": method_cls.family,
-        "config": config, "config_hash": run.hash,
-        "tasks": [{"name": t.name, "source": t.step.source, "modalities": list(t.pair), "metrics": list(t.metrics)}
-                  for t in scenario.tasks],
-        "matrices": matrices,
-        "summary": summarize(matrices, train_seconds, probes if scenario.probes else None),
-        **({"probes": [{"name": p.name, "source": p.step.source, "modalities": list(p.pair),
-                        "metrics": list(p.metrics)} for p in scenario.probes],
-            "probe_matrices": probes} if scenario.probes else {}),
-        "timings": {"steps": timings, "train_seconds": train_seconds,
-                    "wall_seconds": time.perf_counter() - t_start, **peak_memory(run.device)},
-        **({"warnings": warnings} if (warnings := loss_warnings(timings, scenario.tasks)) else {}),
-        "method_state": m.state_summary(),
-        "versions": versions(),
-    }
+    entry = lambda t: {"name": t.name, "source": t.step.source, "modalities": list(t.pair),
+                       "metrics": list(t.metrics)}
+    banks = None
     if run.stream.bank_sources:      # which banks, made how: their hashes are in the configuration already
         from .features.bank import banks_provenance
-        record["banks"] = banks_provenance(run.stream, run.encoder, run.banks,
-                                           ("train", "test") if run.split == "test" else ("train",))
+        banks = banks_provenance(run.stream, run.encoder, run.banks,
+                                 ("train", "test") if run.split == "test" else ("train",))
+    record = build_record(run, [entry(t) for t in scenario.tasks], [entry(p) for p in scenario.probes], rows,
+                          timings, time.perf_counter() - t_start, peak_memory(run.device), method_cls,
+                          m.state_summary(), versions(), loss_warnings(timings, scenario.tasks), banks)
     return record, heads

@@ -1,22 +1,81 @@
-"""Run records: the one module that writes and reads run files (``<stream>/runs/<label>/seed<k>.json``).
+"""Run records: the one module that builds, checks, writes and reads them (``<stream>/runs/<label>/seed<k>.json``).
 
-A record carries ``schema`` (its format version). Files written before versions existed (schema 0) are
-read and brought up to date in memory; a file of an unknown, newer schema is refused with one line.
-Torch-free: ``python -m bench.figures`` rebuilds everything from these files alone.
+``RunRecord`` is the schema, as types. ``build_record`` assembles a finished run's record (the runner hands
+it what it measured) and checks it; ``read_run`` checks a file against the same schema. A record carries
+``schema`` (its format version). Files written before versions existed (schema 0) are read and brought up to
+date in memory; a file of an unknown, newer schema is refused with one line. Torch-free: ``python -m
+bench.figures`` rebuilds everything from these files alone.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, NotRequired, TypedDict, get_origin, get_type_hints, is_typeddict
 
 from ..errors import BenchError
 from ..files import write_atomic
 from ..roles import role_from_order, role_rank
 
 SCHEMA = 1
-# every key a record must hold, with its JSON type (checked when a file is read: a resume, a rebuild)
-REQUIRED = {"method": str, "seed": int, "stream": str, "config": dict, "config_hash": str, "matrices": dict,
-            "summary": dict, "tasks": list, "timings": dict}
+
+
+class TaskEntry(TypedDict):
+    """One trained step (or probe), in training order: a column of the matrices."""
+
+    name: str
+    source: str
+    modalities: list[str]
+    metrics: list[str]           # recall, acc
+
+
+class Timings(TypedDict):
+    steps: list[dict]            # per step: train_seconds, iterations, the loss record (bench.trainer)
+    train_seconds: float
+    wall_seconds: float
+    peak_rss_mb: NotRequired[float]
+    peak_device_mb: NotRequired[float]
+
+
+class RunRecord(TypedDict):
+    """A run file's content. ``matrices[key][i][j]``: metric ``key`` on task j after training i steps (row 0:
+    before training); ``summary``: ``bench.metrics.SUMMARY``'s values; ``config``: ``RunSpec.config()``, whose
+    hash ``config_hash`` decides whether a finished run is skipped."""
+
+    schema: NotRequired[int]     # stamped when written
+    method: str
+    label: NotRequired[str]      # a variant's row name
+    seed: int
+    stream: str                  # the results folder's name
+    role: str                    # bench.roles.ROLES
+    family: NotRequired[str]     # bench.roles.FAMILIES
+    config: dict[str, Any]
+    config_hash: str
+    tasks: list[TaskEntry]
+    matrices: dict[str, list[list[float | None]]]
+    summary: dict[str, float | None]
+    probes: NotRequired[list[TaskEntry]]
+    probe_matrices: NotRequired[dict[str, list[list[float | None]]]]
+    timings: Timings
+    warnings: NotRequired[list[str]]
+    method_state: NotRequired[dict[str, Any]]
+    versions: NotRequired[dict[str, str]]
+    banks: NotRequired[dict[str, Any]]   # streams of feature banks: which banks, made how
+
+
+def _json_type(hint) -> type:
+    return dict if is_typeddict(hint) else (get_origin(hint) or hint)
+
+
+def _required(typed) -> dict[str, type]:
+    """The keys a TypedDict requires, with their JSON types (read from the hints: under postponed
+    annotations ``__required_keys__`` does not see ``NotRequired``)."""
+    hints = get_type_hints(typed, include_extras=True)
+    return {k: _json_type(t) for k, t in hints.items() if get_origin(t) is not NotRequired}
+
+
+# every key a record must hold, with its JSON type (checked when a record is built and when a file is read);
+# schema 0 files have no role: it is checked after the upgrade
+REQUIRED = {k: t for k, t in _required(RunRecord).items() if k != "role"}
 
 
 def dumps(record: dict) -> str:
@@ -41,33 +100,66 @@ def _upgrade(data: dict) -> dict:
     return data
 
 
+def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: list[dict], timings: list[dict],
+                 wall_seconds: float, memory: dict, method_cls, method_state: dict, versions: dict,
+                 warnings: list[str], banks: dict | None = None) -> RunRecord:
+    """A finished run's record, checked: ``run`` its ``RunSpec``; ``rows`` the evaluations (row 0 before
+    training, then one per step; each ``{metric: [value per task, then per probe]}``); ``timings`` the steps'
+    timing records; ``memory`` the peak memory figures."""
+    from ..metrics import summarize
+    T = len(tasks)
+    matrices = {k: [row[k][:T] for row in rows] for k in rows[0]}
+    probe_matrices = {k: [row[k][T:] for row in rows] for k in rows[0] if k != "align_dev"}
+    train_seconds = sum(t["train_seconds"] for t in timings)
+    record: dict[str, Any] = {
+        "method": run.method, **({"label": run.label} if run.label else {}), "seed": run.seed,
+        "stream": run.result_name, "role": method_cls.role, "family": method_cls.family,
+        "config": run.config(), "config_hash": run.hash, "tasks": tasks, "matrices": matrices,
+        "summary": summarize(matrices, train_seconds, probe_matrices if probes else None),
+        **({"probes": probes, "probe_matrices": probe_matrices} if probes else {}),
+        "timings": {"steps": timings, "train_seconds": train_seconds, "wall_seconds": wall_seconds, **memory},
+        **({"warnings": warnings} if warnings else {}),
+        "method_state": method_state, "versions": versions,
+        **({"banks": banks} if banks is not None else {}),
+    }
+    check(record, f"the run record of {run.row} seed {run.seed}")
+    return record  # type: ignore[return-value]
+
+
 def read_run(path: Path) -> dict:
     """One run record, validated; a one-line ``BenchError`` naming the file and the problem otherwise."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BenchError(f"run file {path}: unreadable ({e.__class__.__name__}: {e})") from None
+    return check(data, f"run file {path}")
+
+
+def check(data, where: str) -> dict:
+    """``data`` checked against the schema (and brought up to date from schema 0); a one-line ``BenchError``
+    starting with ``where`` otherwise."""
+    path = where
     if not isinstance(data, dict):
-        raise BenchError(f"run file {path}: not a run record (a JSON object), got {type(data).__name__}")
+        raise BenchError(f"{path}: not a run record (a JSON object), got {type(data).__name__}")
     schema = data.get("schema", 0)
     if not isinstance(schema, int) or isinstance(schema, bool) or not 0 <= schema <= SCHEMA:
-        raise BenchError(f"run file {path}: key 'schema' is {schema!r}; this version of cmcl-bench reads "
+        raise BenchError(f"{path}: key 'schema' is {schema!r}; this version of cmcl-bench reads "
                          f"schemas 0 to {SCHEMA} (upgrade cmcl-bench to read it)")
     for key, kind in REQUIRED.items():
         if key not in data:
-            raise BenchError(f"run file {path}: missing key {key!r}")
+            raise BenchError(f"{path}: missing key {key!r}")
         if not isinstance(data[key], kind) or isinstance(data[key], bool):
-            raise BenchError(f"run file {path}: key {key!r} must be a JSON {_JSON[kind]}, got {str(data[key])[:40]!r}")
+            raise BenchError(f"{path}: key {key!r} must be a JSON {_JSON[kind]}, got {str(data[key])[:40]!r}")
     if schema < SCHEMA:
         data = _upgrade(data)
     for key in ("role", "label", "family"):
         if (key == "role" or key in data) and not isinstance(data.get(key), str):
-            raise BenchError(f"run file {path}: key {key!r} must be a JSON string, got {str(data.get(key))[:40]!r}")
+            raise BenchError(f"{path}: key {key!r} must be a JSON string, got {str(data.get(key))[:40]!r}")
     n = len(data["tasks"])
     for key in MATRICES:
         m = data["matrices"].get(key)
         if not isinstance(m, list) or len(m) != n + 1 or any(not isinstance(r, list) or len(r) != n for r in m):
-            raise BenchError(f"run file {path}: key 'matrices.{key}' must be {n + 1} rows of {n} values "
+            raise BenchError(f"{path}: key 'matrices.{key}' must be {n + 1} rows of {n} values "
                              f"(one per task), got {str(m)[:40]!r}")
     return data
 
