@@ -8,16 +8,25 @@ class BenchError(Exception):
     exit_code = 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C: claims released, workers stopped,
+    finished runs kept."""
+
+
 def run_cli(body, interrupted: str = "interrupted: rerun the same command to continue") -> int:
     """Run a CLI's body: a ``BenchError`` becomes ``error: <message>`` on stderr and its exit code (2), an
-    interrupt a one-line note and 130, an operating-system error (full disk, …) one line and 1 — never a
-    traceback. ``body()`` returns the exit code (None = 0)."""
+    interrupt (Ctrl-C, or SIGTERM) a one-line note and 130 (143), an operating-system error (full disk, …) one
+    line and 1 — never a traceback. ``body()`` returns the exit code (None = 0)."""
     import sys
     try:
-        return body() or 0
+        with _sigterm_unwinds():
+            return body() or 0
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print(interrupted.replace("interrupted", "terminated", 1), file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
@@ -29,3 +38,26 @@ def run_cli(body, interrupted: str = "interrupted: rerun the same command to con
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"error: {e.strerror or e}{where}; finished runs are saved, rerun to continue", file=sys.stderr)
         return 1
+
+
+class _sigterm_unwinds:
+    """While a CLI's body runs in the main thread, SIGTERM raises ``Terminated`` there (Python's default is to
+    die at once, leaving claims behind that make a rerun skip the runs it held)."""
+
+    def __enter__(self):
+        import signal
+        import threading
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()

@@ -41,9 +41,11 @@ class Sweep:
 
     def __init__(self) -> None:
         self.failures: list[tuple[RunSpec, str]] = []
+        self.elsewhere: list[RunSpec] = []      # runs skipped because another runner still has them
 
     def claim(self, run: RunSpec) -> bool:
-        """Called just before ``run`` starts; False: another runner has it (the sweep says so), skip it."""
+        """Called just before ``run`` starts; False: another runner has it (the sweep says so; when that runner
+        may still be at work, the run is added to ``elsewhere``), skip it."""
         return True
 
     def started(self, run: RunSpec) -> None:
@@ -143,6 +145,7 @@ def _ignore_interrupts(parent: int):
 
     from .files import die_with_parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)     # a forked worker inherits the parent's unwinding handler
     die_with_parent(parent)
 
 

@@ -74,6 +74,7 @@ class Request:
     execution: Execution = Execution()
     out: str = "results"
     force: bool = False
+    wait: bool = False                            # for runs another runner has claimed, instead of exit 3
     log: tuple[str, ...] = ()
     save_heads: bool = False
     no_figures: bool = False

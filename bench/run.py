@@ -77,6 +77,9 @@ def build_parser(prog="python -m bench.run",
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--force", action="store_true", help="rerun runs whose result file already exists")
+    p.add_argument("--wait", action="store_true", help="when another runner on the same --out holds some of "
+                   "the runs, wait for it to finish them (or to die: they are then trained here) instead of "
+                   "ending with exit code 3")
     p.add_argument("--no-figures", action="store_true", help="write summary.csv and table.md only")
     p.add_argument("--log", help="experiment tracking, comma-separated: tensorboard, csv, wandb (offline unless "
                    "WANDB_MODE says otherwise); logs go to <out>/<stream>/logs/<method>/seed<k>/")
@@ -260,10 +263,17 @@ class _Sweep(Sweep):
         super().__init__()
         self.p, self.out, self.bar = p, request.out, bar
         self.claims, self.done = Claims(request.out, force=request.force), 0
+        self.wait, self.told = request.wait, set()
 
     def claim(self, run) -> bool:
+        from .claims import CLAIMED
         why = self.claims.take(run)
-        if why:
+        if why == CLAIMED:
+            self.elsewhere.append(run)
+            if (run.row, run.seed) not in self.told:
+                self.told.add((run.row, run.seed))
+                print(f"{'waiting' if self.wait else 'skipped'}: {run.row} seed {run.seed}: {why}", file=sys.stderr)
+        elif why:
             self.bar.update(1)
             print(f"skipped: {run.row} seed {run.seed}: {why}", file=sys.stderr)
         return why is None
@@ -295,29 +305,52 @@ class _Sweep(Sweep):
         return message
 
 
-def execute(p: Plan, request: Request) -> list:
+@dataclass
+class Outcome:
+    """What a sweep left undone: failed runs (run, message) and runs another runner still holds."""
+
+    failures: list
+    elsewhere: list
+
+
+WAIT_POLL = 2.0       # seconds between looks at runs another runner holds (with --wait)
+
+
+def execute(p: Plan, request: Request) -> Outcome:
     """Train the planned runs on the request's executor; each record is written atomically as soon as its
-    run finishes. A failed run does not stop the others; the failures (run, message) are returned and listed
-    in ``failures.json`` of the results folder (rewritten by every sweep that trains something)."""
+    run finishes. A failed run does not stop the others; the failures (run, message) are listed in
+    ``failures.json`` of the results folder (rewritten by every sweep that trains something). Runs another
+    live runner holds are left to it (``Outcome.elsewhere``) or, with ``request.wait``, waited for: finished
+    there, or trained here once that runner is gone."""
+    import time
     from dataclasses import replace
 
     from tqdm import tqdm
 
     from .executor import EXECUTORS
     if not p.todo:
-        return []
+        return Outcome([], [])
     with tqdm(total=len(p.todo), desc="runs", unit="run", file=sys.stderr, disable=None) as bar:
         sweep = _Sweep(p, request, bar)
+        execution = replace(request.execution, jobs=p.jobs)
         try:
-            failures = EXECUTORS[request.execution.executor](p.todo, sweep, replace(request.execution, jobs=p.jobs))
+            todo = p.todo
+            while todo:
+                EXECUTORS[request.execution.executor](todo, sweep, execution)
+                if not request.wait:
+                    break
+                todo, sweep.elsewhere = sweep.elsewhere, []
+                if todo:
+                    time.sleep(WAIT_POLL)
         finally:
             sweep.claims.close()
+    failures = sweep.failures
     import json
 
     from .files import write_atomic
     write_atomic(p.stream_dir / "failures.json", json.dumps(
         [{"label": r.row, "seed": r.seed, "config_hash": r.hash, "error": m} for r, m in failures], indent=1) + "\n")
-    return failures
+    return Outcome(failures, sweep.elsewhere)
 
 
 def answered(args) -> bool:
@@ -347,7 +380,8 @@ def _main(args) -> int:
     print(f"{p.stream.name}: {len(p.stream.steps)} steps, methods {', '.join(p.methods)}, "
           f"seeds {', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done",
           file=sys.stderr)
-    failures = execute(p, request)
+    outcome = execute(p, request)
+    failures = outcome.failures
     from .reporting.rebuild import rebuild, up_to_date
     if any(p.stream_dir.glob("runs/*/seed*.json")):
         if not p.todo and up_to_date(p.stream_dir, figures=not request.no_figures):
@@ -361,8 +395,12 @@ def _main(args) -> int:
             print(f"error: {run.row} seed {run.seed} failed: {message}", file=sys.stderr)
         print(f"error: {len(failures)} of {len(p.todo)} runs failed (listed in {p.stream_dir / 'failures.json'}); "
               "the others are saved and in the table", file=sys.stderr)
-        return 1
-    return 0
+    if outcome.elsewhere:
+        held = ", ".join(f"{r.row} seed {r.seed}" for r in outcome.elsewhere[:4])
+        print(f"incomplete: {len(outcome.elsewhere)} runs are held by another runner still at work ({held}"
+              f"{', …' if len(outcome.elsewhere) > 4 else ''}); the table has the runs finished so far: rerun "
+              "when it is done, or add --wait", file=sys.stderr)
+    return 1 if failures else 3 if outcome.elsewhere else 0
 
 
 def fmt(v) -> str:

@@ -133,7 +133,8 @@ def _main(args) -> int:
     if not names:
         raise BenchError("none of these methods has a search space (or a --grid) to tune")
     points = {m: candidates(catalogue.get(m), args.budget, request.grids.get(m)) for m in names}
-    request = replace(request, methods=tuple(names), split="validation", grids={}, candidates=points)
+    # a choice needs every candidate's runs: wait for those another runner holds
+    request = replace(request, methods=tuple(names), split="validation", grids={}, candidates=points, wait=True)
     spec = streams.load(request.stream)
     target = Path(args.write) if args.write else tuned_path(spec, request.encoder)
     if target.is_dir():
@@ -145,7 +146,7 @@ def _main(args) -> int:
     p = plan(request)
     print(f"tuning {p.stream.name} on validation pairs: {len(names)} methods, seeds "
           f"{', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done", file=sys.stderr)
-    failures = execute(p, request)
+    failures = execute(p, request).failures
     if failures:
         raise BenchError(f"{len(failures)} tuning runs failed (first: {failures[0][0].row} seed {failures[0][0].seed}: "
                          f"{failures[0][1]}); nothing written — fix the cause and rerun (finished runs are kept)")

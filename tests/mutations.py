@@ -38,6 +38,13 @@ class Mutation:
 
 M = Mutation
 MUTATIONS = [
+    # -- claims and resumption ----------------------------------------------------------------------
+    M("a dead local runner's claim waits for staleness", "bench/claims.py",
+      "    except ProcessLookupError:\n        return True\n", "    except ProcessLookupError:\n        return False\n",
+      ("tests/test_claims.py::test_a_claim_whose_local_owner_is_dead_is_taken_over_at_once",)),
+    M("a sweep that leaves runs to another runner exits 0", "bench/run.py",
+      "return 1 if failures else 3 if outcome.elsewhere else 0", "return 1 if failures else 0",
+      ("tests/test_claims.py::test_a_live_claim_is_skipped_and_a_stale_one_taken_over",)),
     # -- evaluation and metrics ---------------------------------------------------------------------
     M("a method left at its defaults beside tuned ones is not marked", "bench/run.py",
       "    untuned_rows = [m for m in names if tuned_file and m not in tuned",
