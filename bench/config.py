@@ -190,7 +190,8 @@ class RunSpec:
     def path(self, out: Path | str) -> Path:
         """Where this run's record goes under the output folder ``out`` (tuning runs, evaluated on validation
         pairs, under ``tuning/``)."""
-        return self._base(out) / "runs" / self.row / f"seed{self.seed}.json"
+        from .reporting.records import relative_path
+        return self._base(out) / relative_path(self.row, self.seed)
 
     def log_path(self, out: Path | str) -> Path:
         """Where ``--log`` writes this run's logs."""

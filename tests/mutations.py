@@ -39,6 +39,12 @@ class Mutation:
 M = Mutation
 MUTATIONS = [
     # -- claims and resumption ----------------------------------------------------------------------
+    M("a stray copy of a run file counts as another seed", "bench/reporting/records.py",
+      "        if p.relative_to(stream_dir) != own:", "        if False:",
+      ("tests/test_records.py::test_a_stray_copy_of_a_run_file_is_refused_not_counted_as_another_seed",)),
+    M("a summary edited away from its matrices is averaged", "bench/reporting/records.py",
+      "        if not same:\n", "        if False:\n",
+      ("tests/test_records.py::test_a_summary_or_cell_that_disagrees_with_the_matrices_is_refused",)),
     M("a dead local runner's claim waits for staleness", "bench/claims.py",
       "    except ProcessLookupError:\n        return True\n", "    except ProcessLookupError:\n        return False\n",
       ("tests/test_claims.py::test_a_claim_whose_local_owner_is_dead_is_taken_over_at_once",)),

@@ -9,6 +9,7 @@ bench.figures`` rebuilds everything from these files alone.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, get_origin, get_type_hints, is_typeddict
 
@@ -79,7 +80,14 @@ REQUIRED = {k: t for k, t in _required(RunRecord).items() if k != "role"}
 
 
 def dumps(record: dict) -> str:
-    return json.dumps({"schema": SCHEMA, **record}, indent=1) + "\n"
+    """A record as JSON text; NaN and infinities are refused (they are not JSON, and no reader should meet
+    them: an undefined value is null)."""
+    return json.dumps({"schema": SCHEMA, **record}, indent=1, allow_nan=False) + "\n"
+
+
+def relative_path(label: str, seed: int) -> Path:
+    """Where a run's record lives in its results folder: the one name a run of this row and seed may have."""
+    return Path("runs") / label / f"seed{seed}.json"
 
 
 def write_run(path: Path, record: dict) -> None:
@@ -129,10 +137,20 @@ def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: lis
 def read_run(path: Path) -> dict:
     """One run record, validated; a one-line ``BenchError`` naming the file and the problem otherwise."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(), parse_constant=_not_json)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BenchError(f"run file {path}: unreadable ({e.__class__.__name__}: {e})") from None
+    except ValueError as e:
+        raise BenchError(f"run file {path}: {e}") from None
     return check(data, f"run file {path}")
+
+
+def _not_json(name: str):
+    raise ValueError(f"holds {name}, which is not a JSON number (an undefined value is null)")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check(data, where: str) -> dict:
@@ -157,11 +175,46 @@ def check(data, where: str) -> dict:
             raise BenchError(f"{path}: key {key!r} must be a JSON string, got {str(data.get(key))[:40]!r}")
     n = len(data["tasks"])
     for key in MATRICES:
-        m = data["matrices"].get(key)
-        if not isinstance(m, list) or len(m) != n + 1 or any(not isinstance(r, list) or len(r) != n for r in m):
-            raise BenchError(f"{path}: key 'matrices.{key}' must be {n + 1} rows of {n} values "
-                             f"(one per task), got {str(m)[:40]!r}")
+        _check_matrix(data["matrices"].get(key), n, f"{path}: key 'matrices.{key}'")
+    probes = data.get("probe_matrices")
+    if probes is not None:
+        if not isinstance(probes, dict) or not isinstance(data.get("probes"), list):
+            raise BenchError(f"{path}: keys 'probes' and 'probe_matrices' must be a JSON array and object")
+        for key, m in probes.items():
+            _check_matrix(m, len(data["probes"]), f"{path}: key 'probe_matrices.{key}'", rows=n + 1)
+    train_seconds = data["timings"].get("train_seconds")
+    if not _number(train_seconds):
+        raise BenchError(f"{path}: key 'timings.train_seconds' must be a finite number, got {train_seconds!r}")
+    _check_summary(data, path)
     return data
+
+
+def _check_matrix(m, n: int, where: str, rows: int | None = None) -> None:
+    """``rows`` (n + 1) rows of ``n`` cells, each a finite number or null (undefined)."""
+    rows = n + 1 if rows is None else rows
+    if not isinstance(m, list) or len(m) != rows or any(not isinstance(r, list) or len(r) != n for r in m):
+        raise BenchError(f"{where} must be {rows} rows of {n} values (one per task), got {str(m)[:40]!r}")
+    for i, row in enumerate(m):
+        for j, v in enumerate(row):
+            if v is not None and not _number(v):
+                raise BenchError(f"{where} row {i} column {j} is {v!r}: cells are finite numbers or null")
+
+
+def _check_summary(data: dict, path: str) -> None:
+    """Every summary value is what the run's matrices give (``bench.metrics.summarize``): the tables average
+    the summaries, so a value edited away from its matrix — a null, a string, another number — would be a
+    silently wrong cell. A metric the file lacks (written before it existed) is filled in from the matrices."""
+    from ..metrics import summarize
+    summary = data["summary"]
+    expected = summarize(data["matrices"], data["timings"]["train_seconds"], data.get("probe_matrices"))
+    for key, want in expected.items():
+        got = summary.setdefault(key, want)
+        same = (got is None and want is None) or (
+            _number(got) and want is not None and abs(got - want) <= 1e-9 * max(1.0, abs(want)))
+        if not same:
+            raise BenchError(f"{path}: key 'summary.{key}' is {str(got)[:40]!r} but its matrices give "
+                             f"{want if want is None else round(want, 6)!r} (edited, or written by other metric "
+                             "code); rerun it with --force or remove the file")
 
 
 # the metric matrices every run holds (the summary and the figures read them)
@@ -178,10 +231,17 @@ def label(run: dict) -> str:
 
 def load_runs(stream_dir: Path, labels: list[str] | None = None) -> list[dict]:
     """The run records of one results folder (optionally only some rows); runs of two different stream files
-    (same name, different content) are never mixed into one table: that is an error naming both."""
+    (same name, different content) are never mixed into one table: that is an error naming both. A file is
+    a run only under its own name (``relative_path``): a stray copy (``seed00.json``, ``seedx.json``,
+    another row's folder) would count its run twice, so it is refused with one line."""
     runs, shas = [], {}
-    for p in sorted((Path(stream_dir) / "runs").glob("*/seed*.json")):
+    stream_dir = Path(stream_dir)
+    for p in sorted((stream_dir / "runs").glob("*/seed*.json")):
         run = read_run(p)
+        own = relative_path(label(run), run["seed"])
+        if p.relative_to(stream_dir) != own:
+            raise BenchError(f"run file {p}: records {label(run)} seed {run['seed']}, whose file is "
+                             f"{stream_dir / own} (a copy? remove it, or rename it if it is the only one)")
         shas.setdefault(run["config"].get("stream_sha256"), p)
         if labels is None or label(run) in labels:
             runs.append(run)
