@@ -48,8 +48,9 @@ def _request(method: str, stream: str, seed: int, options: dict | None, flags: d
     if unknown:
         raise BenchError(f"bench.api: unknown flag {unknown[0]!r} (flags are python -m bench.run's options, "
                          f"e.g. epochs, lr, protocol, encoder, out)")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise BenchError(f"bench.api: seed must be a non-negative integer, got {seed!r}")
+    from .request import MAX_SEED
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise BenchError(f"bench.api: seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     if "log" in flags:
         flags = {**flags, "log": parse_log(flags["log"])}
     # option values as the command line gives them: parsed and checked by the method's own declarations

@@ -1,4 +1,5 @@
 """User-facing errors: one line, exit code 2, no traceback (the CLIs catch these)."""
+import argparse
 
 
 class BenchError(Exception):
@@ -6,6 +7,14 @@ class BenchError(Exception):
     names what is wrong and where; the CLI prints it as ``error: <message>`` and exits with code 2."""
 
     exit_code = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The CLIs' parser: a command-line mistake is one line and exit 2, like every other bad input (argparse
+    prints its whole usage first: 20 lines for bench.run)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 class Terminated(KeyboardInterrupt):

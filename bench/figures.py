@@ -3,15 +3,14 @@ stored run files, without training (torch and avalanche are never imported). ``-
 draws a subset into DIR/<stream>/ and leaves the full rebuild alone."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from .errors import run_cli
+from .errors import ArgumentParser, run_cli
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.figures",
+    p = ArgumentParser(prog="python -m bench.figures",
                                 description="Rebuild summary.csv, table.md, table.tex, figures and report.md "
                                             "from stored run files (no training).")
     p.add_argument("dir", nargs="?", default="results", help="results folder or one stream's folder (default results/)")

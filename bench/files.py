@@ -65,6 +65,8 @@ def check_writable(folder: Path | str, flag: str = "--out") -> None:
     """Fail before any work when ``folder`` cannot hold results: a file, not writable, or under something that
     is not a writable folder. Creates nothing (a folder that does not exist yet is checked through its
     nearest existing parent)."""
+    if not str(folder).strip():
+        raise BenchError(f"{flag} is empty: name a folder (. for the current one)")
     folder = Path(folder)
     probe = folder
     while not probe.exists() and probe != probe.parent:
@@ -85,3 +87,31 @@ def check_writable(folder: Path | str, flag: str = "--out") -> None:
             reason = f"{probe} is not writable ({e.strerror or e})"
     if reason:
         raise BenchError(f"{flag} {folder}: cannot write results there ({reason})")
+
+
+NAME_MAX = 150      # characters of a name that becomes a path component (file systems stop at 255 bytes)
+
+
+def name_problem(name) -> str | None:
+    """What keeps ``name`` from naming one file or folder inside the results (None: nothing): a separator
+    or a dot name would put results elsewhere (``..`` in the parent folder, ``.`` in --out itself)."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty name"
+    if "/" in name or "\\" in name:
+        return "must not contain '/' or '\\' (it names one folder)"
+    if name.startswith("."):
+        return "must not start with '.' ('.', '..' and hidden names are not result folders)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "must not contain NUL or control characters"
+    if len(name) > NAME_MAX:
+        return f"must be at most {NAME_MAX} characters, got {len(name)}"
+    return None
+
+
+def check_name(name, where: str) -> str:
+    """``name`` when it can name a result folder; else a one-line ``BenchError`` starting with ``where``."""
+    problem = name_problem(name)
+    if problem:
+        shown = name if not isinstance(name, str) or len(name) <= 40 else name[:37] + "..."
+        raise BenchError(f"{where} {problem}, got {shown!r}")
+    return name

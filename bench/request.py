@@ -130,7 +130,12 @@ def parse_methods(text: str) -> tuple[str, ...] | None:
     return names
 
 
+MAX_SEEDS = 1000          # seeds of one sweep (each is one run per method): a typo, not a plan, beyond it
+MAX_SEED = 2 ** 32 - 1    # numpy's and most libraries' seed range
+
+
 def parse_seeds(text: str) -> list[int]:
+    shown = text if len(text) <= 40 else text[:37] + "..."
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -138,11 +143,18 @@ def parse_seeds(text: str) -> list[int]:
             n = int(text)
             if n < 1:
                 raise ValueError
+            if n > MAX_SEEDS:
+                raise BenchError(f"--seeds {shown}: at most {MAX_SEEDS} seeds in one sweep (a list i,j picks any "
+                                 f"seeds up to {MAX_SEED})")
             seeds = list(range(n))
     except ValueError:
-        raise BenchError(f"--seeds must be a positive count N or a list i,j of integers, got {text!r}") from None
-    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-        raise BenchError(f"--seeds must list distinct non-negative integers, got {text!r}")
+        raise BenchError(f"--seeds must be a positive count N or a list i,j of integers, got {shown!r}") from None
+    if not seeds:
+        raise BenchError(f"--seeds lists no seed, got {shown!r}")
+    if len(set(seeds)) != len(seeds) or any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise BenchError(f"--seeds must list distinct integers from 0 to {MAX_SEED}, got {shown!r}")
+    if len(seeds) > MAX_SEEDS:
+        raise BenchError(f"--seeds {shown}: at most {MAX_SEEDS} seeds in one sweep")
     return seeds
 
 

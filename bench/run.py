@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BenchError, run_cli
+from .errors import ArgumentParser, BenchError, run_cli
 from .executor import Sweep
 from .request import DEFAULT_SEEDS, DEFAULT_STREAM, Request
 from .tuned import load_tuned, source_name, warn_if_other_training
@@ -26,7 +26,7 @@ def parse_args(argv):
 def build_parser(prog="python -m bench.run",
                  description="Run continual multimodal contrastive learning methods on a stream of modality-pair "
                              "steps.") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = ArgumentParser(prog=prog, description=description)
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list (see --list)")
     p.add_argument("--stream", default=DEFAULT_STREAM, help="built-in stream name or path of a stream .toml "
                    f"(default: {DEFAULT_STREAM})")
@@ -125,13 +125,20 @@ def plan(request: Request) -> Plan:
     from . import catalogue, settings, streams
     from .config import FLAGS, RunSpec, train_problem
     from .features.bank import bank_shas
-    from .files import check_writable
+    from .files import check_name, check_writable
 
     known = catalogue.names()
     names = list(request.methods) if request.methods is not None else known
     for m in names:
         catalogue.get(m)
     ex = request.execution
+    check_device_name(ex.device)
+    if ex.address is not None and ex.executor != "ray":
+        raise BenchError(f"--address {ex.address} is a Ray cluster's: it goes with --executor ray")
+    if ex.executor == "ray":
+        import importlib.util
+        if importlib.util.find_spec("ray") is None:
+            raise BenchError("--executor ray needs Ray, which is not installed: pip install 'cmcl-bench[ray]'")
     jobs = default_jobs(ex.device) if ex.jobs is None else ex.jobs
     if jobs < 1 or ex.threads < 1:
         raise BenchError("--jobs and --threads must be >= 1")
@@ -147,6 +154,8 @@ def plan(request: Request) -> Plan:
                                  f"{', '.join(names)})")
     spec = streams.load(request.stream)
     encoder = request.encoder
+    if encoder is not None:
+        check_name(encoder, "--encoder")
     if encoder and not spec.bank_sources and encoder not in spec.settings:
         raise BenchError(f"--encoder {encoder}: stream {spec.name!r} reads no feature banks and has no "
                          f"[settings.{encoder}]; --encoder applies to streams of banks (e.g. paper)")
@@ -181,13 +190,15 @@ def plan(request: Request) -> Plan:
     shas = bank_shas(spec, encoder, request.banks, ("train", "test") if split == "test" else ("train",))
     todo, skipped = [], 0
     out = Path(request.out)
-    stream_dir = out / RunSpec(spec, names[0], {}, 0, encoder=encoder, untuned=request.untuned).result_name
+    result_name = RunSpec(spec, names[0], {}, 0, encoder=encoder, untuned=request.untuned).result_name
+    stream_dir = out / check_name(result_name, "the results folder's name")
     if split == "validation":
         stream_dir = stream_dir / "tuning"
     check_same_stream(stream_dir, spec)
-    every = []
+    every, rows_of = [], {}
     for m in names:
         for opts, label, sources in variants[m]:
+            check_name(label or m, f"the row name of {m}")       # a registered name or a grid's values
             for seed in request.seeds:
                 run = RunSpec(spec, m, opts, seed, train, loss, device=ex.device, encoder=encoder,
                               banks=request.banks, bank_shas=shas, label=label,
@@ -197,13 +208,39 @@ def plan(request: Request) -> Plan:
                     run = replace(run, heads_dir=str(run.heads_path(out)))
                 if request.log:
                     run = replace(run, log=request.log, log_dir=str(run.log_path(out)))
+                if (row_seed := (run.row, seed)) in rows_of:
+                    raise BenchError(f"{rows_of[row_seed]} and {m} would share the row {run.row!r} (its run files "
+                                     "and table row): give them different --label names")
+                rows_of[row_seed] = m
                 every.append(run)
                 todo, skipped = _todo_or_skip(run, out, request.force, todo, skipped)
     if todo:            # torch and the features only now that something will train
+        check_memory(spec)
         check_device(ex.device)
         from .runner import get_scenario
         get_scenario(spec, encoder, request.banks, split)     # validates the banks; workers inherit it
     return Plan(spec, stream_dir, todo, skipped, names, list(request.seeds), every, jobs)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new work (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(spec) -> None:
+    """Refuse a simulated stream whose features cannot fit in this machine's memory (before any work)."""
+    need, have = spec.simulated_bytes(), available_memory()
+    if have is not None and need > have:
+        raise BenchError(f"stream {spec.name!r} ({spec.path}): simulating its features needs about "
+                         f"{need / 2 ** 30:.1f} GiB, and this machine has {have / 2 ** 30:.1f} GiB available; "
+                         "lower [simulation] dim or the sources' train/test sizes")
 
 
 def device_type(device: str) -> str:
@@ -219,6 +256,19 @@ def default_jobs(device: str) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:                     # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+# torch's device types (torch.device's parser): a name outside them is refused without importing torch
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "hpu", "mtia", "privateuseone", "ipu", "mkldnn",
+                "opengl", "opencl", "ideep", "ve", "fpga", "maia", "lazy", "vulkan")
+
+
+def check_device_name(device: str) -> None:
+    """``--device`` is a torch device's text (``cpu``, ``cuda``, ``cuda:1``, ``mps``, …); checked without torch."""
+    import re
+    m = re.fullmatch(r"([a-z_]+)(?::(\d+))?", device.strip())
+    if not m or m.group(1) not in DEVICE_TYPES:
+        raise BenchError(f"--device {device!r} is not a torch device: cpu, cuda, cuda:N, mps or xpu")
 
 
 def check_device(device: str) -> None:
@@ -279,7 +329,7 @@ class _Sweep(Sweep):
         return why is None
 
     def started(self, run) -> None:
-        self.bar.set_postfix_str(f"{run.method} seed {run.seed}")
+        self.bar.set_postfix_str(f"{run.row} seed {run.seed}")
 
     def finished(self, run, record) -> None:
         from tqdm import tqdm
@@ -287,7 +337,7 @@ class _Sweep(Sweep):
         from .reporting.records import write_run
         write_run(run.path(self.out), record)
         self.claims.release(run)
-        done = f"{run.method} seed {run.seed}: R@10 {fmt(record['summary']['r10'])}"
+        done = f"{run.row} seed {run.seed}: R@10 {fmt(record['summary']['r10'])}"
         self.bar.set_postfix_str(done)
         self.bar.update(1)
         self.done += 1

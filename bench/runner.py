@@ -106,6 +106,22 @@ def save_heads(heads: Heads, path: Path) -> None:
                    tmp)
 
 
+def divergence_cause(step: dict) -> str:
+    """What a diverged step's loss record shows, and what to change: the InfoNCE overflowed (the learning
+    rate), only the method's own loss terms did (its strength), or the loss stayed finite (an update outside
+    it: a projection, a merge, the optimiser's step)."""
+    at = step.get("nonfinite_at")
+    if at is None:
+        return (f"the loss stayed finite ({step['loss'][-1]:.3g} in the last epoch): an update outside it made "
+                "the weights so (the method's own step; see its options)")
+    before = at["last_finite_loss"]
+    where = f"at iteration {at['iteration']}" + (f" (just before: {before:.3g})" if before is not None else "")
+    if at["infonce"] is not None:
+        return (f"the method's own loss terms overflowed {where} while the InfoNCE was {at['infonce']:.3g}: "
+                "lower the method's strength option")
+    return f"the InfoNCE overflowed {where}: lower --lr"
+
+
 def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     """Train and evaluate one run; return its record and the trained heads. With ``run.heads_dir`` the heads
     are also saved after every step, as ``<heads_dir>/step<k>.pt`` (k = 1..T); with ``run.log`` the loss per
@@ -129,8 +145,10 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
         for step in range(len(scenario.tasks)):
             timings.append(trainer.train_experience(step))
             if not is_data_free(run.device) and not host(torch.stack([p.isfinite().all() for p in heads.parameters()])).all():
-                raise BenchError(f"training diverged in step {step + 1} "
-                                 f"({scenario.tasks[step].name}): non-finite head weights; lower --lr")
+                bad = [m for m, lin in heads.linears.items()
+                       if not host(torch.stack([p.isfinite().all() for p in lin.parameters()])).all()]
+                raise BenchError(f"training diverged in step {step + 1} ({scenario.tasks[step].name}): non-finite "
+                                 f"weights in the {', '.join(bad)} head; {divergence_cause(timings[-1])}")
             rows.append(evaluator.evaluate(heads, learned=step + 1))
             if log is not None:
                 log.step_trained(timings[-1])

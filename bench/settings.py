@@ -16,6 +16,8 @@ through it (``method_variants``, ``training``, ``loss``). Torch-free.
 """
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
@@ -76,12 +78,22 @@ def method_variants(method: str, encoder_opts: Mapping, tuned_opts: Mapping, tun
         base = cls.resolve(layered(below)[0])
     except BenchError as e:
         raise BenchError(f"tuned settings {tuned_source}: {e}") from None
-    out = []
+    out, seen = [], {}
     for point in points:
         values, sources = layered([*below, ("command line", sets, "--set"), ("command line", point, "--grid")])
         opts = cls.resolve(values)
+        key = json.dumps(opts, sort_keys=True, default=str)
+        if key in seen:           # 0.1 and 1e-1: one setting, one run (two would share a label and a file)
+            print(f"note: {method}: {_shown(point)} is the setting of {_shown(seen[key])}; it runs once",
+                  file=sys.stderr)
+            continue
+        seen[key] = point
         out.append((opts, label or variant_label(method, opts, base), sources))
     return out
+
+
+def _shown(point: Mapping) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items()) or "the base setting"
 
 
 def training(spec, encoder_opts: Mapping, request):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BenchError
+from .files import check_name
 
 # The built-in stream files: the top-level datasets/ folder of a checkout (or an editable install), shipped in
 # a wheel as the data package bench.streamspecs (pyproject.toml maps one onto the other).
@@ -58,6 +59,14 @@ class StreamSpec:
     @property
     def modality_names(self) -> list[str]:
         return sorted({m for s in self.steps for m in s.pair})
+
+    def simulated_bytes(self) -> int:
+        """About the memory simulating this stream's features takes at its peak: every simulated source's
+        pairs and class texts, each modality a dim-wide row, in float64 while they are made (then float32)."""
+        dim = {**SIM_DEFAULTS, **self.simulation}["dim"]
+        rows = sum((src["train"] + src["test"]) * len(src["modalities"]) + src["classes"]
+                   for name, src in self.sources.items() if name not in self.bank_sources)
+        return rows * dim * (8 + 4)
 
 
 def builtin_streams() -> dict[str, Path]:
@@ -185,8 +194,7 @@ def load(name_or_path: str) -> StreamSpec:
             if not isinstance(opts, dict):
                 raise BenchError(f"{where} [settings.{enc}]: key {method!r} must be a table of options")
     name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name or "/" in name:
-        raise BenchError(f"{where}: key 'name' must be a non-empty string without '/'")
+    check_name(name, f"{where}: key 'name'")
     sim = raw.get("simulation", {})
     if not isinstance(sim, dict):
         raise BenchError(f"{where}: [simulation] must be a table")
@@ -219,8 +227,7 @@ def load(name_or_path: str) -> StreamSpec:
         if len(ms) < 2 or len(set(ms)) != len(ms) or not all(isinstance(m, str) for m in ms):
             raise BenchError(f"{w}: 'modalities' must list at least two distinct modality names")
         if kind == "bank":
-            if not isinstance(src.get("bank", sname), str) or "/" in src.get("bank", sname):
-                raise BenchError(f"{w}: 'bank' must be a file-name stem")
+            check_name(src.get("bank", sname), f"{w}: 'bank' (a file-name stem)")
             continue
         for m in ms:
             if m not in mods:

@@ -23,9 +23,11 @@ LOGGERS = ("tensorboard", "csv", "wandb")
 
 def parse_log(text: str | None) -> tuple[str, ...]:
     """``--log a,b`` → the loggers, validated (known names, their packages installed)."""
-    if not text:
+    if text is None:
         return ()
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise BenchError(f"--log {text!r} names no logger; choose from {', '.join(LOGGERS)}")
     for n in names:
         if n not in LOGGERS:
             raise BenchError(f"--log {text}: unknown logger {n!r}; choose from {', '.join(LOGGERS)}")

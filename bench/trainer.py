@@ -92,6 +92,10 @@ def loss_record(losses: list[list[float]], epochs: int) -> dict:
     out.update(loss_start=start, loss_end=end, loss_median=median, loss_peak=peak)
     if not all(math.isfinite(v) for v in (start, end, peak)) or end > RISE * abs(start) or peak > SPIKE * abs(median):
         out["loss_rose"] = True
+    bad = next((i for i, v in enumerate(losses[0]) if not math.isfinite(v)), None)
+    if bad is not None:           # where the loss first overflowed, and whether the InfoNCE part had too
+        out["nonfinite_at"] = {"iteration": bad + 1, "infonce": losses[1][bad] if math.isfinite(losses[1][bad])
+                               else None, "last_finite_loss": losses[0][bad - 1] if bad else None}
     return out
 
 

@@ -123,6 +123,10 @@ def _main(args) -> int:
         raise BenchError(f"--criterion must be one of {', '.join(crit)}, got {args.criterion!r}")
     if args.budget < 1:
         raise BenchError("--budget must be >= 1")
+    if args.untuned:
+        raise BenchError("--untuned is not used by bench.tune (tuning always starts from the untuned settings)")
+    if args.wait:
+        raise BenchError("--wait is not used by bench.tune (it always waits for runs another runner holds)")
     if args.labels:
         raise BenchError("--label is not used by bench.tune (candidates are labelled by their settings)")
     request = Request.from_args(args)
@@ -136,7 +140,9 @@ def _main(args) -> int:
     # a choice needs every candidate's runs: wait for those another runner holds
     request = replace(request, methods=tuple(names), split="validation", grids={}, candidates=points, wait=True)
     spec = streams.load(request.stream)
-    target = Path(args.write) if args.write else tuned_path(spec, request.encoder)
+    if args.write is not None and not args.write.strip():
+        raise BenchError("--write is empty: name the tuned-settings file to write")
+    target = Path(args.write) if args.write is not None else tuned_path(spec, request.encoder)
     if target.is_dir():
         raise BenchError(f"--write {target}: is a folder; give the tuned-settings file to write")
     check_writable(target.parent, "--write" if args.write else "tuned settings folder")
@@ -158,12 +164,12 @@ def _main(args) -> int:
     result, compute = {}, 0.0
     for m in names:
         rows = []
-        for point, runs in zip(points[m], [g for (meth, _), g in groups.items() if meth == m]):
+        for runs in [g for (meth, _), g in groups.items() if meth == m]:    # candidates equal in value ran once
             recs = [read_run(r.path(out_dir)) for r in runs]
             compute += sum(rec["timings"]["wall_seconds"] for rec in recs)
             scores = [fn(rec) for rec in recs]
             valid = [s for s in scores if s is not None]
-            rows.append({"options": {k: runs[0].options[k] for k in point}, "label": runs[0].row,
+            rows.append({"options": {k: runs[0].options[k] for k in points[m][0]}, "label": runs[0].row,
                          "score": sum(valid) / len(valid) if valid else None, "per_seed": scores})
         best = select(rows, direction, catalogue.get(m).defaults)
         result[m] = {"chosen": best["options"], "search_space": {k: [c[k] for c in points[m]] for k in points[m][0]},
@@ -174,7 +180,7 @@ def _main(args) -> int:
     first = p.runs[0]
     # methods tuned before keep their entries (with the provenance of the tuning that chose them): tuning one
     # new method must not leave the others untuned
-    before_path, before = _previous(target, spec, request.encoder, bool(args.write))
+    before_path, before = _previous(target, spec, request.encoder, args.write is not None)
     kept = {}
     for m, entry in (before.get("methods") or {}).items():
         if m not in result:

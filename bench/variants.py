@@ -30,9 +30,8 @@ def variant_label(method: str, options: dict, base: dict) -> str | None:
 
 
 def check_label(label: str, where: str) -> str:
-    if not label or "/" in label or label.startswith(".") or "\\" in label:
-        raise BenchError(f"{where}: a label must be a non-empty name without '/' (it names a folder), got {label!r}")
-    return label
+    from .files import check_name
+    return check_name(label, f"{where}: a label")
 
 
 def parse_grid(grids: list[str], known: list[str]) -> dict[str, dict[str, list[str]]]:

@@ -55,7 +55,8 @@ def test_options_flags_and_saving(tmp_path):
     ({"grids": ["x"]}, "unknown flag 'grids'"),
     ({"lr": float("nan")}, "--lr must be a finite number"),
     ({"options": {"lambda_min": -1}}, "option dns.lambda_min must be >= 0"),
-    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"seed": -1}, "seed must be an integer from 0 to 4294967295"),
+    ({"seed": 2 ** 64}, "seed must be an integer from 0 to 4294967295"),
 ])
 def test_bad_input_is_the_command_lines_one_line_error(kwargs, message):
     with pytest.raises(BenchError, match=None) as e:

@@ -183,10 +183,16 @@ def _corrupt(path, how):
             ids[1] = ids[0]
             del f["ids"]
             f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-        elif how == "width":
+        elif how == "width":          # as a bank written whole with the wrong width (no stale hash)
             x = f["features/audio"][...]
             del f["features/audio"]
             f.create_dataset("features/audio", data=np.concatenate([x, x], 1))
+            del f.attrs["content_sha256"]
+        elif how == "edited":
+            f["features/audio"][3, 2] += 1.0
+        elif how == "features-dataset":
+            del f["features"]
+            f.create_dataset("features", data=np.zeros((14, 4), dtype=np.float32))
         elif how == "int-ids":
             n = len(f["ids"])
             del f["ids"]
@@ -203,6 +209,8 @@ def _corrupt(path, how):
     ("truncate", "unreadable or truncated"),
     ("width", "key 'features/audio' has width 8 but the train split has 16"),
     ("missing", "missing 1 of 14 bank files"),
+    ("edited", "its arrays do not match its content_sha256 attribute"),
+    ("features-dataset", "key 'features' must be a group of one matrix per modality, got a dataset"),
 ])
 def test_bad_banks_fail_with_one_line_naming_file_and_key(banks, tmp_path, capsys, how, message):
     out, _ = banks

@@ -143,15 +143,88 @@ def test_rerun_skips_finished_runs_and_reruns_changed_configs(tmp_path, capsys):
     (["--methods", "vanilla", "--set", "l2.strength=3"], "--set names method 'l2', which --methods does not run"),
     (["--encoder", "imagebind"], "--encoder imagebind: stream 'toy' reads no feature banks"),
     (["--stream", "/tmp"], "--stream /tmp is a folder, not a stream file"),
-    (["--device", "tpu9"], "--device 'tpu9' is not usable"),
+    (["--device", "tpu9"], "--device 'tpu9' is not a torch device"),
+    (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "cuda:99"],
+     "is not usable here"),
+    (["--seeds", "300000000"], "--seeds 300000000: at most 1000 seeds in one sweep"),
+    (["--seeds", str(2 ** 64)], "at most 1000 seeds in one sweep"),
+    (["--seeds", f"0,{2 ** 64}"], "--seeds must list distinct integers from 0 to 4294967295"),
+    (["--seeds", ","], "--seeds lists no seed"),
+    (["--log", ""], "--log '' names no logger"),
+    (["--address", "auto"], "--address auto is a Ray cluster's: it goes with --executor ray"),
+    (["--out", ""], "--out is empty"),
+    (["--encoder", ".."], "--encoder must not start with '.'"),
+    (["--label", "vanilla=.."], "--label 'vanilla=..': a label must not start with '.'"),
+    (["--label", "vanilla=a\\b"], "must not contain '/' or"),
+    (["--methods", "vanilla,l2", "--label", "vanilla=x", "--label", "l2=x"], "vanilla and l2 would share the row 'x'"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
     out = tmp_path / "out"
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")             # --out '' must not write here either
     assert run.main(["--stream", "toy", "--out", str(out)] + argv) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
-    assert not list(out.rglob("*.json"))
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
+    assert not out.exists() and not list((tmp_path / "cwd").iterdir())
+
+
+def _toy_named(tmp_path, name=None, **simulation):
+    text = (__import__("pathlib").Path(run.__file__).parent.parent / "datasets" / "toy.toml").read_text()
+    if name is not None:
+        text = text.replace('name = "toy"', f"name = {json.dumps(name)}")
+    for key, value in simulation.items():
+        text = text.replace("[simulation]\n", f"[simulation]\n{key} = {value}\n", 1)
+    path = tmp_path / "streams" / "s.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name, message", [
+    ("..", "key 'name' must not start with '.'"),
+    (".", "key 'name' must not start with '.'"),
+    ("a/b", "key 'name' must not contain '/'"),
+    ("nul\u0000x", "key 'name' must not contain NUL or control characters"),
+    ("x" * 300, "key 'name' must be at most 150 characters, got 300"),
+])
+def test_a_stream_name_that_would_put_results_elsewhere_is_refused(tmp_path, capsys, name, message):
+    """name = '..' put runs and tables in --out's parent, '.' in --out itself."""
+    stream = _toy_named(tmp_path, name)
+    out = tmp_path / "work" / "out"
+    assert run.main(["--stream", str(stream), "--methods", "vanilla", "--seeds", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: stream file {stream}: {message}" in err, err
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_stream_too_large_for_memory_is_refused_with_the_figure(tmp_path, capsys):
+    text = _toy_named(tmp_path).read_text()
+    stream = tmp_path / "streams" / "big.toml"
+    stream.write_text(text.replace("dim = ", "dim = 16384 # ", 1).replace("train = ", "train = 1000000 # "))
+    assert run.main(["--stream", str(stream), "--methods", "vanilla", "--seeds", "1",
+                     "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "simulating its features needs about" in err and "GiB available" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_command_line_mistake_is_one_line_not_the_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        run.main(["--seeds"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err == "error: argument --seeds: expected one argument (see python -m bench.run --help)\n"
+
+
+def test_equal_grid_values_run_once(tmp_path, capsys):
+    argv = TOY + ["--methods", "dns", "--grid", "dns.lambda_min=0.1,1e-1", "--seeds", "1", "--no-figures",
+                  "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "note: dns: lambda_min=1e-1 is the setting of lambda_min=0.1; it runs once" in err
+    assert "1 runs to do" in err and "[1/1] dns[lambda_min=0.1] seed 0" in err
+    assert [p.parent.name for p in tmp_path.glob("toy/runs/*/seed0.json")] == ["dns[lambda_min=0.1]"]
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
@@ -263,3 +336,37 @@ def test_out_dot_keeps_built_in_stream_names(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert run.main(args) == 0
     assert "0 runs to do, 1 already done" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cli, argv, message", [
+    ("tune", ["--stream", "toy", "--methods", "l2", "--untuned"], "--untuned is not used by bench.tune"),
+    ("tune", ["--stream", "toy", "--methods", "l2", "--wait"], "--wait is not used by bench.tune"),
+    ("tune", ["--stream", "toy", "--methods", "l2", "--write", ""], "--write is empty"),
+    ("tune", ["--stream", "toy", "--methods", "l2", "--write", "/proc/cmcl-x/t.json"], "--write /proc/cmcl-x: cannot"),
+    ("figures", ["{results}", "--out", ""], "--out is empty"),
+    ("prepare", ["real-offline", "--out", "{file}"], "is not a folder"),
+    ("prepare", ["real-offline", "--out", ""], "--out is empty"),
+    ("prepare", ["real-offline", "--cache", "{file}"], "--cache {file}: cannot write"),
+    ("features", ["import-official", "--features", "f", "--datasets", "d", "--encoder", "ib", "--out", "{file}"],
+     "is not a folder"),
+    ("features", ["import-official", "--features", "f", "--datasets", "d", "--encoder", "..", "--out", "{out}"],
+     "--encoder must not start with '.'"),
+])
+def test_every_cli_refuses_an_unusable_output_before_any_work(toy_all, tmp_path, capsys, monkeypatch, cli, argv,
+                                                               message):
+    """Output paths and names are checked first: a read-only --write failed after every tuning run, and
+    bench.prepare --out FILE unpacked thousands of files before failing."""
+    from bench import tune
+    from bench.features import __main__ as features
+    from bench.features import real_offline
+    mains = {"tune": tune.main, "figures": figures.main, "prepare": real_offline.main, "features": features.main}
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    fill = {"{file}": str(file), "{out}": str(tmp_path / "out"), "{results}": str(toy_all)}
+    argv = [fill.get(a, a) for a in argv]
+    assert mains[cli](argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.replace("{file}", str(file)) in err, err
+    assert not list((tmp_path / "cwd").iterdir()) and not (tmp_path / "out").exists()

@@ -80,6 +80,8 @@ def _quick(tmp_path, argv, cwd):
     (["--set", "dns.lambda_min=-1"], 2, "option dns.lambda_min must be >= 0"),
     (["--stream", "nope"], 2, "unknown stream"),
     (["--device", "meta"], 2, "--device meta holds no values"),
+    (["--device", "foo"], 2, "--device 'foo' is not a torch device"),
+    (["--seeds", "300000000"], 2, "at most 1000 seeds"),
 ])
 def test_list_and_errors_import_neither_torch_nor_avalanche(tmp_path, argv, rc, err):
     _quick(tmp_path, ["--list"], tmp_path)                       # builds the declarations' cache once

@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import BenchError, run_cli
+from ..errors import ArgumentParser, BenchError, run_cli
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m bench.features", description="Make and check feature banks.")
+    p = ArgumentParser(prog="python -m bench.features", description="Make and check feature banks.")
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import-official", help="convert the official code's feature cache into banks")
     imp.add_argument("--features", required=True, help="the official features_storage/ folder")
@@ -52,7 +52,10 @@ def main(argv=None) -> int:
 
     def body():
         if args.command == "import-official":
+            from ..files import check_name, check_writable
             from .official import import_official
+            check_writable(args.out, "--out")
+            check_name(args.encoder, "--encoder")
             only = [s.strip() for s in args.only.split(",")] if args.only else None
             import_official(Path(args.features), Path(args.datasets), args.encoder, Path(args.out), only,
                             log=lambda s: print(s, file=sys.stderr))

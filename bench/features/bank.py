@@ -151,8 +151,11 @@ def read_split(path: Path | str, modalities: list[str] | None = None, optional: 
                 raise BenchError(f"bank {path}: not a cmcl-bench feature bank (attribute 'format' is "
                                  f"{f.attrs.get('format')!r}; official-code caches are converted with "
                                  f"`python -m bench.features import-official`)")
-            if "features" not in f or not len(f["features"]):
+            if "features" not in f:
                 raise BenchError(f"bank {path}: missing group 'features'")
+            if not isinstance(f["features"], h5py.Group) or not len(f["features"]):
+                raise BenchError(f"bank {path}: key 'features' must be a group of one matrix per modality, got "
+                                 f"{'an empty group' if isinstance(f['features'], h5py.Group) else 'a dataset'}")
             for key in ("ids",):
                 if key not in f:
                     raise BenchError(f"bank {path}: missing key {key!r}")
@@ -173,6 +176,7 @@ def read_split(path: Path | str, modalities: list[str] | None = None, optional: 
                     raise BenchError(f"bank {path}: key 'class_texts' must be a 2-D matrix, got shape {tuple(texts.shape)}")
             if "class_names" in f:
                 names = [s for s in f["class_names"].asstr()[...]]
+            mismatch = _sha_mismatch(f, ids)
     except BenchError:
         raise
     except (OSError, KeyError, ValueError) as e:
@@ -181,10 +185,26 @@ def read_split(path: Path | str, modalities: list[str] | None = None, optional: 
         _check_finite(path, x, f"features/{m}")
     split = SplitFeatures(features=feats, ids=ids, labels=labels, class_texts=texts, class_names=names)
     split.validate(f"bank {path}")
+    if mismatch:           # after the checks that name the key: they say more
+        raise BenchError(f"bank {path}: its arrays do not match its content_sha256 attribute ({mismatch[0]}; "
+                         f"they hash to {mismatch[1]}): the file changed after it was written; make it again")
     if texts is not None and "text" in feats and texts.shape[1] != feats["text"].shape[1]:
         raise BenchError(f"bank {path}: key 'class_texts' has width {texts.shape[1]} but 'features/text' has "
                          f"{feats['text'].shape[1]}")
     return split
+
+
+def _sha_mismatch(f, ids: list[str]) -> tuple[str, str] | None:
+    """(recorded, computed) when a bank's arrays are no longer what its ``content_sha256`` attribute says
+    (computed as ``write_split`` does): the attribute is what a run's configuration records, so a file changed
+    after it was written would otherwise run under another file's hash. Files without it are not checked."""
+    want = str(f.attrs.get("content_sha256", ""))
+    if not want:
+        return None
+    arrays = [(f"features/{m}", f["features"][m][...]) for m in sorted(f["features"].keys())]
+    arrays += [(k, f[k][...]) for k in ("labels", "class_texts") if k in f]
+    got = _sha(arrays + [("ids", np.array(ids, dtype=object).astype(str))])
+    return None if got == want else (want, got)
 
 
 def content_sha(path: Path | str) -> str:

@@ -24,7 +24,7 @@ import torch
 
 from .bank import SplitFeatures, bank_file, write_split
 from ..errors import BenchError
-from ..files import atomic_path
+from ..files import atomic_path, check_name, check_writable
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -139,6 +139,10 @@ def run(args) -> None:
         raise BenchError(f"--test-fraction must lie in (0, 1), got {args.test_fraction}")
     if args.batch_size < 1:
         raise BenchError("--batch-size must be >= 1")
+    check_writable(args.out, "--out")
+    check_name(args.source, "--source")
+    if args.bank is not None:
+        check_name(args.bank, "--bank")
     if args.images:
         samples, classes = list_folder(Path(args.images), args.template)
     else:

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 
 from .bank import SplitFeatures, bank_file, write_split
-from ..errors import BenchError, run_cli
-from ..files import atomic_path
+from ..errors import ArgumentParser, BenchError, run_cli
+from ..files import atomic_path, check_writable
 from .debian import default_cache, locate, log
 from .decode import augment, clipart_records, read_idx, read_transcripts, read_wav, render_svg, svg_renderer
 from .towers import TOWERS, Towers, check_python_deps
@@ -352,7 +352,7 @@ def prepare_source(spec: SourceSpec, roots: dict, towers: Towers, args, cache: P
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def parse_args(argv):
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m bench.prepare",
         description="Make the feature banks of a stream of real data from packages, offline.")
     p.add_argument("recipe", choices=(RECIPE,), help="what to prepare")
@@ -376,6 +376,8 @@ def run(args) -> None:
     for s in names:
         if s not in SOURCES:
             raise BenchError(f"unknown source {s!r}; sources: {', '.join(SOURCES)}")
+    check_writable(args.out, "--out")                  # before any download or encoding
+    check_writable(args.cache if args.cache is not None else default_cache(RECIPE), "--cache")
     cache = Path(args.cache) if args.cache else default_cache(RECIPE)
     check_python_deps(RECIPE)
     torch.set_num_threads(args.threads)

@@ -125,13 +125,25 @@ def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: lis
         "config": run.config(), "config_hash": run.hash, "tasks": tasks, "matrices": matrices,
         "summary": summarize(matrices, train_seconds, probe_matrices if probes else None),
         **({"probes": probes, "probe_matrices": probe_matrices} if probes else {}),
-        "timings": {"steps": timings, "train_seconds": train_seconds, "wall_seconds": wall_seconds, **memory},
+        # a loss that overflowed is recorded as null (its step's warning says so): JSON has no infinity
+        "timings": _finite_or_null({"steps": timings, "train_seconds": train_seconds, "wall_seconds": wall_seconds,
+                                    **memory}),
         **({"warnings": warnings} if warnings else {}),
-        "method_state": method_state, "versions": versions,
+        "method_state": _finite_or_null(method_state), "versions": versions,
         **({"banks": banks} if banks is not None else {}),
     }
     check(record, f"the run record of {run.row} seed {run.seed}")
     return record  # type: ignore[return-value]
+
+
+def _finite_or_null(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def read_run(path: Path) -> dict:
