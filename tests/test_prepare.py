@@ -210,3 +210,31 @@ def test_the_stream_file_matches_the_prepared_sources():
     assert spec.probes and all((p.source, frozenset(p.pair)) not in trained for p in spec.probes)
     for p in spec.probes:   # a probe's modalities are all loaded for its source (steps of that source use them)
         assert set(p.pair) <= {m for s in spec.steps if s.source == p.source for m in s.pair}
+
+
+class _Payload:
+    def __reduce__(self):
+        return (open, (str(_Payload.marker), "w"))
+
+
+def test_the_encoded_cache_holds_data_only_and_a_pickle_there_never_runs(tmp_path):
+    """The cache was read with torch.load(weights_only=False): whoever could write it could run code."""
+    data = {"class_names": ["a", "b"], "meta": {"k": 1}, "class_texts": torch.randn(2, 4)}
+    for split, n in (("train", 5), ("test", 3)):
+        data[split] = {"features": {"vision": torch.randn(n, 4), "text": torch.randn(n, 4)},
+                       "ids": [f"{split}{i}" for i in range(n)], "texts": ["t"] * n,
+                       "labels": torch.arange(n) % 2 if split == "train" else None}
+    path = tmp_path / "c.npz"
+    prepare.save_encoded(path, data)
+    back = prepare.load_encoded(path)
+    assert back["class_names"] == ["a", "b"] and back["meta"] == {"k": 1}
+    assert torch.equal(back["class_texts"], data["class_texts"]) and back["test"]["labels"] is None
+    for split in ("train", "test"):
+        assert back[split]["ids"] == data[split]["ids"]
+        for m in ("vision", "text"):
+            assert torch.equal(back[split]["features"][m], data[split]["features"][m])
+    _Payload.marker = tmp_path / "ran"
+    torch.save({"x": _Payload()}, path)           # a hostile cache file
+    with pytest.raises(Exception):
+        prepare.load_encoded(path)
+    assert not _Payload.marker.exists()

@@ -195,7 +195,7 @@ def run(args) -> None:
             torch.save({"vision": encode_images([s.image for s in chunk]),
                         "text": encode_text([s.caption for s in chunk])}, tmp)
         new += 1
-    parts = [torch.load(work / f"batch_{b:05d}.pt") for b in range(n_batches)]
+    parts = [torch.load(work / f"batch_{b:05d}.pt", weights_only=True) for b in range(n_batches)]   # tensors only
     feats = {m: torch.cat([p[m] for p in parts]).contiguous() for m in ("vision", "text")}
     class_texts = encode_text([args.template.format(c.replace("_", " ")) for c in classes]) if classes else None
     labels = [s.label for s in samples]

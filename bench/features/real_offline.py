@@ -295,6 +295,37 @@ def encode(plan: Plan, spec: SourceSpec, towers: Towers, batch_size: int) -> dic
     return out
 
 
+def save_encoded(path: Path, data: dict) -> None:
+    """The encoded cache of one source as arrays and JSON in an ``.npz`` file: a format that holds data only
+    (a pickle, as ``torch.load`` reads, runs code from whoever could write the cache)."""
+    arrays, doc = {}, {"class_names": data["class_names"], "meta": data["meta"], "splits": {}}
+    if data["class_texts"] is not None:
+        arrays["class_texts"] = data["class_texts"].numpy()
+    for split in ("train", "test"):
+        d = data[split]
+        doc["splits"][split] = {"ids": d["ids"], "texts": d["texts"], "modalities": list(d["features"]),
+                                "labels": d["labels"] is not None}
+        arrays.update({f"{split}.{m}": x.numpy() for m, x in d["features"].items()})
+        if d["labels"] is not None:
+            arrays[f"{split}.labels"] = d["labels"].numpy()
+    arrays["doc"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_encoded(path: Path) -> dict:
+    """What ``save_encoded`` wrote; object arrays (pickles) are refused by ``allow_pickle=False``."""
+    with np.load(path, allow_pickle=False) as z:
+        doc = json.loads(bytes(z["doc"]).decode())
+        out = {"class_names": doc["class_names"], "meta": doc["meta"],
+               "class_texts": torch.from_numpy(z["class_texts"]) if "class_texts" in z else None}
+        for split, d in doc["splits"].items():
+            out[split] = dict(features={m: torch.from_numpy(z[f"{split}.{m}"]) for m in d["modalities"]},
+                              ids=d["ids"], texts=d["texts"],
+                              labels=torch.from_numpy(z[f"{split}.labels"]) if d["labels"] else None)
+    return out
+
+
 def fingerprint(spec: SourceSpec, limit: int | None) -> str:
     return hashlib.sha256(json.dumps([RECIPE, VERSION, SEED, spec.name, limit, TOWERS]).encode()).hexdigest()[:12]
 
@@ -313,11 +344,11 @@ def prepare_source(spec: SourceSpec, roots: dict, towers: Towers, args, cache: P
     files = {split: bank_file(args.out, RECIPE, spec.name, split) for split in ("train", "test")}
     if not args.force and all(p.is_file() and _bank_fingerprint(p) == fp for p in files.values()):
         return "up to date"
-    enc_file = cache / "encoded" / f"{spec.name}-{fp}.pt"
+    enc_file = cache / "encoded" / f"{spec.name}-{fp}.npz"
     data = None
     if enc_file.is_file() and not args.force:
         try:
-            data = torch.load(enc_file, weights_only=False)
+            data = load_encoded(enc_file)
             how = "from the cache"
         except Exception:     # noqa: BLE001 - a damaged cache file is simply redone
             data = None
@@ -333,8 +364,7 @@ def prepare_source(spec: SourceSpec, roots: dict, towers: Towers, args, cache: P
             else:
                 plan = plan_digits(roots, args.limit)
             data = encode(plan, spec, towers, args.batch_size)
-        with atomic_path(enc_file) as tmp_file:
-            torch.save(data, tmp_file)
+        save_encoded(enc_file, data)
         how = f"encoded in {time.perf_counter() - t0:.0f} s"
     meta = dict(recipe=RECIPE, version=VERSION, fingerprint=fp, seed=SEED, limit=args.limit,
                 towers={m: TOWERS[m] for m in spec.modalities}, normalized=True, image_size=spec.image_size,
