@@ -370,3 +370,45 @@ def test_every_cli_refuses_an_unusable_output_before_any_work(toy_all, tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.replace("{file}", str(file)) in err, err
     assert not list((tmp_path / "cwd").iterdir()) and not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_while_drawing_is_one_line_and_keeps_runs_and_old_outputs(toy_all, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import matplotlib.figure
+    d = tmp_path / "copy"
+    shutil.copytree(toy_all, d)
+    before = {p: p.read_bytes() for p in (d / "toy").rglob("*") if p.is_file()}
+
+    def savefig(self, *args, **kwargs):
+        import errno
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise AttributeError("'Stream' object has no attribute 'pos'")     # noqa: B904 - as PIL does
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    assert figures.main([str(d)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: No space left on device; finished runs are saved, rerun to continue"], err
+    after = {p: p.read_bytes() for p in (d / "toy").rglob("*") if p.is_file()}
+    assert after == before                      # run files and the previous tables and figures, untouched
+
+
+def test_a_real_full_disk_while_drawing_is_one_line(toy_all, tmp_path):
+    """The same on a small tmpfs (needs root and mount; skipped elsewhere)."""
+    import shutil
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root and mount permission")
+    try:
+        shutil.copytree(toy_all / "toy" / "runs", mnt / "toy" / "runs")
+        r = _py(["-m", "bench.figures", str(mnt)])
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.splitlines()[-1].startswith("error: No space left on device"), r.stderr
+        assert len(list((mnt / "toy" / "runs").glob("*/seed0.json"))) == len(methods.names())
+        assert not list(mnt.rglob(".staging-*"))
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -548,9 +548,17 @@ class Plotter:
                        "train_time"]
 
     def draw(self, job: str):
-        with self.mpl.rc_context({"font.size": 7, "axes.linewidth": 0.6, "xtick.major.width": 0.5,
-                                  "ytick.major.width": 0.5, "pdf.fonttype": 42}):
-            getattr(self, job.split(":")[0])(*job.split(":")[1:])
+        try:
+            with self.mpl.rc_context({"font.size": 7, "axes.linewidth": 0.6, "xtick.major.width": 0.5,
+                                      "ytick.major.width": 0.5, "pdf.fonttype": 42}):
+                getattr(self, job.split(":")[0])(*job.split(":")[1:])
+        except Exception as e:
+            # a full disk inside savefig surfaces as PIL's AttributeError raised while handling the OSError:
+            # the disk error is the cause, and it alone reaches the user (one line, not a 60-line traceback)
+            cause = _os_error_in(e)
+            if cause is None or cause is e:
+                raise
+            raise OSError(cause.errno, cause.strerror, cause.filename) from None
 
     def all(self, workers: int = 2):
         """Every figure. Drawing text-heavy figures is CPU-bound matplotlib work, so the figures are split
@@ -571,6 +579,17 @@ class Plotter:
 
 
 _FORKED: Plotter | None = None
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The first operating-system error in ``e``'s chain of causes and contexts (``e`` itself included)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _draw_in_worker(job: str):
