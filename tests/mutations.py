@@ -39,6 +39,10 @@ class Mutation:
 M = Mutation
 MUTATIONS = [
     # -- claims and resumption ----------------------------------------------------------------------
+    M("a swap a killed rebuild left is not finished", "bench/reporting/rebuild.py",
+      "        if stage is not None and stage.is_dir():\n            _swap(target, stage)\n",
+      "        if stage is not None and stage.is_dir():\n            pass\n",
+      ("tests/test_interrupt.py::test_kill_9_during_the_rebuild_leaves_old_or_new_and_a_rerun_finishes_it",)),
     M("a stray copy of a run file counts as another seed", "bench/reporting/records.py",
       "        if p.relative_to(stream_dir) != own:", "        if False:",
       ("tests/test_records.py::test_a_stray_copy_of_a_run_file_is_refused_not_counted_as_another_seed",)),

@@ -84,3 +84,56 @@ def test_kill_9_at_any_point_loses_and_corrupts_nothing(tmp_path, delay):
     done = list(out.glob("toy/runs/*/seed*.json"))
     assert len(done) == 12 and trained == 12 - len(kept) and not list(out.rglob("*.claim*"))
     assert all(json.loads(p.read_text())["config_hash"] for p in done)
+
+
+_KILL = {   # code run in a fresh interpreter: rebuild the folder, SIGKILL itself at one point of the rebuild
+    "staging": ("import bench.reporting.rebuild as rb\n"
+                "real = rb.write_atomic\n"
+                "def write(path, content):\n"
+                "    if path.name == 'report.md':\n"
+                "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                "    real(path, content)\n"
+                "rb.write_atomic = write\n"),
+    "swap": ("import pathlib\n"
+             "real, moved = pathlib.Path.replace, []\n"
+             "def replace(self, target):\n"
+             "    if self.parent.name.startswith('.staging-'):\n"
+             "        moved.append(self.name)\n"
+             "        if len(moved) == 2:\n"
+             "            os.kill(os.getpid(), signal.SIGKILL)\n"
+             "    return real(self, target)\n"
+             "pathlib.Path.replace = replace\n"),
+}
+
+
+@pytest.mark.parametrize("point", ["staging", "swap"])
+def test_kill_9_during_the_rebuild_leaves_old_or_new_and_a_rerun_finishes_it(tmp_path, point):
+    from bench import figures, run
+    out = tmp_path / "out"
+    argv = ["--stream", "toy", "--methods", "vanilla,l2", "--seeds", "1", "--epochs", "1", "--out", str(out)]
+    assert run.main(argv) == 0
+    d = out / "toy"
+    new = {n: (d / n).read_text() for n in ("table.md", "summary.csv", "report.md")}
+    (d / "runs" / "l2").rename(tmp_path / "l2")                 # the old outputs: vanilla alone
+    assert figures.main([str(out)]) == 0
+    old = {n: (d / n).read_text() for n in new}
+    assert old["table.md"] != new["table.md"]
+    (tmp_path / "l2").rename(d / "runs" / "l2")                 # a run arrives: the rebuild to kill
+    os.utime(d / "runs" / "l2" / "seed0.json")
+    code = "import os, signal, sys\n" + _KILL[point] + f"from bench import figures\nfigures.main([{str(out)!r}])\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    if point == "staging":                                     # before the commit point: the old set, whole
+        assert {n: (d / n).read_text() for n in old} == old and not (d / ".rebuild-swap.json").exists()
+    else:                                                      # after it: the journal says what is left to move
+        assert (d / ".rebuild-swap.json").exists()
+        assert (d / "summary.csv").read_text() == new["summary.csv"] and (d / "table.md").read_text() == old["table.md"]
+        from bench.reporting.rebuild import up_to_date
+        up_to_date(d)                                          # any reader of the folder finishes the moves
+        assert {n: (d / n).read_text() for n in new} == new and not (d / ".rebuild-swap.json").exists()
+    r = subprocess.run([sys.executable, "-m", "bench.run", *argv], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "0 runs to do, 2 already done" in r.stderr, r.stderr
+    assert {n: (d / n).read_text() for n in new} == new            # the new set, whole
+    assert r.stdout == new["table.md"] + "\n"
+    assert sorted(p.name for p in d.iterdir() if p.name.startswith(".") and p.name != ".rebuild.lock") == []
+    assert (d / "figures" / "summary.png").is_file()

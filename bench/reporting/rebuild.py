@@ -2,6 +2,9 @@
 report.md. Nothing here trains or imports torch."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 from ..errors import BenchError
@@ -13,15 +16,20 @@ from .tables import table_md, table_tex
 OUTPUTS = ("summary.csv", "table.md", "table.tex", "report.md")
 
 
+JOURNAL = ".rebuild-swap.json"     # written once the new outputs are complete: from then on they are the state
+
+
 def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = True, out: Path | None = None) -> str:
     """Write summary.csv, table.md, table.tex, figures/ and report.md of one stream folder; return table.md.
 
     ``methods``: only these rows (method names or variant labels; a name without runs is an error naming
     what there is). ``out``: write there instead of into ``stream_dir`` (a subset drawn elsewhere leaves the
-    full rebuild untouched). Everything is built in a staging folder first and moved into place only once
-    all of it succeeded, so a failure (a figure that cannot be drawn, a full disk) leaves the previous
-    outputs untouched, never a mix of new tables and stale figures."""
-    import shutil
+    full rebuild untouched). Everything is built in a staging folder first; a failure there (a figure that
+    cannot be drawn, a full disk, a kill) leaves the previous outputs untouched. Once it is complete, a
+    journal naming it is written, and then the files are moved into place (``_swap``): a process killed
+    during the moves leaves the journal, and the next rebuild or ``up_to_date`` finishes them first — the
+    outputs are the old set or the new one, never a mix that stays. One rebuild at a time per folder
+    (a lock; two runners sharing --out both rebuild at their end)."""
     import tempfile
 
     from .records import label
@@ -46,39 +54,97 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
         import sys
         print(f"warning: {stream_dir.name}'s table mixes runs of {len(codes)} code versions ({', '.join(codes[:3])}"
               f"{', …' if len(codes) > 3 else ''}); rerun with --force to make it uniform", file=sys.stderr)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
-    try:
-        write_atomic(stage / "summary.csv", summary_csv(runs))
-        write_atomic(stage / "table.md", table)
-        write_atomic(stage / "table.tex", table_tex(runs, stream))
-        fig_dir = target / "figures"
-        if figures:
-            from .figures import Plotter
-            (stage / "figures").mkdir()
-            Plotter(runs, stage / "figures", stream).all()
-            shown = sorted(p.stem for p in (stage / "figures").glob("*.png"))
-        else:
-            shown = sorted(p.stem for p in fig_dir.glob("*.png")) if fig_dir.is_dir() else []
-        source = None if target == stream_dir else stream_dir
-        write_atomic(stage / "report.md", report_md(runs, stream, table, shown, source=source))
-        # the swap: figures/ as one folder rename, then each file (renames within one folder)
-        if figures:
-            old = target / f".figures-old-{stage.name}"
-            if fig_dir.exists():
-                fig_dir.rename(old)
-            (stage / "figures").rename(fig_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        for name in OUTPUTS:
-            (stage / name).replace(target / name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with _locked(target):
+        finish_pending(target)
+        stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
+        try:
+            write_atomic(stage / "summary.csv", summary_csv(runs))
+            write_atomic(stage / "table.md", table)
+            write_atomic(stage / "table.tex", table_tex(runs, stream))
+            fig_dir = target / "figures"
+            if figures:
+                from .figures import Plotter
+                (stage / "figures").mkdir()
+                Plotter(runs, stage / "figures", stream).all()
+                shown = sorted(p.stem for p in (stage / "figures").glob("*.png"))
+            else:
+                shown = sorted(p.stem for p in fig_dir.glob("*.png")) if fig_dir.is_dir() else []
+            source = None if target == stream_dir else stream_dir
+            write_atomic(stage / "report.md", report_md(runs, stream, table, shown, source=source))
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        write_atomic(target / JOURNAL, json.dumps({"stage": stage.name}) + "\n")     # the commit point
+        _swap(target, stage)
     return table
+
+
+def finish_pending(target: Path) -> None:
+    """Finish a swap a killed rebuild left (its journal), and remove what a rebuild killed before its commit
+    point left (a staging folder without a journal). Call with the folder's lock held."""
+    target = Path(target)
+    journal = target / JOURNAL
+    if journal.exists():
+        try:
+            stage = target / json.loads(journal.read_text())["stage"]
+        except (OSError, ValueError, KeyError, TypeError):
+            stage = None                 # a journal is written atomically: only a hand-edited one lands here
+        if stage is not None and stage.is_dir():
+            _swap(target, stage)
+        else:
+            journal.unlink(missing_ok=True)
+    for leftover in [*target.glob(".staging-*"), *target.glob(".figures-old-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _swap(target: Path, stage: Path) -> None:
+    """Move a complete staging folder's outputs into place, then drop the journal. Every step can be
+    repeated after a kill at any point (``finish_pending`` calls it again): figures/ as one folder rename,
+    each file a rename within the folder."""
+    if (stage / "figures").is_dir():
+        old = target / f".figures-old-{stage.name}"
+        if (target / "figures").exists():           # not yet put aside (else a killed attempt did it)
+            (target / "figures").rename(old)
+        (stage / "figures").rename(target / "figures")
+        shutil.rmtree(old, ignore_errors=True)
+    for name in OUTPUTS:
+        if (stage / name).exists():
+            (stage / name).replace(target / name)
+    shutil.rmtree(stage, ignore_errors=True)
+    (target / JOURNAL).unlink(missing_ok=True)
+
+
+class _locked:
+    """An exclusive lock on a results folder while it is rebuilt (``flock``: released by the kernel when the
+    process dies, so a killed rebuild never blocks the next). Where ``fcntl`` is missing, no lock."""
+
+    def __init__(self, target: Path):
+        self.path = Path(target) / ".rebuild.lock"
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            self.fd = None
+            return self
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+        return False
 
 
 def up_to_date(stream_dir: Path, figures: bool = True) -> bool:
     """True when the derived files (and the figures, if asked for) exist and are newer than every run file:
-    a rerun that trained nothing need not draw them again (``python -m bench.figures`` always does)."""
+    a rerun that trained nothing need not draw them again (``python -m bench.figures`` always does). A swap
+    a killed rebuild left is finished first."""
     stream_dir = Path(stream_dir)
+    if (stream_dir / JOURNAL).exists() or any(stream_dir.glob(".staging-*")):
+        with _locked(stream_dir):
+            finish_pending(stream_dir)
     outputs = [stream_dir / n for n in OUTPUTS] + ([stream_dir / "figures"] if figures else [])
     if not all(p.exists() for p in outputs):
         return False
