@@ -20,6 +20,10 @@ PACKAGE = "methods"
 def register(name: str):
     """Class decorator: ``@register("ewc") class EWC(Method): ...``."""
 
+    from .files import name_problem
+    if name_problem(name):          # the name is a results folder: a method file's mistake, said at import
+        raise ValueError(f"method name {name!r} {name_problem(name)}")
+
     def deco(cls):
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"method name {name!r} is registered twice ({_REGISTRY[name].__module__}, {cls.__module__})")

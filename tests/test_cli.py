@@ -237,6 +237,8 @@ def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, capsys, jobs):
     assert run.main(argv) == 1
     err = capsys.readouterr().err
     assert "error: l2[strength=1e+09] seed 0 failed: training diverged in step 3" in err
+    assert "the method's own loss terms overflowed at iteration" in err          # the cause it saw
+    assert "lower the method's strength option" in err and "lower --lr" not in err
     assert "error: 1 of 3 runs failed" in err and "Traceback" not in err
     assert {p.parent.name for p in out.glob("toy/runs/*/seed0.json")} == {"vanilla", "dns"}
     assert _rows_of(out / "toy" / "table.md") == ["vanilla", "dns"]
@@ -412,3 +414,11 @@ def test_a_real_full_disk_while_drawing_is_one_line(toy_all, tmp_path):
         assert not list(mnt.rglob(".staging-*"))
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is not None, reason="Ray is installed here")
+def test_the_ray_executor_without_ray_is_refused_before_any_work(tmp_path, capsys):
+    assert run.main(TOY + ["--executor", "ray", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --executor ray needs Ray, which is not installed: pip install 'cmcl-bench[ray]'\n"
+    assert not (tmp_path / "out").exists()
