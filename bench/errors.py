@@ -58,6 +58,8 @@ class _sigterm_unwinds:
         import threading
         self.previous = None
         if threading.current_thread() is threading.main_thread():
+            import os
+            _INSTALLED_IN.append(os.getpid())
             self.previous = signal.signal(signal.SIGTERM, _raise_terminated)
         return self
 
@@ -65,8 +67,18 @@ class _sigterm_unwinds:
         import signal
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
+            _INSTALLED_IN.pop()
         return False
 
 
+_INSTALLED_IN: list[int] = []      # the pid that installed the handler: forked children inherit it
+
+
 def _raise_terminated(signum, frame):
+    import os
+    import signal
+    if _INSTALLED_IN and os.getpid() != _INSTALLED_IN[-1]:   # a forked worker (a pool the parent terminates):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)          # it dies as a worker should, without a traceback
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
