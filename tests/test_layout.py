@@ -39,11 +39,13 @@ def test_seed_purposes_give_distinct_streams():
 def test_run_records_refuse_a_newer_schema_and_upgrade_schema_zero(tmp_path):
     empty = {k: [[]] for k in ("r1", "r5", "r10", "acc", "align_dev")}        # 0 tasks: one empty row each
     base = {"method": "vanilla", "seed": 0, "config_hash": "x", "matrices": empty, "tasks": [], "stream": "toy",
-            "config": {}, "timings": {}, "summary": {"stability_dev": 0.5}, "order": 5}
+            "config": {}, "timings": {}, "summary": {"stability_dev": None, "train_seconds": 2.5}, "order": 5}
     p = tmp_path / "old.json"
     p.write_text(json.dumps(base))
     run = read_run(p)
-    assert run["summary"] == {"align_dev": 0.5} and run["role"] == "naive" and run["schema"] == SCHEMA
+    assert "stability_dev" not in run["summary"] and run["summary"]["align_dev"] is None
+    assert run["timings"]["train_seconds"] == 2.5 == run["summary"]["train_seconds"]
+    assert run["role"] == "naive" and run["schema"] == SCHEMA
     p.write_text(json.dumps({**base, "schema": SCHEMA + 1}))
     with pytest.raises(BenchError, match="'schema'"):
         read_run(p)

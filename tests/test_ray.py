@@ -33,4 +33,4 @@ def test_ray_sweep_run_files_equal_the_local_executors(tmp_path):
 def test_ray_executor_without_ray_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     assert run.main(SWEEP + ["--out", str(tmp_path), "--executor", "ray"]) == 2
-    assert "--executor ray needs Ray: pip install 'cmcl-bench[ray]'" in capsys.readouterr().err
+    assert "--executor ray needs Ray, which is not installed: pip install 'cmcl-bench[ray]'" in capsys.readouterr().err

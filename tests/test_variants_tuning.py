@@ -46,7 +46,7 @@ def test_set_variants_coexist_and_a_label_names_one(tmp_path):
     (["--methods", "dns", "--grid", "dns.lambda_min=x,y"], "option dns.lambda_min expects a number"),
     (["--methods", "vanilla", "--grid", "dns.lambda_min=0.1"], "which --methods does not run"),
     (["--methods", "dns", "--grid", "dns.lambda_min=0.1,0.2", "--label", "dns=x"], "has a --grid"),
-    (["--methods", "dns", "--label", "dns=a/b"], "without '/'"),
+    (["--methods", "dns", "--label", "dns=a/b"], "a label must not contain '/'"),
 ])
 def test_bad_variants_are_one_line_errors(tmp_path, capsys, argv, message):
     assert run.main(TOY + argv + ["--out", str(tmp_path)]) == 2

@@ -115,11 +115,12 @@ def _swap(target: Path, stage: Path) -> None:
 
 
 class _locked:
-    """An exclusive lock on a results folder while it is rebuilt (``flock``: released by the kernel when the
-    process dies, so a killed rebuild never blocks the next). Where ``fcntl`` is missing, no lock."""
+    """An exclusive lock on a results folder while it is rebuilt: ``flock`` on the folder itself (no lock file
+    left behind), released by the kernel when the process dies, so a killed rebuild never blocks the next.
+    Where ``fcntl`` is missing, no lock."""
 
     def __init__(self, target: Path):
-        self.path = Path(target) / ".rebuild.lock"
+        self.path = Path(target)
 
     def __enter__(self):
         try:
@@ -127,7 +128,7 @@ class _locked:
         except ImportError:
             self.fd = None
             return self
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        self.fd = os.open(self.path, os.O_RDONLY)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 

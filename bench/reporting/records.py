@@ -103,6 +103,10 @@ def _upgrade(data: dict) -> dict:
         summary["align_dev"] = summary.pop("stability_dev")
     if "role" not in data:
         data["role"] = role_from_order(int(data.get("order", 10)))
+    timings = data["timings"]
+    if "train_seconds" not in timings:       # early files kept it in the summary only
+        steps = [s.get("train_seconds", 0.0) for s in timings.get("steps", []) if isinstance(s, dict)]
+        timings["train_seconds"] = summary.get("train_seconds", sum(steps))
     data.pop("order", None)
     data["schema"] = SCHEMA
     return data
