@@ -60,7 +60,7 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
                   "recorded with every candidate's score in "
                   + ", ".join(f"`{t[7:-1]}`" + ("" if "/" in t else " beside the stream file") for t in tuned)
                   + "; the other options are the methods' defaults."]
-    banks = {}
+    banks: dict = {}
     for r in runs:
         for key, prov in (r.get("banks") or {}).items():
             banks.setdefault(key, set()).add(_json(prov))
