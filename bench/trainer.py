@@ -164,12 +164,11 @@ class Trainer:
         batch generator) and call ``before_training_exp``; the plan is also ``self.plan`` until the next
         experience. ``train``: the step's (x_a, x_b) when the caller
         holds them (``bench.bridge``: the Avalanche experience's own pairs); default the benchmark's."""
-        ctx, cfg = self.ctx, self.cfg
-        ctx.step, ctx.task = step, self.scenario.tasks[step].step
+        ctx, cfg, task = self.ctx, self.cfg, self.scenario.tasks[step]
+        ctx.step, ctx.task = step, task.step
         ctx.train = self.train_data(step) if train is None else train
-        src = self.scenario.tasks[step].step.source
-        ctx.source_features = SourceView(self.scenario.tasks[step].train_source.features, self.device,
-                                         self.scenario.spec.sources[src].get("modalities", ()))
+        ctx.source_features = SourceView(task.train_source.features, self.device,
+                                         self.scenario.spec.sources[task.step.source].get("modalities", ()))
         tasks = self.method.train_tasks(ctx)
         if any(j != step for j in tasks) and not self.method.sees_old_data:
             raise BenchError(f"method {self.method.name!r} asked to train on steps {tasks} at step {step + 1}: "

@@ -44,7 +44,7 @@ def reservoir_winners(n_seen: int, n_new: int, capacity: int, gen: torch.Generat
     return winner
 
 
-class PairBuffer:
+class PairMemory:
     """Past pairs by task, filled by ``reservoir`` (``capacity`` in total) or ``per_step`` (``per_step`` each)."""
 
     def __init__(self, policy: str = "reservoir", capacity: int = 1000, per_step: int = 256):
@@ -206,7 +206,7 @@ class ReplayMixin:
     modality with the step are replayed)."""
 
     def _init_replay(self, policy: str, capacity: int, per_step: int):
-        self.replay_buffer = PairBuffer(policy, int(capacity), int(per_step))
+        self.replay_buffer = PairMemory(policy, int(capacity), int(per_step))
         self._gen = None
         self._params: list = []
         self._eligible = None

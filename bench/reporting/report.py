@@ -20,8 +20,8 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
     first = runs[0]
     lines = [f"# cmcl-bench report: {stream}", "",
              f"{len(methods)} methods × seeds {', '.join(map(str, seeds))}, {len(first['tasks'])} steps. "
-             + ("Regenerate with `python -m bench.figures <this folder>`." if source is None else
-                f"Drawn from the run files in `{source}`: regenerate with `python -m bench.figures {source} "
+             + ("Regenerate with `python -m bench.rebuild <this folder>`." if source is None else
+                f"Drawn from the run files in `{source}`: regenerate with `python -m bench.rebuild {source} "
                 f"--methods {','.join(methods)} --out <folder>`."), "", "## Steps", "",
              "| step | task | modalities | metrics |", "|---|---|---|---|"]
     for j, t in enumerate(first["tasks"]):
