@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 
 from .errors import BenchError
+from .reporting.records import RunRecord
 
 # the command line's flags that choose what a sweep runs, not how one run trains
 _NOT_FLAGS = {"methods", "stream", "seeds", "sets", "grids", "labels", "candidates", "split", "force", "jobs",
@@ -27,7 +28,7 @@ _NOT_FLAGS = {"methods", "stream", "seeds", "sets", "grids", "labels", "candidat
 
 @dataclass
 class Result:
-    record: dict          # the run record (bench/reporting/records.py), as the run file holds it
+    record: RunRecord     # the run record (bench/reporting/records.py), as the run file holds it
     heads: object         # bench.heads.Heads: heads[modality] is that modality's trained nn.Linear
     run: object           # bench.config.RunSpec: every setting of the run
 

@@ -44,6 +44,7 @@ from avalanche.training.storage_policy import BalancedExemplarsBuffer, Exemplars
 
 from . import registry, seeds
 from .errors import BenchError
+from .evaluate import Evaluator
 from .heads import Heads
 from .loss import info_nce
 from .metrics import SUMMARY, final_average
@@ -76,7 +77,7 @@ class PairModel(MultiTaskModule):
     def head(self, label: int, side: int) -> torch.nn.Linear:
         if not 0 <= label < len(self.pairs):
             raise BenchError(f"task label {label} is not a step or probe of this stream (0..{len(self.pairs) - 1})")
-        return self.heads.linears[self.pairs[label][side]]
+        return self.heads[self.pairs[label][side]]
 
     def embed(self, x: torch.Tensor, groups, side: int) -> torch.Tensor:
         if len(groups) == 1:
@@ -97,7 +98,7 @@ class PairModel(MultiTaskModule):
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.forward(x, task_label)
 
-    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int | None = None) -> torch.Tensor:
         if task_labels is None:
             raise BenchError("PairModel needs each row's task label, and Avalanche passes it only for experiences "
                              "with a 'task_labels' attribute: bench.scenario.annotate(benchmark, scenario) adds it")
@@ -116,7 +117,9 @@ class PairInfoNCE(torch.nn.Module):
     def __init__(self, model: PairModel, loss_cfg):
         super().__init__()
         self.model, self.loss_cfg = model, loss_cfg
-        self.za = self.zb = self.task = None
+        self.za: torch.Tensor | None = None
+        self.zb: torch.Tensor | None = None
+        self.task: int | None = None
 
     def forward(self, za: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
         groups = self.model.groups
@@ -312,7 +315,7 @@ class _Rows:
         view = bridge.scenario
         self.columns = {t.index: k for k, t in enumerate(view.tasks + view.probes)}
         own = make_evaluator(bridge.run, view)
-        self.evaluators: dict[str, object] = {"test": own, "probe": own}
+        self.evaluators: dict[str, Evaluator] = {"test": own, "probe": own}
         self.rows: dict[str, dict[int, dict]] = {}
         self._at: dict[str, tuple] = {}
         self._last: dict[str, dict] = {}
@@ -348,7 +351,8 @@ class _Rows:
             held = experience_rows(exp.dataset, len(task.test_source))
             want, split = ev.rows[col], experience_split(exp.dataset, "test")
             uses = "train" if task.test_source is self.bridge.base_task(label).train_source else "test"
-            if split != uses or (held is None) != (want is None) or (held is not None and not torch.equal(held, want)):
+            if split != uses or (held is None) != (want is None) or (
+                    held is not None and want is not None and not torch.equal(held, want)):
                 raise BenchError(f"evaluated experience {task.name!r} of the {stream} stream holds other pairs than the "
                                  f"{stream} stream evaluated before (the test stream: the bridge's benchmark's): "
                                  "evaluate a stream of other pairs under another name, e.g. "

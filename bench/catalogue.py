@@ -73,18 +73,17 @@ def _load_or_build() -> dict:
     return data
 
 
-def _spec_class(name: str, d: dict) -> type:
+def _spec_class(name: str, d: dict) -> type[MethodSpec]:
     attrs = {k: d[k] for k in _FIELDS}
     attrs["types"] = {k: _TYPES[t] for k, t in d["types"].items()}
     attrs["choices"] = {k: tuple(v) for k, v in d["choices"].items()}
     attrs["bounds"] = {k: tuple(v) for k, v in d["bounds"].items()}
     attrs["__doc__"] = d["doc"]
-    cls = type(f"Spec[{name}]", (MethodSpec,), attrs)
-    cls.name = name
-    return cls
+    attrs["name"] = name
+    return type(f"Spec[{name}]", (MethodSpec,), attrs)
 
 
-def specs() -> dict[str, type]:
+def specs() -> dict[str, type[MethodSpec]]:
     """name -> declarations, in table order (by role, then name), as ``registry.registry()``."""
     global _SPECS
     if _SPECS is None:
@@ -97,5 +96,5 @@ def names() -> list[str]:
     return list(specs())
 
 
-def get(name: str) -> type:
+def get(name: str) -> type[MethodSpec]:
     return lookup(specs(), name)

@@ -168,7 +168,7 @@ class RunSpec:
 
     def config(self) -> dict:
         """The run's configuration as stored in its record (everything that changes its results)."""
-        cfg = {"stream": self.stream.name, "stream_sha256": stream_hash(self.stream), "method": self.method,
+        cfg: dict[str, Any] = {"stream": self.stream.name, "stream_sha256": stream_hash(self.stream), "method": self.method,
                "method_params": dict(self.options), "train": asdict(self.train), "loss": asdict(self.loss),
                "eval": asdict(self.eval), "device": self.device, "split": self.split}
         if self.label:

@@ -7,6 +7,8 @@ pairs. Zero-shot Acc: the non-text embedding against the class-name texts throug
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from . import seeds
@@ -77,21 +79,23 @@ class Evaluator:
         for j in sorted(range(len(self.tasks)), key=lambda j: (j >= self.n_steps, self.tasks[j].index, j)):
             t, held = self.tasks[j], self.rows[j]
             n = len(t.test_source) if held is None else len(held)
-            pick = (lambda i: i) if held is None else (lambda i, held=held: held[i])
+            def pick(i: torch.Tensor, held=held) -> torch.Tensor:     # positions -> the rows they stand for
+                return i if held is None else held[i]
             if n <= n_pairs:                        # every pair once (None: all of them, in order)
                 self.subsets[j] = [None if held is None else held]
             else:
                 self.subsets[j] = [pick(torch.randperm(n, generator=gen)[:n_pairs]) for _ in range(repeats)]
             self.align_idx[j] = pick(torch.randperm(n, generator=gen)[:align_pairs]).sort().values
         self.reference: dict[int, torch.Tensor] = {}
-        self._device = None
+        self._device = torch.device("cpu")          # the heads' device, read at each evaluation
         self._on_device: dict[tuple, torch.Tensor] = {}
         self._last: dict[str, list[torch.Tensor]] = {}     # each head's values at the previous evaluation
         self._cache: dict[int, tuple[dict, torch.Tensor | None]] = {}
 
-    def _to(self, key, t: torch.Tensor) -> torch.Tensor:
+    def _to(self, key, t: torch.Tensor | None) -> torch.Tensor:
         """``t`` on the heads' device, moved once per evaluator."""
         if key not in self._on_device:
+            assert t is not None, f"{key}: no tensor to move (a task's labels or class texts are missing)"
             self._on_device[key] = t.to(self._device)
         return self._on_device[key]
 
@@ -124,10 +128,11 @@ class Evaluator:
 
     def _task_cells(self, heads: Heads, j: int) -> tuple[dict, torch.Tensor | None]:
         """Task ``j``'s cells (tensors on the device) and its alignment-score matrix (steps only)."""
-        task, cells = self.tasks[j], {}
+        task, cells = self.tasks[j], dict[str, torch.Tensor]()
         za, zb = self.embed(heads, task)
         if "recall" in task.metrics:
-            ab = ba = 0
+            ab: Any = 0                             # then the sum of the subsets' recall tensors
+            ba: Any = 0
             for r, idx in enumerate(self.subsets[j]):
                 if idx is None:                     # the whole test set, in order: no gathered copy
                     s = za @ zb.T

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .config import RunSpec
 from .errors import BenchError
 
+if TYPE_CHECKING:
+    from .reporting.records import RunRecord
 
-def _work(item: tuple[RunSpec, int]) -> dict:
+
+def _work(item: tuple[RunSpec, int]) -> RunRecord:
     import torch
 
     from .runner import run_one
@@ -51,7 +55,7 @@ class Sweep:
     def started(self, run: RunSpec) -> None:
         pass
 
-    def finished(self, run: RunSpec, record: dict) -> None:
+    def finished(self, run: RunSpec, record: RunRecord) -> None:
         pass
 
     def failed(self, run: RunSpec, error: BaseException) -> str:
@@ -101,10 +105,10 @@ def run_local(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[Ru
             sweep.finished(run, record)
         return sweep.failures
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import Future, ProcessPoolExecutor, as_completed
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(start_method(runs)),
                                initializer=_ignore_interrupts, initargs=(os.getpid(),))
-    pending, futures = list(runs), {}
+    pending, futures = list(runs), dict[Future, RunSpec]()
     seconds: dict[tuple[str, str], float] = {}
     started: set[tuple[str, str]] = set()
 

@@ -34,7 +34,7 @@ class Heads(nn.Module):
         return list(self.linears.keys())
 
     def __getitem__(self, modality: str) -> nn.Linear:
-        return self.linears[modality]
+        return self.linears[modality]  # type: ignore[return-value]  # ModuleDict is typed as holding Modules
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         return self.linears[modality](x)

@@ -61,6 +61,7 @@ class Context:
 
     @property
     def pair(self) -> tuple[str, str]:
+        assert self.task is not None, "a context's pair is read while a task trains"
         return self.task.pair
 
     def rng(self, purpose: str, salt: int = 0, seed: int | None = None) -> torch.Generator:

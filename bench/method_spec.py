@@ -92,9 +92,9 @@ class MethodSpec:
             elif isinstance(value, int) and not isinstance(value, bool) and cls.option_type(key) is float:
                 value = float(value)
             params[key] = value
-        for key, allowed in cls.choices.items():
-            if params[key] not in allowed:
-                raise BenchError(f"option {cls.name}.{key} must be one of {', '.join(map(str, allowed))}, "
+        for key, choices in cls.choices.items():
+            if params[key] not in choices:
+                raise BenchError(f"option {cls.name}.{key} must be one of {', '.join(map(str, choices))}, "
                                  f"got {params[key]!r}")
         for key, value in params.items():
             problem = cls.option_problem(key, value)

@@ -66,8 +66,7 @@ def forgetting(R: Matrix) -> float | None:
     T = _shape(R)
     out = []
     for j in range(T - 1):
-        seen = [_val(R[t][j]) for t in range(j + 1, T)]
-        seen = [v for v in seen if v is not None]
+        seen = [v for v in (_val(R[t][j]) for t in range(j + 1, T)) if v is not None]
         last = _val(R[T][j])
         out.append(None if not seen or last is None else max(seen) - last)
     return _mean(out)
@@ -145,12 +144,12 @@ BY_KEY: dict[str, Metric] = {m.key: m for m in SUMMARY}
 
 def summarize(matrices: dict, train_seconds: float, probes: dict | None = None) -> dict[str, float | None]:
     """A run's summary: every metric of ``SUMMARY`` (the probe metrics only when the stream has probes)."""
-    out = {}
+    out: dict[str, float | None] = {}
     for m in SUMMARY:
         if m.probe and not probes:
             continue
-        if m.matrix is None:
+        if m.matrix is None or m.fn is None:
             out[m.key] = train_seconds
         else:
-            out[m.key] = m.fn((probes if m.probe else matrices)[m.matrix])
+            out[m.key] = m.fn((probes if m.probe and probes else matrices)[m.matrix])
     return out

@@ -7,6 +7,11 @@ import subprocess
 from pathlib import Path
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                          timeout=10).stdout.strip()
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -15,9 +20,8 @@ def code_version() -> str:
     except PackageNotFoundError:  # pragma: no cover
         v = "unknown"
     try:
-        git = dict(cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip()
-        if commit and subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git).stdout.strip():
+        commit = _git("rev-parse", "--short", "HEAD")
+        if commit and _git("status", "--porcelain", "--untracked-files=no"):
             commit += "-dirty"
     except (OSError, subprocess.SubprocessError):
         commit = ""

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING
 
 from .errors import BenchError
 from .roles import role_rank
+
+if TYPE_CHECKING:
+    from .method import Method
 
 _REGISTRY: dict[str, type] = {}
 _loaded = False
@@ -57,7 +61,7 @@ def lookup(table: dict, name: str):
     return table[name]
 
 
-def registry() -> dict[str, type]:
+def registry() -> dict[str, type[Method]]:
     """All methods, in table order."""
     _load_all()
     return in_table_order(_REGISTRY, lambda cls: cls.role)
@@ -67,5 +71,5 @@ def names() -> list[str]:
     return list(registry())
 
 
-def get(name: str) -> type:
+def get(name: str) -> type[Method]:
     return lookup(registry(), name)

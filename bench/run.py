@@ -11,12 +11,16 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ArgumentParser, BenchError, run_cli
 from .executor import Sweep
 from .request import DEFAULT_SEEDS, DEFAULT_STREAM, Request
 from .tuned import load_tuned, source_name, warn_if_other_training
 from .variants import grid_points
+
+if TYPE_CHECKING:
+    from .streams import StreamSpec
 
 
 def parse_args(argv):
@@ -107,7 +111,7 @@ def list_all() -> str:
 
 @dataclass
 class Plan:
-    stream: object      # StreamSpec
+    stream: StreamSpec
     stream_dir: Path
     todo: list          # RunSpec, in order
     skipped: int
@@ -188,14 +192,16 @@ def plan(request: Request) -> Plan:
     # the banks' content hashes are part of each run's configuration: read from the files' attributes,
     # so deciding what is finished needs neither torch nor the features
     shas = bank_shas(spec, encoder, request.banks, ("train", "test") if split == "test" else ("train",))
-    todo, skipped = [], 0
+    todo: list = []
+    skipped = 0
     out = Path(request.out)
     result_name = RunSpec(spec, names[0], {}, 0, encoder=encoder, untuned=request.untuned).result_name
     stream_dir = out / check_name(result_name, "the results folder's name")
     if split == "validation":
         stream_dir = stream_dir / "tuning"
     check_same_stream(stream_dir, spec)
-    every, rows_of = [], {}
+    every: list = []
+    rows_of: dict[tuple[str, int], str] = {}
     for m in names:
         for opts, label, sources in variants[m]:
             check_name(label or m, f"the row name of {m}")       # a registered name or a grid's values
@@ -313,7 +319,7 @@ class _Sweep(Sweep):
         super().__init__()
         self.p, self.out, self.bar = p, request.out, bar
         self.claims, self.done = Claims(request.out, force=request.force), 0
-        self.wait, self.told = request.wait, set()
+        self.wait, self.told = request.wait, set[tuple[str, int]]()
 
     def claim(self, run) -> bool:
         from .claims import CLAIMED

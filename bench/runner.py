@@ -17,7 +17,7 @@ from .devices import host, is_data_free, peak_memory, reset_peak_memory
 from .errors import BenchError
 from .evaluate import Evaluator
 from .heads import Heads
-from .reporting.records import build_record
+from .reporting.records import RunRecord, TaskEntry, build_record
 from .scenario import Scenario, as_run, build
 from .simulate import simulate
 from .streams import StreamSpec
@@ -92,7 +92,7 @@ def make_evaluator(run: RunSpec, scenario: Scenario) -> Evaluator:
                      rows=evaluated_rows(scenario))
 
 
-def run_one(run: RunSpec, progress=None) -> dict:
+def run_one(run: RunSpec, progress=None) -> RunRecord:
     """Train and evaluate one run; return its record (see ``bench.reporting.records``)."""
     return train_run(run, progress)[0]
 
@@ -122,7 +122,7 @@ def divergence_cause(step: dict) -> str:
     return f"the InfoNCE overflowed {where}: lower --lr"
 
 
-def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
+def train_run(run: RunSpec, progress=None) -> tuple[RunRecord, Heads]:
     """Train and evaluate one run; return its record and the trained heads. With ``run.heads_dir`` the heads
     are also saved after every step, as ``<heads_dir>/step<k>.pt`` (k = 1..T); with ``run.log`` the loss per
     epoch and the evaluations go to those loggers (``bench.tracking``)."""
@@ -140,7 +140,7 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     log = None
     if run.log:
         from .tracking import RunLog
-        log = RunLog(run.log, Path(run.log_dir), f"{run.result_name}/{run.row}/seed{run.seed}", run.config())
+        log = RunLog(run.log, Path(run.log_dir or "."), f"{run.result_name}/{run.row}/seed{run.seed}", run.config())
     try:
         for step in range(len(scenario.tasks)):
             timings.append(trainer.train_experience(step))
@@ -160,8 +160,9 @@ def train_run(run: RunSpec, progress=None) -> tuple[dict, Heads]:
     finally:
         if log is not None:
             log.close()
-    entry = lambda t: {"name": t.name, "source": t.step.source, "modalities": list(t.pair),
-                       "metrics": list(t.metrics)}
+    def entry(t) -> TaskEntry:
+        return {"name": t.name, "source": t.step.source, "modalities": list(t.pair), "metrics": list(t.metrics)}
+
     banks = None
     if run.stream.bank_sources:      # which banks, made how: their hashes are in the configuration already
         from .features.bank import banks_provenance

@@ -8,6 +8,7 @@ Avalanche is imported here only, when a stream is built: it costs seconds and ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -77,7 +78,7 @@ def pair_tensors(dataset, task: Task, split: str = "train") -> tuple[torch.Tenso
 class Scenario:
     spec: StreamSpec
     tasks: list[Task]
-    benchmark: object       # avalanche CLScenario: train_stream, test_stream and probe_stream
+    benchmark: Any          # avalanche CLScenario: train_stream, test_stream and probe_stream
     probes: list[Task] = field(default_factory=list)   # evaluation-only pairs (emergent alignment)
     bank_shas: dict | None = None   # content hash of every feature-bank file read (config hash input)
     changed: dict | None = None     # ``as_run``: how the benchmark differs from the stream file's (None: it does not)
@@ -136,7 +137,9 @@ def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split:
 
     if split == "validation":
         sources = validation_split(spec, sources)
-    tasks, train, test = [], [], []
+    tasks: list = []
+    train: list = []
+    test: list = []
     for step in spec.steps:
         splits = sources[step.source]
         a, b = step.pair
@@ -279,7 +282,8 @@ def as_run(scenario: Scenario) -> Scenario:
 
     tasks = [task(s, train[s], test[s]) for s in order]
     probes = [task(s, None, probe[s]) for s in sorted(probe)]
-    held = [("train", [train[s] for s in order], [everything[s] for s in order]),
+    held: list[tuple[str, list[Any], list[Task]]] = [
+            ("train", [train[s] for s in order], [everything[s] for s in order]),
             ("test", [test[s] for s in order], [everything[s] for s in order]),
             ("probe", [probe[s] for s in sorted(probe)], [everything[s] for s in sorted(probe)])]
     same = order == list(range(n_steps)) and sorted(probe) == list(range(n_steps, n_steps + n_probes)) and all(

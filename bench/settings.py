@@ -78,7 +78,8 @@ def method_variants(method: str, encoder_opts: Mapping, tuned_opts: Mapping, tun
         base = cls.resolve(layered(below)[0])
     except BenchError as e:
         raise BenchError(f"tuned settings {tuned_source}: {e}") from None
-    out, seen = [], {}
+    out: list = []
+    seen: dict[str, Mapping] = {}
     for point in points:
         values, sources = layered([*below, ("command line", sets, "--set"), ("command line", point, "--grid")])
         opts = cls.resolve(values)

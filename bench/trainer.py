@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,7 +61,7 @@ def n_batches(sizes: list[int], batch_size: int) -> int:
 def epoch_batches(sizes: list[int], batch_size: int, gen: torch.Generator) -> list[tuple[int, torch.Tensor]]:
     """Per-pair batches: each task's samples are shuffled and cut into batches (a last batch of one pair is
     dropped: InfoNCE needs two), then the batches of all tasks are interleaved in random order."""
-    out = []
+    out: list[tuple[int, torch.Tensor]] = []
     for slot, n in enumerate(sizes):
         perm = torch.randperm(n, generator=gen)
         out.extend((slot, chunk) for chunk in perm.split(batch_size) if len(chunk) >= 2)
@@ -85,7 +86,7 @@ def loss_record(losses: list[list[float]], epochs: int) -> dict:
     per = max(1, n // max(1, epochs))
     cuts = [(k * per, n if k == epochs - 1 else (k + 1) * per) for k in range(max(1, min(epochs, n)))]
     mean = lambda xs: sum(xs) / len(xs)                                 # noqa: E731
-    out = {"loss": [mean(losses[0][a:b]) for a, b in cuts], "infonce": [mean(losses[1][a:b]) for a, b in cuts]}
+    out: dict[str, Any] = {"loss": [mean(losses[0][a:b]) for a, b in cuts], "infonce": [mean(losses[1][a:b]) for a, b in cuts]}
     w = max(1, n // 10)
     values = sorted(losses[0])
     start, end, median, peak = mean(losses[0][:w]), mean(losses[0][-w:]), values[n // 2], values[-1]
@@ -107,7 +108,7 @@ class SourceView(dict):
     def __init__(self, features: dict[str, torch.Tensor], device: torch.device, declared=()):
         super().__init__(features)
         self.declared = tuple(declared)
-        self._device, self._moved = device, set()
+        self._device, self._moved = device, set[str]()
 
     def __getitem__(self, m: str) -> torch.Tensor:
         x = super().__getitem__(m)
@@ -129,7 +130,7 @@ class StepPlan:
     data: list[tuple[torch.Tensor, torch.Tensor]]
     pairs: list[tuple[str, str]]
     gen: torch.Generator | None
-    schedule: object
+    schedule: Any                   # a torch LR scheduler, or None (constant)
     planned: int
     clipped: list
     t0: float
@@ -144,13 +145,14 @@ class Trainer:
         self.ctx = Context(heads=heads, loss_cfg=loss_cfg, device=self.device, seed=seed,
                            tasks=tuple(t.step for t in scenario.tasks))
         self.hooks = {h: getattr(method, h) for h in HOOKS if getattr(type(method), h) is not getattr(Method, h)}
-        self._train = [None] * len(scenario.tasks)
+        self._train: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(scenario.tasks)
 
     def train_data(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._train[j] is None:
+        cached = self._train[j]
+        if cached is None:
             xa, xb = pair_tensors(self.scenario.benchmark.train_stream[j].dataset, self.scenario.tasks[j])
-            self._train[j] = (xa.to(self.device), xb.to(self.device))
-        return self._train[j]
+            cached = self._train[j] = (xa.to(self.device), xb.to(self.device))
+        return cached
 
     def _call(self, hook: str):
         fn = self.hooks.get(hook)
@@ -162,12 +164,11 @@ class Trainer:
         batch generator) and call ``before_training_exp``; the plan is also ``self.plan`` until the next
         experience. ``train``: the step's (x_a, x_b) when the caller
         holds them (``bench.bridge``: the Avalanche experience's own pairs); default the benchmark's."""
-        ctx, cfg = self.ctx, self.cfg
-        ctx.step, ctx.task = step, self.scenario.tasks[step].step
+        ctx, cfg, task = self.ctx, self.cfg, self.scenario.tasks[step]
+        ctx.step, ctx.task = step, task.step
         ctx.train = self.train_data(step) if train is None else train
-        src = self.scenario.tasks[step].step.source
-        ctx.source_features = SourceView(self.scenario.tasks[step].train_source.features, self.device,
-                                         self.scenario.spec.sources[src].get("modalities", ()))
+        ctx.source_features = SourceView(task.train_source.features, self.device,
+                                         self.scenario.spec.sources[task.step.source].get("modalities", ()))
         tasks = self.method.train_tasks(ctx)
         if any(j != step for j in tasks) and not self.method.sees_old_data:
             raise BenchError(f"method {self.method.name!r} asked to train on steps {tasks} at step {step + 1}: "
@@ -181,6 +182,7 @@ class Trainer:
         if not tasks or cfg.epochs <= 0:
             self.plan = StepPlan(step, [], [], [], None, None, 0, clipped, t0)
             return self.plan
+        assert base is not None                 # tasks to train name heads to optimise
         data = [ctx.train if j == step else self.train_data(j) for j in tasks]
         planned = cfg.epochs * n_batches([len(d[0]) for d in data], cfg.batch_size)
         self.plan = StepPlan(step, tasks, data, [self.scenario.tasks[j].pair for j in tasks],
@@ -200,6 +202,7 @@ class Trainer:
         iters = 0
         if plan.tasks:
             data, tasks, pairs, gen, batch = plan.data, plan.tasks, plan.pairs, plan.gen, self.train_batch
+            assert gen is not None
             # every iteration's losses stay on the device (no host synchronisation in the loop): the
             # optimised loss (InfoNCE and the method's terms) and the InfoNCE alone
             losses = torch.zeros(2, plan.planned, device=self.device)
@@ -228,10 +231,12 @@ class Trainer:
         detached, on the device."""
         ctx = self.ctx
         opt = ctx.optimizer
+        assert opt is not None                  # begin_experience made it: this step trains
         if self.method.uses_closure:
             self.before_update()
             opt.step(self.closure(opt, task, pair[0], pair[1], xa, xb))
             self.after_update()
+            assert ctx.loss is not None         # the closure set it
             return ctx.loss.detach(), ctx.infonce
         linears = self.heads.linears
         opt.zero_grad(set_to_none=True)        # before the forward pass, as Avalanche's template does

@@ -15,7 +15,9 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from .errors import BenchError, run_cli
@@ -39,14 +41,18 @@ def _final_of_declared(record: dict) -> float | None:
 def criteria() -> dict:
     """name -> (function of a run record, direction): ``score`` and every summary metric."""
     from .metrics import SUMMARY
-    out = {"score": (_final_of_declared, "higher")}
+    out: dict[str, tuple[Callable[[dict], float | None], str]] = {"score": (_final_of_declared, "higher")}
     for m in SUMMARY:
         if m.higher is not None:
-            out[m.key] = ((lambda r, k=m.key: r["summary"].get(k)), "higher" if m.higher else "lower")
+            out[m.key] = (partial(_summary_value, key=m.key), "higher" if m.higher else "lower")
     return out
 
 
-def candidates(cls, budget: int, grid: dict | None = None) -> list[dict]:
+def _summary_value(record: dict, key: str) -> float | None:
+    return record["summary"].get(key)
+
+
+def candidates(cls, budget: int, grid: Mapping | None = None) -> list[dict]:
     """The settings to try: the cartesian product of the search space (or ``grid``); when it is larger than
     ``budget``, the default point plus a seeded random sample of the others (deterministic)."""
     from .variants import grid_points

@@ -44,7 +44,7 @@ def reservoir_winners(n_seen: int, n_new: int, capacity: int, gen: torch.Generat
     return winner
 
 
-class PairBuffer:
+class PairMemory:
     """Past pairs by task, filled by ``reservoir`` (``capacity`` in total) or ``per_step`` (``per_step`` each)."""
 
     def __init__(self, policy: str = "reservoir", capacity: int = 1000, per_step: int = 256):
@@ -97,7 +97,7 @@ class PairBuffer:
             if k:
                 idx = torch.randperm(n, generator=gen)[:k].sort().values.to(xa.device)
                 self.rows[task] = (xa[idx], xb[idx])          # advanced indexing copies
-                self.pairs[task] = tuple(pair)
+                self.pairs[task] = (pair[0], pair[1])
         else:
             winner = reservoir_winners(self.n_seen, n, self.capacity, gen)
             new_slots = (winner >= 0).nonzero().squeeze(1)
@@ -107,7 +107,7 @@ class PairBuffer:
                 self.slot_row[new_slots[taken.indices]] = torch.arange(len(new_slots))
                 idx = taken.values.to(xa.device)
                 self.rows[task] = (xa[idx], xb[idx])          # advanced indexing copies
-                self.pairs[task] = tuple(pair)
+                self.pairs[task] = (pair[0], pair[1])
             self._compact()
         self.n_seen += n
         self._flat()
@@ -188,12 +188,13 @@ def group_loss(heads, groups, loss_cfg, in_play=None) -> torch.Tensor:
     """InfoNCE of a replay batch, computed per pair group and averaged with the groups' sizes as weights
     (never over a batch that mixes modality pairs); heads outside ``in_play`` get no gradient."""
     from bench.loss import info_nce
-    total, n = 0.0, 0
+    total: torch.Tensor | float = 0.0
+    n = 0
     for _, (a, b), xa, xb in groups:
         k = len(xa)
         total = total + k * info_nce(embed(heads, a, xa, in_play), embed(heads, b, xb, in_play), loss_cfg)
         n += k
-    return total / n
+    return torch.as_tensor(total) / n
 
 
 class ReplayMixin:
@@ -205,9 +206,9 @@ class ReplayMixin:
     modality with the step are replayed)."""
 
     def _init_replay(self, policy: str, capacity: int, per_step: int):
-        self.replay_buffer = PairBuffer(policy, int(capacity), int(per_step))
+        self.replay_buffer = PairMemory(policy, int(capacity), int(per_step))
         self._gen = None
-        self._params = []
+        self._params: list = []
         self._eligible = None
         self.in_play: set[str] | None = None
 

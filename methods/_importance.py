@@ -78,7 +78,7 @@ class QuadraticPenalty(Method):
     # -- the penalty -----------------------------------------------------------------------------------
     def penalty(self, ctx) -> torch.Tensor | float:
         """The exact penalty over the heads of ``ctx.pair`` (differentiable; 0.0 when nothing is anchored)."""
-        total = 0.0
+        total: torch.Tensor | float = 0.0
         for m in dict.fromkeys(ctx.pair):
             for term in self.terms(m):
                 for p, (imp, anchor) in zip(head_params(ctx, m), term):

@@ -127,9 +127,9 @@ class Projector:
 def projector_from_basis(basis: torch.Tensor | None, dim: int, dtype=torch.float32) -> Projector:
     """The projector onto span(``basis``) (orthonormal columns, d×k), kept as the thinner of the basis and
     a basis of its orthogonal complement."""
-    k = 0 if basis is None else basis.shape[1]
-    if k == 0:
+    if basis is None or basis.shape[1] == 0:
         return Projector.zero(dim)
+    k = basis.shape[1]
     if k <= dim - k:
         return Projector(dim, basis=basis.to(dtype).contiguous(), rank=k)
     q, _ = torch.linalg.qr(basis.double(), mode="complete")
@@ -305,8 +305,6 @@ class OneSidedProjection(ProjectionMethod):
     the subspace of the modality's past inputs that must not be disturbed, so that ΔW x = 0 for every input
     x in it; ``bias`` and ``project`` as in ``HeadProjection``."""
     family = "null-space"
-
-    defaults: dict = {}
 
     def __init__(self, **overrides):
         super().__init__(**overrides)

@@ -161,7 +161,7 @@ class Co2L(ReplayMixin, Method):
                 others.append((t, p, xa, xb))
         return same, others
 
-    def losses(self, ctx, groups) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def losses(self, ctx, groups) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | float | None]:
         """(contrastive, IRD, replayed InfoNCE) for the batch in ``ctx`` and a replay draw ``groups``; IRD is
         None before the second step (or with a zero weight), the replayed InfoNCE None unless
         ``replay_anchors``."""
@@ -182,7 +182,8 @@ class Co2L(ReplayMixin, Method):
         if distil:                                   # the current batch, with its same-pair buffered pairs
             (_, old_a), (_, old_b) = self._embeddings(ctx.heads, a, xa, za), self._embeddings(ctx.heads, b, xb, zb)
             parts = [(za, zb, old_a, old_b)]
-        nce, n = 0.0, 0
+        nce: torch.Tensor | float = 0.0
+        n = 0
         if distil or self.options.replay_anchors:
             for _, (c, d), gxa, gxb in others:       # every other replayed pair, on its own
                 (gza, old_a), (gzb, old_b) = self._embeddings(ctx.heads, c, gxa), self._embeddings(ctx.heads, d, gxb)
@@ -191,10 +192,10 @@ class Co2L(ReplayMixin, Method):
                 if self.options.replay_anchors:
                     nce, n = nce + len(gxa) * info_nce(gza, gzb, ctx.loss_cfg), n + len(gxa)
         if distil:
-            cat = [torch.cat(z) if len(parts) > 1 else z[0] for z in zip(*parts)]
+            za_, zb_, old_a_, old_b_ = (torch.cat(z) if len(parts) > 1 else z[0] for z in zip(*parts))
             o = self.options
-            kl, rows = relation_distillation(*cat, o.current_temp, o.past_temp, o.relation, o.normalize,
-                                             sizes=[len(p[0]) for p in parts])
+            kl, rows = relation_distillation(za_, zb_, old_a_, old_b_, o.current_temp, o.past_temp, o.relation,
+                                             o.normalize, sizes=[len(p[0]) for p in parts])
             ird = kl / rows
         if n:
             replay = nce / n

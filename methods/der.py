@@ -80,18 +80,20 @@ class DER(ReplayMixin, Method):
         """DER's term without α: the squared distance between current and stored embeddings, summed over
         the embedding's coordinates, averaged over the two sides and over every replayed pair (i.e. over
         groups weighted by size)."""
-        total, n = 0.0, 0
+        total: torch.Tensor | float = 0.0
+        n = 0
         for _, (a, b), xa, xb, za_old, zb_old in groups:
             k = len(xa)
             err = (embed(heads, a, xa, self.in_play) - za_old).pow(2).sum() \
                 + (embed(heads, b, xb, self.in_play) - zb_old).pow(2).sum()
             total = total + 0.5 * err
             n += k
-        return total / n
+        return torch.as_tensor(total) / n
 
-    def replay_infonce(self, heads, groups, loss_cfg) -> torch.Tensor:
+    def replay_infonce(self, heads, groups, loss_cfg) -> torch.Tensor | float:
         """InfoNCE of replayed groups, per group (never across pairs), averaged weighted by group size."""
-        total, n = 0.0, 0
+        total: torch.Tensor | float = 0.0
+        n = 0
         for _, (a, b), xa, xb, *_ in groups:
             if len(xa) < 2:
                 continue
@@ -142,7 +144,7 @@ class DER(ReplayMixin, Method):
             self.log.append({"step": ctx.step, **dict(zip(self.term_names, means))})
         self._sums = None
 
-    term_names = ("embedding_distance",)
+    term_names: tuple[str, ...] = ("embedding_distance",)
 
     def state_summary(self):
         return dict(self.buffer_summary(), replayed_iterations=self.replayed, terms=self.log)

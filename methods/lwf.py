@@ -73,7 +73,8 @@ class LwF(Method):
 
     def distillation(self, ctx) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """(term 1, term 2) for the batch in ``ctx`` (``xa``, ``xb``, ``za``, ``zb``); 0.0 if not active."""
-        t1 = t2 = 0.0
+        t1: torch.Tensor | float = 0.0
+        t2: torch.Tensor | float = 0.0
         if not self.old:
             return t1, t2
         a, b = ctx.pair

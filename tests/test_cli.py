@@ -7,7 +7,8 @@ import sys
 import pytest
 
 import methods
-from bench import figures, run
+from bench import run
+from bench.rebuild import main as rebuild_main
 
 TOY = ["--stream", "toy", "--epochs", "1"]
 
@@ -278,7 +279,7 @@ def test_figures_rebuild_from_run_files_alone(toy_all, tmp_path):
     (stream / "table.md").unlink()
     (stream / "summary.csv").unlink()
     shutil.rmtree(stream / "figures")
-    assert figures.main([str(d)]) == 0
+    assert rebuild_main([str(d)]) == 0
     assert (stream / "table.md").read_bytes() == table
     assert (stream / "summary.csv").read_bytes() == summary
     assert (stream / "figures" / "summary.png").stat().st_size > 10_000
@@ -290,10 +291,10 @@ def test_figures_subset_over_several_streams_draws_those_that_have_it(toy_all, t
     shutil.copytree(toy_all, d)
     shutil.copytree(d / "toy", d / "other")
     shutil.rmtree(d / "other" / "runs" / "vanilla")
-    assert figures.main([str(d), "--methods", "vanilla", "--out", str(tmp_path / "sub"), "--no-figures"]) == 0
+    assert rebuild_main([str(d), "--methods", "vanilla", "--out", str(tmp_path / "sub"), "--no-figures"]) == 0
     assert (tmp_path / "sub" / "toy" / "table.md").exists() and not (tmp_path / "sub" / "other").exists()
     # a stream with some of the rows but not all: refused before anything is written
-    assert figures.main([str(d), "--methods", "vanilla,l2", "--out", str(tmp_path / "sub2"), "--no-figures"]) == 2
+    assert rebuild_main([str(d), "--methods", "vanilla,l2", "--out", str(tmp_path / "sub2"), "--no-figures"]) == 2
     assert "other: no runs of vanilla" in capsys.readouterr().err and not (tmp_path / "sub2").exists()
 
 
@@ -311,17 +312,18 @@ def _py(code_or_args, **kw):
 def test_subprocess_exit_codes_and_no_traceback(tmp_path):
     r = _py(["-m", "bench.run", "--stream", "nope", "--out", str(tmp_path)])
     assert r.returncode == 2 and r.stderr.startswith("error: unknown stream") and "Traceback" not in r.stderr
-    r = _py(["-m", "bench.figures", str(tmp_path / "empty")])
-    assert r.returncode == 2 and r.stderr.startswith("error: no results") and "Traceback" not in r.stderr
+    for name in ("bench.rebuild", "bench.figures"):      # bench.figures: the command's first name, kept
+        r = _py(["-m", name, str(tmp_path / "empty")])
+        assert r.returncode == 2 and r.stderr.startswith("error: no results") and "Traceback" not in r.stderr
     r = _py(["-m", "bench.run", "--help"])
     assert r.returncode == 0 and "--methods" in r.stdout
 
 
 def test_help_and_figures_do_not_import_torch_or_avalanche(toy_all):
     code = ("import sys\n"
-            "from bench import run, figures\n"
+            "from bench import run\nfrom bench.rebuild import main as rebuild_main\n"
             "try:\n    run.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
-            f"assert figures.main([{str(toy_all)!r}]) == 0\n"
+            f"assert rebuild_main([{str(toy_all)!r}]) == 0\n"
             "heavy = [m for m in ('torch', 'avalanche') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     r = _py(["-c", code])
@@ -345,7 +347,7 @@ def test_out_dot_keeps_built_in_stream_names(tmp_path, monkeypatch, capsys):
     ("tune", ["--stream", "toy", "--methods", "l2", "--wait"], "--wait is not used by bench.tune"),
     ("tune", ["--stream", "toy", "--methods", "l2", "--write", ""], "--write is empty"),
     ("tune", ["--stream", "toy", "--methods", "l2", "--write", "/proc/cmcl-x/t.json"], "--write /proc/cmcl-x: cannot"),
-    ("figures", ["{results}", "--out", ""], "--out is empty"),
+    ("rebuild", ["{results}", "--out", ""], "--out is empty"),
     ("prepare", ["real-offline", "--out", "{file}"], "is not a folder"),
     ("prepare", ["real-offline", "--out", ""], "--out is empty"),
     ("prepare", ["real-offline", "--cache", "{file}"], "--cache {file}: cannot write"),
@@ -361,7 +363,7 @@ def test_every_cli_refuses_an_unusable_output_before_any_work(toy_all, tmp_path,
     from bench import tune
     from bench.features import __main__ as features
     from bench.features import real_offline
-    mains = {"tune": tune.main, "figures": figures.main, "prepare": real_offline.main, "features": features.main}
+    mains = {"tune": tune.main, "rebuild": rebuild_main, "prepare": real_offline.main, "features": features.main}
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     file = tmp_path / "a-file"
@@ -390,7 +392,7 @@ def test_a_full_disk_while_drawing_is_one_line_and_keeps_runs_and_old_outputs(to
             raise AttributeError("'Stream' object has no attribute 'pos'")     # noqa: B904 - as PIL does
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
-    assert figures.main([str(d)]) == 1
+    assert rebuild_main([str(d)]) == 1
     err = capsys.readouterr().err
     assert err.splitlines() == ["error: No space left on device; finished runs are saved, rerun to continue"], err
     after = {p: p.read_bytes() for p in (d / "toy").rglob("*") if p.is_file()}
@@ -407,7 +409,7 @@ def test_a_real_full_disk_while_drawing_is_one_line(toy_all, tmp_path):
         pytest.skip("mounting a small tmpfs needs root and mount permission")
     try:
         shutil.copytree(toy_all / "toy" / "runs", mnt / "toy" / "runs")
-        r = _py(["-m", "bench.figures", str(mnt)])
+        r = _py(["-m", "bench.rebuild", str(mnt)])
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.splitlines()[-1].startswith("error: No space left on device"), r.stderr
         assert len(list((mnt / "toy" / "runs").glob("*/seed0.json"))) == len(methods.names())

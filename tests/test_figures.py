@@ -6,7 +6,7 @@ import math
 import pytest
 from test_report import _run
 
-from bench import figures
+from bench.rebuild import main as rebuild_main
 from bench.reporting import style as S
 from bench.reporting.layout import place_labels, spread, zoom
 from bench.roles import FAMILIES
@@ -151,7 +151,7 @@ def _tree(d):
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("built") / "results"
     _write(root, _hand_runs(FULL))
-    assert figures.main([str(root)]) == 0
+    assert rebuild_main([str(root)]) == 0
     return root
 
 
@@ -166,7 +166,7 @@ def full(built, tmp_path):
 def test_a_subset_goes_to_out_and_leaves_the_full_rebuild_untouched(full, tmp_path, capsys):
     before = _tree(full)
     out = tmp_path / "subset"
-    assert figures.main([str(full.parent), "--methods", "dns,ewc[strength=10]", "--out", str(out)]) == 0
+    assert rebuild_main([str(full.parent), "--methods", "dns,ewc[strength=10]", "--out", str(out)]) == 0
     assert _tree(full) == before
     table = (out / "hand" / "table.md").read_text()
     assert "| dns |" in table and "| ewc[strength=10] |" in table and "| vanilla |" not in table
@@ -175,7 +175,7 @@ def test_a_subset_goes_to_out_and_leaves_the_full_rebuild_untouched(full, tmp_pa
     report = (out / "hand" / "report.md").read_text()
     assert f"Drawn from the run files in `{full}`" in report and "--methods ewc[strength=10],dns" in report
     # without --methods, --out writes the whole table elsewhere
-    assert figures.main([str(full.parent), "--out", str(tmp_path / "copy"), "--no-figures"]) == 0
+    assert rebuild_main([str(full.parent), "--out", str(tmp_path / "copy"), "--no-figures"]) == 0
     assert (tmp_path / "copy" / "hand" / "table.md").read_bytes() == (full / "table.md").read_bytes()
 
 
@@ -193,7 +193,7 @@ def test_bad_subset_requests_are_one_line_errors_that_write_nothing(full, tmp_pa
     if "--out" not in argv and "nope" in argv[1]:
         argv += ["--out", str(tmp_path / "sub")]
     capsys.readouterr()
-    assert figures.main([str(root)] + argv) == 2
+    assert rebuild_main([str(root)] + argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.replace("{root}", str(root)) in err, err
     assert _tree(root) == before and not (tmp_path / "sub").exists()

@@ -108,19 +108,20 @@ _KILL = {   # code run in a fresh interpreter: rebuild the folder, SIGKILL itsel
 
 @pytest.mark.parametrize("point", ["staging", "swap"])
 def test_kill_9_during_the_rebuild_leaves_old_or_new_and_a_rerun_finishes_it(tmp_path, point):
-    from bench import figures, run
+    from bench import run
+    from bench.rebuild import main as rebuild_main
     out = tmp_path / "out"
     argv = ["--stream", "toy", "--methods", "vanilla,l2", "--seeds", "1", "--epochs", "1", "--out", str(out)]
     assert run.main(argv) == 0
     d = out / "toy"
     new = {n: (d / n).read_text() for n in ("table.md", "summary.csv", "report.md")}
     (d / "runs" / "l2").rename(tmp_path / "l2")                 # the old outputs: vanilla alone
-    assert figures.main([str(out)]) == 0
+    assert rebuild_main([str(out)]) == 0
     old = {n: (d / n).read_text() for n in new}
     assert old["table.md"] != new["table.md"]
     (tmp_path / "l2").rename(d / "runs" / "l2")                 # a run arrives: the rebuild to kill
     os.utime(d / "runs" / "l2" / "seed0.json")
-    code = "import os, signal, sys\n" + _KILL[point] + f"from bench import figures\nfigures.main([{str(out)!r}])\n"
+    code = "import os, signal, sys\n" + _KILL[point] + f"from bench.rebuild import main\nmain([{str(out)!r}])\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr
     if point == "staging":                                     # before the commit point: the old set, whole

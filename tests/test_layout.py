@@ -62,7 +62,7 @@ def test_run_records_refuse_a_newer_schema_and_upgrade_schema_zero(tmp_path):
     ("short-acc", "key 'matrices.acc' must be 4 rows of 3 values"),
 ])
 def test_malformed_run_files_are_one_line_errors_for_a_rebuild_and_a_resume(tmp_path, capsys, content, message):
-    from bench.figures import main as figures
+    from bench.rebuild import main as figures
     from bench.run import main as run
     assert run(["--stream", "toy", "--methods", "vanilla", "--seeds", "1", "--epochs", "1", "--no-figures",
                 "--out", str(tmp_path)]) == 0
@@ -91,3 +91,20 @@ def test_bench_never_imports_methods_statically():
     code = "import bench.run, bench.runner, bench.trainer, sys; print('methods' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def _layout_block(text: str, heading: str) -> str:
+    after = text[text.index(heading):]
+    return after[after.index("```") + 3:after.index("```", after.index("```") + 3)]
+
+
+def test_the_layouts_in_readme_and_design_list_every_module():
+    """Every module of bench/ is named in docs/design.md's layout (as file.py) and README's (by its name)."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    modules = [p for p in (root / "bench").rglob("*.py") if not p.name.startswith("__") and "streamspecs" not in p.parts]
+    design = _layout_block((root / "docs" / "design.md").read_text(), "## Layout")
+    readme = _layout_block((root / "README.md").read_text(), "## Layout")
+    assert not [p.name for p in modules if not re.search(rf"(?<![\w/]){re.escape(p.name)}\b", design)]
+    assert not [p.stem for p in modules if not re.search(rf"(?<![\w/]){re.escape(p.stem)}\b", readme)]

@@ -60,8 +60,8 @@ def _folder(tmp_path, record, seeds=(0, 1, 2)):
 
 
 def _rebuild_refuses(tmp_path, capsys, message):
-    from bench import figures
-    assert figures.main([str(tmp_path), "--no-figures"]) == 2
+    from bench.rebuild import main as rebuild_main
+    assert rebuild_main([str(tmp_path), "--no-figures"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert not list(tmp_path.rglob("table.md")) and not list(tmp_path.rglob("summary.csv"))
@@ -119,7 +119,7 @@ def test_a_record_with_a_non_finite_value_is_never_written(record, tmp_path):
 
 
 def test_the_tables_count_the_runs_they_average(record, tmp_path):
-    from bench import figures
+    from bench.rebuild import main as rebuild_main
     stream = _folder(tmp_path, record)
-    assert figures.main([str(tmp_path), "--no-figures"]) == 0
+    assert rebuild_main([str(tmp_path), "--no-figures"]) == 0
     assert "| l2 | 3 |" in (stream / "table.md").read_text()

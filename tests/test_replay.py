@@ -9,7 +9,7 @@ from bench.heads import Heads
 from bench.loss import LossConfig
 from bench.method import Context
 from bench.trainer import TrainConfig
-from methods._buffer import PairBuffer, reservoir_winners
+from methods._buffer import PairMemory, reservoir_winners
 from methods.agem import agem_project
 from methods.gem import gem_project
 
@@ -28,7 +28,7 @@ def _step(task, n, start=0):
 
 
 def _filled(policy, sizes, seed=0, capacity=40, per_step=8):
-    buf, start = PairBuffer(policy, capacity, per_step), 0
+    buf, start = PairMemory(policy, capacity, per_step), 0
     for t, n in enumerate(sizes):
         pair, xa, xb = _step(t, n, start)
         buf.add_step(t, pair, xa, xb, torch.Generator().manual_seed(seed * 100 + t))
@@ -93,7 +93,7 @@ def test_reservoir_is_a_uniform_sample_and_never_exceeds_capacity():
     n_total = sum(sizes)
     kept = torch.zeros(n_total)
     for seed in range(runs):
-        buf, start = PairBuffer("reservoir", capacity), 0
+        buf, start = PairMemory("reservoir", capacity), 0
         for t, n in enumerate(sizes):
             pair, xa, xb = _step(t, n, start)
             buf.add_step(t, pair, xa, xb, torch.Generator().manual_seed(seed * 10 + t))

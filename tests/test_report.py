@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from bench import figures
 from bench.metrics import summarize
+from bench.rebuild import main as rebuild_main
 
 TASKS = [{"name": "s1:text-video", "source": "s1", "modalities": ["text", "video"], "metrics": ["acc", "recall"]},
          {"name": "s2:text-audio", "source": "s2", "modalities": ["text", "audio"], "metrics": ["recall"]}]
@@ -34,7 +34,7 @@ def hand(tmp_path):
         p = tmp_path / "hand" / "runs" / r["method"] / f"seed{r['seed']}.json"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(r))
-    assert figures.main([str(tmp_path)]) == 0
+    assert rebuild_main([str(tmp_path)]) == 0
     return tmp_path / "hand"
 
 
@@ -81,9 +81,9 @@ def test_rebuild_is_byte_identical_and_filters_methods(hand, tmp_path):
     before = {f: (hand / f).read_bytes() for f in files}
     for f in files:
         (hand / f).unlink()
-    assert figures.main([str(hand), "--no-figures"]) == 0
+    assert rebuild_main([str(hand), "--no-figures"]) == 0
     assert {f: (hand / f).read_bytes() for f in files} == before
-    assert figures.main([str(hand), "--methods", "vanilla,dns", "--no-figures", "--out", str(tmp_path / "sub")]) == 0
+    assert rebuild_main([str(hand), "--methods", "vanilla,dns", "--no-figures", "--out", str(tmp_path / "sub")]) == 0
     assert "| joint |" not in (tmp_path / "sub" / "hand" / "table.md").read_text()
     assert {f: (hand / f).read_bytes() for f in files} == before
 
@@ -120,5 +120,5 @@ def test_a_table_mixing_code_versions_warns(hand, capsys):
         r["versions"]["code"] = code
         p.write_text(json.dumps(r))
     capsys.readouterr()
-    assert figures.main([str(hand), "--no-figures"]) == 0
+    assert rebuild_main([str(hand), "--no-figures"]) == 0
     assert "mixes runs of 2 code versions (0.1.0+aaaaaaa, 0.1.0+bbbbbbb)" in capsys.readouterr().err

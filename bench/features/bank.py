@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +49,7 @@ class SplitFeatures:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def validate(self, where: str) -> "SplitFeatures":
+    def validate(self, where: str) -> SplitFeatures:
         import torch
         n = len(self.ids)
         if len(set(self.ids)) != n:
@@ -133,7 +134,7 @@ def _check_finite(path: Path, x: torch.Tensor, key: str):
         raise BenchError(f"bank {path}: key {key!r} contains NaN or Inf")
 
 
-def read_split(path: Path | str, modalities: list[str] | None = None, optional: list[str] = ()) -> SplitFeatures:
+def read_split(path: Path | str, modalities: list[str] | None = None, optional: Sequence[str] = ()) -> SplitFeatures:
     """Open one bank file lazily and check it; every problem is one ``BenchError`` naming file and key.
     ``modalities`` must be in the file (None: all it has); ``optional`` ones are read too when present."""
     import h5py
@@ -286,7 +287,8 @@ def load_stream_banks(spec, encoder: str | None, root: Path | str, splits=SPLITS
             for s in spec.bank_sources}
     acc = {st.source for st in spec.steps if "acc" in st.metrics}
     width = spec.encoders.get(encoder)
-    out, shas = {}, {}
+    out: dict = {}
+    shas: dict = {}
     for (s, split), path in files.items():
         # every modality the source declares, when the file has it: memory-mapped, so unused columns cost
         # nothing, and a method that reads other columns of the source (dns columns=first_two) finds them

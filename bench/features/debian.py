@@ -13,7 +13,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-
 from ..errors import BenchError
 
 SYSTEM_ROOT = Path("/")     # where installed Debian packages live (tests point it elsewhere)
@@ -49,9 +48,9 @@ def find_local(pkg: str, cache: Path) -> Path | None:
     return None
 
 
-def missing_packages(cache: Path | str | None = None) -> list[str]:
+def missing_packages(cache: Path | str) -> list[str]:
     """Debian packages of the recipe that are neither installed nor unpacked in the cache."""
-    cache = Path(cache) if cache else default_cache()
+    cache = Path(cache)
     return [p for p in PACKAGES if find_local(p, cache) is None]
 
 

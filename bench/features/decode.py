@@ -12,6 +12,7 @@ import warnings
 import wave
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def _clean(text: str) -> str:
 def clipart_records(svg_root: Path, max_bytes: int = 400_000) -> list[dict]:
     """Every drawing with metadata: a caption made of its title (its file name's words when the title names
     a whole collection, e.g. "Part of the Flat Icon Collection") and its keywords."""
-    recs = []
+    recs: list[dict[str, Any]] = []
     for path in sorted(svg_root.rglob("*.svg")):
         try:
             if path.stat().st_size > max_bytes:
@@ -189,7 +190,8 @@ def render_svg(path: Path, size: int, renderer: str = "cairosvg") -> np.ndarray 
     im = im.crop((max(0, box[0] - pad), max(0, box[1] - pad),
                   min(im.width, box[2] + pad), min(im.height, box[3] + pad)))
     scale = size / max(im.size)
-    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+    bilinear = Image.BILINEAR  # type: ignore[attr-defined]  # (Pillow < 9.1 has no Image.Resampling)
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), bilinear)
     canvas = Image.new("RGB", (size, size), "white")
     canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
     arr = np.asarray(canvas)

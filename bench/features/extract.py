@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from .bank import SplitFeatures, bank_file, write_split
 from ..errors import BenchError
 from ..files import atomic_path, check_name, check_writable
+from .bank import SplitFeatures, bank_file, write_split
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

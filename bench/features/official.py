@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bank import SPLITS, SplitFeatures, bank_file, write_split
 from ..errors import BenchError
+from .bank import SPLITS, SplitFeatures, bank_file, write_split
 
 # dataset -> (modalities in the official column order, folder under --datasets, zero-shot classes)
 OFFICIAL = {
@@ -77,7 +77,8 @@ def _class_names(datasets: Path, dataset: str, folder: str) -> tuple[dict[str, s
                 id_to_name[str(entry["id"])] = entry["name"]
                 names.add(entry["name"])
         except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-            raise BenchError(f"class names {path}: not a list of [{{'id', 'name', ...}}] entries ({e.__class__.__name__})") from None
+            raise BenchError(f"class names {path}: not a list of [{{'id', 'name', ...}}] entries "
+                             f"({e.__class__.__name__})") from None
     return id_to_name, sorted(names)
 
 

@@ -34,7 +34,6 @@ in temporary folders.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -42,16 +41,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from .bank import SplitFeatures, bank_file, write_split
 from ..errors import ArgumentParser, BenchError, run_cli
 from ..files import atomic_path, check_writable
+from .bank import SplitFeatures, bank_file, write_split
 from .debian import default_cache, locate, log
 from .decode import augment, clipart_records, read_idx, read_transcripts, read_wav, render_svg, svg_renderer
 from .towers import TOWERS, Towers, check_python_deps
@@ -160,7 +160,7 @@ def plan_fashion(roots: dict, limit: int | None) -> Plan:
         for i in stratified(labels, n, rng):
             c = int(labels[i])
             text = FASHION_TEMPLATES[rng.integers(len(FASHION_TEMPLATES))].format(FASHION_WORDS[c])
-            items.append(Item(f"{prefix}/{i:05d}", split, text, c, image=lambda a=images[i]: 255 - a))
+            items.append(Item(f"{prefix}/{i:05d}", split, text, c, image=partial(_inverted, images[i])))
     return Plan(items, FASHION_CLASSES, [f"a photo of a {w}." for w in FASHION_WORDS])
 
 
@@ -179,14 +179,16 @@ def plan_clipart(roots: dict, limit: int | None, tmp: Path) -> Plan:
     renderer = svg_renderer()
     rng = rng_for("clipart")
     order = rng.permutation(len(recs))
-    per_group, seen, chosen = Counter(), set(), []
+    per_group: Counter[str] = Counter()
+    seen: set[str] = set()
+    chosen: list = []
     want = min(limit or spec.size, spec.size)
     with_tqdm = _tqdm(total=want, desc="rendering clipart", unit="drawing")
     for i in order:                          # at most 20 drawings per collection title, captions distinct
         r = recs[int(i)]
         if per_group[r["group"]] >= 20 or r["caption"].lower() in seen:
             continue
-        img = render_svg(r["path"], spec.image_size, renderer)
+        img = render_svg(r["path"], _size(spec), renderer)
         if img is None:
             continue
         per_group[r["group"]] += 1
@@ -201,7 +203,7 @@ def plan_clipart(roots: dict, limit: int | None, tmp: Path) -> Plan:
     if len(chosen) < 2 * MIN_TEST:
         raise BenchError(f"only {len(chosen)} drawings could be rendered from {roots['openclipart-svg'] / CLIPART_DIR}")
     split = _split_random([r["id"] for r, _ in chosen], None, len(chosen), rng)
-    return Plan([Item(r["id"], split[k], r["caption"], image=lambda p=png: np.asarray(Image.open(p).convert("RGB")))
+    return Plan([Item(r["id"], split[k], r["caption"], image=partial(_rgb, png))
                  for k, (r, png) in enumerate(chosen) if k in split], meta={"renderer": renderer})
 
 
@@ -235,7 +237,7 @@ def plan_speech(roots: dict, limit: int | None, words: bool) -> Plan:
     for p in sorted(split):
         k = keys[p]
         text = " ".join(re.sub(r"\[.*?\]", " ", texts[k]).replace("-", " ").split()) if words else texts[k]
-        items.append(Item(k, split[p], text, audio=lambda f=sounds / f"{k}.wav": read_wav(f)))
+        items.append(Item(k, split[p], text, audio=partial(read_wav, sounds / f"{k}.wav")))
     return Plan(items)
 
 
@@ -261,28 +263,51 @@ def plan_digits(roots: dict, limit: int | None) -> Plan:
         d = int(labels[i])
         text = DIGIT_TEMPLATES[rng.integers(len(DIGIT_TEMPLATES))].format(DIGIT_WORDS[d])
         items.append(Item(f"digit/{i:04d}", "test" if k in test else "train", text, d,
-                          image=lambda a=images[i]: a, audio=lambda d=d, i=int(i): spoken(d, i)))
+                          image=partial(_same, images[i]), audio=partial(spoken, d, int(i))))
     return Plan(items, DIGIT_WORDS, [f"the digit {w}" for w in DIGIT_WORDS])
 
 
 # ----------------------------------------------------------------------------------------------- encoding
+def _inverted(a: np.ndarray) -> np.ndarray:
+    return 255 - a
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _size(spec: SourceSpec) -> int:
+    assert spec.image_size is not None, f"{spec.name}: a source with images names its tower's input size"
+    return spec.image_size
+
+
+def _call(load: Callable[[], np.ndarray] | None) -> np.ndarray:
+    assert load is not None, "an item of a source with this modality has no loader for it"
+    return load()
+
+
 def _tqdm(**kw):
     from tqdm import tqdm
     return tqdm(file=sys.stderr, leave=False, **kw)
 
 
 def encode(plan: Plan, spec: SourceSpec, towers: Towers, batch_size: int) -> dict:
-    feats = {m: [] for m in spec.modalities}
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in spec.modalities}
     items = plan.items
     for start in _tqdm(iterable=range(0, len(items), batch_size), desc=f"encoding {spec.name}", unit="batch",
                        total=(len(items) + batch_size - 1) // batch_size):
         chunk = items[start:start + batch_size]
-        if "vision" in feats:
-            feats["vision"].append(towers.images([it.image() for it in chunk], spec.image_size))
-        if "audio" in feats:
-            feats["audio"].append(towers.audio([it.audio() for it in chunk]))
-        feats["text"].append(towers.texts([it.text for it in chunk]))
-    feats = {m: torch.cat(v) for m, v in feats.items()}
+        if "vision" in parts:
+            parts["vision"].append(towers.images([_call(it.image) for it in chunk], _size(spec)))
+        if "audio" in parts:
+            parts["audio"].append(towers.audio([_call(it.audio) for it in chunk]))
+        parts["text"].append(towers.texts([it.text for it in chunk]))
+    feats = {m: torch.cat(v) for m, v in parts.items()}
     out = {"class_names": plan.class_names, "meta": plan.meta or {},
            "class_texts": towers.texts(plan.class_prompts) if plan.class_prompts else None}
     for split in ("train", "test"):

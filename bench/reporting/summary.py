@@ -34,7 +34,8 @@ def summary_csv(runs: list[dict]) -> str:
 
 def aggregate(runs: list[dict]) -> dict[str, dict[str, tuple[float | None, float | None, int]]]:
     """row label -> metric key -> (mean, std, number of seeds with a value)."""
-    out, keys = {}, [m.key for m in metrics_of(runs)]
+    out: dict[str, dict] = {}
+    keys = [m.key for m in metrics_of(runs)]
     for name in row_order(runs):
         rs = [r for r in runs if label(r) == name]
         out[name] = {}

@@ -34,10 +34,10 @@ def note(cols: tuple[Metric, ...]) -> str:
 def best(runs: list[dict]) -> dict[str, set[str]]:
     """metric key -> rows holding the best printed mean among non-reference methods."""
     agg, roles = aggregate(runs), roles_of(runs)
-    out = {}
+    out: dict[str, set[str]] = {}
     for m in metrics_of(runs):
-        cands = {name: round(v[m.key][0], m.decimals) for name, v in agg.items()
-                 if v[m.key][0] is not None and roles[name] not in REFERENCES}
+        cands = {name: round(mean, m.decimals) for name, v in agg.items()
+                 if (mean := v[m.key][0]) is not None and roles[name] not in REFERENCES}
         if m.higher is None or not cands:
             out[m.key] = set()
             continue
