@@ -11,6 +11,19 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+# The mechanism tests: methods, metrics, statistics, loss, evaluation, the trainer's hooks; no sweep through a
+# subprocess. They are marked `fast` (python -m pytest -m fast: seconds) unless a test says `slow` itself;
+# every other test is marked `slow`.
+FAST_MODULES = {"test_cflat", "test_der_co2l", "test_dns", "test_evaluate", "test_hook_order", "test_intervals",
+                "test_loss", "test_loss_record", "test_lwf", "test_methods", "test_metrics", "test_nullspace",
+                "test_regularizers", "test_replay", "test_request", "test_training_options"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        fast = item.module.__name__.rpartition(".")[2] in FAST_MODULES and item.get_closest_marker("slow") is None
+        item.add_marker(pytest.mark.fast if fast else pytest.mark.slow)
+
 TWO_STEP = """
 name = "two-step"
 description = "step 2 shares text with step 1; the video head is untouched by step 2"

@@ -50,6 +50,7 @@ def _wrapped(heads, base="adamw", lr=1e-2, **kw):
     return CFlatOptimizer(opt, **kw), opt
 
 
+@pytest.mark.slow
 def test_step_differs_from_the_base_optimisers_step():
     heads_c, xa, xb = _setup()
     heads_v, _, _ = _setup()
@@ -134,6 +135,7 @@ def test_rho_and_lambda_zero_is_the_base_optimiser_exactly(variant):
     assert not torch.equal(heads_v[PAIR[0]].weight.detach(), _setup()[0][PAIR[0]].weight.detach())
 
 
+@pytest.mark.slow
 def test_trainer_runs_cflat_with_closures_and_records_the_count(two_step):
     scenario = get_scenario(streams.load(str(two_step)))
     heads = Heads(scenario.in_dims, 24)

@@ -46,6 +46,7 @@ def test_class_name_texts_both_directions():
     assert recall_at(s, ks=(1,))[0] < 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 def test_matches_random_tie_breaking(seed):
     gen = torch.Generator().manual_seed(seed)

@@ -88,6 +88,7 @@ def test_vectorised_reservoir_equals_sequential_algorithm_r():
         assert w.tolist() == ref       # slots the step does not touch are -1 in both
 
 
+@pytest.mark.slow
 def test_reservoir_is_a_uniform_sample_and_never_exceeds_capacity():
     sizes, capacity, runs = [7, 13, 20, 10], 10, 2000
     n_total = sum(sizes)
