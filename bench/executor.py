@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 def _work(item: tuple[RunSpec, int]) -> RunRecord:
     import torch
 
-    from .runner import run_one
+    from .runner import train_run
     run, threads = item
     torch.set_num_threads(threads)
-    return run_one(run)
+    return train_run(run)[0]
 
 
 def start_method(runs: list[RunSpec]) -> str:

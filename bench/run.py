@@ -421,7 +421,8 @@ def answered(args) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    return run_cli(lambda: _main(args), "interrupted: finished runs are saved; rerun the same command to continue")
+    from functools import partial  # not a lambda: one frame less between the command line and a hook
+    return run_cli(partial(_main, args), "interrupted: finished runs are saved; rerun the same command to continue")
 
 
 def _main(args) -> int:
