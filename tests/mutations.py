@@ -38,6 +38,17 @@ class Mutation:
 
 M = Mutation
 MUTATIONS = [
+    # -- statistics across seeds, orders and worlds ---------------------------------------------------
+    M("bootstrap not stratified", "bench/reporting/intervals.py",
+      "        groups.setdefault(s, []).append(float(v))", "        groups.setdefault(0, []).append(float(v))",
+      ("tests/test_intervals.py::test_the_bootstrap_resamples_within_strata",)),
+    M("bootstrap interval quantiles swapped", "bench/reporting/intervals.py",
+      "[(1 - level) / 2, (1 + level) / 2]", "[(1 + level) / 2, (1 - level) / 2]",
+      ("tests/test_intervals.py::test_the_bootstrap_resamples_within_strata",)),
+    M("differences paired by position instead of by run", "bench/reporting/intervals.py",
+      "    return {k: a[k] - b[k] for k in a if k in b and a[k] is not None and b[k] is not None}",
+      "    return {k: a[k] - b[j] for k, j in zip(a, b) if a[k] is not None and b[j] is not None}",
+      ("tests/test_intervals.py::test_differences_are_paired_by_key_not_by_position",)),
     # -- claims and resumption ----------------------------------------------------------------------
     M("a swap a killed rebuild left is not finished", "bench/reporting/rebuild.py",
       "        if stage is not None and stage.is_dir():\n            _swap(target, stage)\n",

@@ -1,5 +1,8 @@
-"""Confidence intervals of a mean over runs: Student's t, exact for integer degrees of freedom. Pure and
-torch-free; the figures and tables draw their intervals from here.
+"""Confidence intervals of a mean over runs: Student's t, exact for integer degrees of freedom; and, for
+comparisons over several sources of variation, the interquartile mean, a stratified bootstrap, paired
+differences and the probability of improvement. Pure and torch-free; the figures and tables draw their
+intervals from here. (scipy is not a dependency, and these few functions are shorter than adapting
+``rliable``'s array layout of runs × tasks to run records keyed by seed, order and world.)
 
 ``t_quantile`` inverts the t distribution's two-sided probability, which has a closed form for integer
 degrees of freedom ν (a finite trigonometric series; Abramowitz & Stegun 26.7.3–4), by bisection: no
@@ -57,3 +60,66 @@ def mean_interval(values, level: float = 0.95) -> tuple[float | None, float | No
         return mean, None
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
     return mean, t_quantile(level, len(vals) - 1) * sd / math.sqrt(len(vals))
+
+
+# -- across sources of variation: runs differ by seed, task order and simulated world -----------------------
+# The functions below take each run's value keyed by what identifies it (e.g. (seed, order, world)); a
+# comparison pairs two methods' runs by that key. numpy only (torch-free); the bootstrap is seeded.
+
+def iqm(values) -> float | None:
+    """Interquartile mean (Agarwal et al., NeurIPS 2021): the mean of the middle half, ``floor(n/4)`` values cut
+    from each end (``scipy.stats.trim_mean(x, 0.25)``); None entries ignored, None when nothing is left."""
+    vals = sorted(float(v) for v in values if v is not None)
+    if not vals:
+        return None
+    k = len(vals) // 4
+    middle = vals[k:len(vals) - k]
+    return sum(middle) / len(middle)
+
+
+def _stat_rows(samples, stat: str):
+    """``stat`` of each row of a (resamples × n) array: ``mean`` or ``iqm``."""
+    import numpy as np
+    if stat == "mean":
+        return samples.mean(axis=1)
+    if stat == "iqm":
+        k = samples.shape[1] // 4
+        return np.sort(samples, axis=1)[:, k:samples.shape[1] - k].mean(axis=1)
+    raise ValueError(f"stat must be 'mean' or 'iqm', got {stat!r}")
+
+
+def stratified_bootstrap(values, strata, stat: str = "mean", level: float = 0.95, resamples: int = 2000,
+                         seed: int = 0) -> tuple[float, float]:
+    """The percentile bootstrap interval of ``stat`` over ``values``, resampling with replacement *within*
+    each stratum (e.g. a task order × world cell: every resample keeps each cell's number of runs, so the
+    spread between cells is not mistaken for noise); ``seed`` fixes the resamples."""
+    import numpy as np
+    if len(values) != len(strata) or not len(values):
+        raise ValueError("values and strata must be non-empty and of one length")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    groups: dict = {}
+    for v, s in zip(values, strata):
+        groups.setdefault(s, []).append(float(v))
+    rng = np.random.default_rng(seed)
+    parts = []
+    for key in sorted(groups, key=repr):             # a fixed order: the same resamples for the same input
+        g = np.asarray(groups[key])
+        parts.append(g[rng.integers(0, len(g), size=(resamples, len(g)))])
+    dist = _stat_rows(np.concatenate(parts, axis=1), stat)
+    lo, hi = np.quantile(dist, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_differences(a: dict, b: dict) -> dict:
+    """``a[k] - b[k]`` for every key both have a value for (the same seed, task order and world)."""
+    return {k: a[k] - b[k] for k in a if k in b and a[k] is not None and b[k] is not None}
+
+
+def probability_of_improvement(differences) -> float | None:
+    """The share of paired runs where the first method is better (a tie counts one half): P(X > Y) of
+    Agarwal et al. over pairs; None without pairs. ``differences`` oriented so that positive is better."""
+    ds = list(differences)
+    if not ds:
+        return None
+    return sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in ds) / len(ds)
