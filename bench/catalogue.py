@@ -29,7 +29,7 @@ def _sources() -> list[Path]:
     spec = importlib.util.find_spec("methods")
     folders = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
     here = Path(__file__).parent
-    own = [here / f for f in ("method_spec.py", "method.py", "registry.py", "roles.py", "catalogue.py")]
+    own = [here / f for f in ("method_spec.py", "method.py", "registry.py", "catalogue.py")]
     return own + sorted(p for d in folders for p in d.glob("*.py"))
 
 

@@ -12,7 +12,43 @@ import math
 from typing import ClassVar
 
 from .errors import BenchError
-from .roles import FAMILIES, ROLES
+
+# -- roles and families: where a method's row goes, whether it competes for bold, its hue ---------------
+# table order, top to bottom
+ROLES = ("lower-reference",   # no continual learning at all (frozen: the zero-shot model)
+         "naive",             # sequential fine-tuning (vanilla): the lower bound of every CL table
+         "baseline",          # continual-learning methods from the literature
+         "proposed",          # the paper's method and its variants (dns, dns-official)
+         "upper-reference")   # sees old data (joint): not a continual-learning method
+REFERENCES = ("lower-reference", "upper-reference")   # shown, never bolded
+
+
+# what a method does to keep old tasks: the figures colour a family with one hue, so families are
+# recognisable at a glance (the colours: bench/reporting/style.py)
+FAMILIES = ("reference",       # frozen, joint: not continual learning
+            "naive",           # sequential fine-tuning
+            "regularisation",  # a penalty anchoring important weights (EWC, SI, MAS, L2)
+            "distillation",    # the old model's similarities as targets (LwF, Co2L, CILA)
+            "replay",          # a buffer of old pairs (ER, DER, GEM, A-GEM)
+            "null-space",      # updates projected away from old tasks' inputs (DNS, GPM, Adam-NSCL)
+            "optimiser",       # a different optimiser (C-Flat)
+            "other")           # the default of a new method that declares none
+
+
+def role_rank(role: str) -> int:
+    return ROLES.index(role) if role in ROLES else ROLES.index("baseline")
+
+
+def role_from_order(order: int) -> str:
+    """The role of a run file written before roles existed (it recorded a numeric ``order``)."""
+    if order < 5:
+        return "lower-reference"
+    if order == 5:
+        return "naive"
+    if order >= 30:
+        return "upper-reference"
+    return "proposed" if order >= 20 else "baseline"
+
 
 
 def _parse(value: str, kind: type, key: str):
@@ -40,8 +76,8 @@ class MethodSpec:
     name.key=value``), ``choices`` (allowed values of string options), ``types`` (the type of an option whose
     default is ``None``, which means "derived at run time"), ``bounds``, ``search_space`` (the values
     ``python -m bench.tune`` tries, per option: the method's stability–plasticity knobs, each list holding
-    the default), ``role`` (one of ``bench.roles.ROLES``: table position; references are never bolded),
-    ``family`` (one of ``bench.roles.FAMILIES``: its hue in the figures) and ``sees_old_data``."""
+    the default), ``role`` (one of ``ROLES``: table position; references are never bolded),
+    ``family`` (one of ``FAMILIES``: its hue in the figures) and ``sees_old_data``."""
 
     name: ClassVar[str] = "?"
     role: ClassVar[str] = "baseline"

@@ -11,7 +11,7 @@ import pkgutil
 from typing import TYPE_CHECKING
 
 from .errors import BenchError
-from .roles import role_rank
+from .method_spec import role_rank
 
 if TYPE_CHECKING:
     from .method import Method

@@ -95,8 +95,8 @@ class Request:
     def from_args(cls, args) -> Request:
         """The command line's request: ``args`` as ``bench.run.build_parser`` parses them."""
         from . import catalogue
+        from .settings import parse_grid
         from .tracking import parse_log
-        from .variants import parse_grid
         known = catalogue.names()
         grids = parse_grid(args.grids, known)
         typed = {"methods": parse_methods(args.methods), "seeds": tuple(parse_seeds(args.seeds)),
@@ -172,7 +172,7 @@ def parse_sets(sets: list[str], known: list[str]) -> dict[str, dict[str, str]]:
 
 
 def parse_labels(items: list[str], known: list[str], grids: Mapping) -> dict[str, str]:
-    from .variants import check_label
+    from .settings import check_label
     out = {}
     for item in items:
         method, eq, name = item.partition("=")

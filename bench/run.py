@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from .errors import ArgumentParser, BenchError, run_cli
 from .executor import Sweep
 from .request import DEFAULT_SEEDS, DEFAULT_STREAM, Request
+from .settings import grid_points
 from .tuned import load_tuned, source_name, warn_if_other_training
-from .variants import grid_points
 
 if TYPE_CHECKING:
     from .streams import StreamSpec

@@ -55,7 +55,7 @@ def _summary_value(record: dict, key: str) -> float | None:
 def candidates(cls, budget: int, grid: Mapping | None = None) -> list[dict]:
     """The settings to try: the cartesian product of the search space (or ``grid``); when it is larger than
     ``budget``, the default point plus a seeded random sample of the others (deterministic)."""
-    from .variants import grid_points
+    from .settings import grid_points
     space = grid if grid is not None else cls.search_space
     points = grid_points({k: list(v) for k, v in space.items()})
     if len(points) <= budget:

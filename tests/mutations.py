@@ -152,7 +152,7 @@ MUTATIONS = [
     M("tuning evaluates on the test pairs", "bench/scenario.py",
       "        sources = validation_split(spec, sources)", "        pass",
       ("tests/test_variants_tuning.py",)),
-    M("variants share the plain method's label", "bench/variants.py",
+    M("variants share the plain method's label", "bench/settings.py",
       "    if not diff:\n        return None", "    if True:\n        return None",
       ("tests/test_variants_tuning.py",)),
     M("a failed run aborts a serial sweep", "bench/executor.py",

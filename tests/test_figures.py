@@ -6,10 +6,10 @@ import math
 import pytest
 from test_report import _run
 
+from bench.method_spec import FAMILIES
 from bench.rebuild import main as rebuild_main
 from bench.reporting import style as S
 from bench.reporting.layout import place_labels, spread, zoom
-from bench.roles import FAMILIES
 
 
 # -------------------------------------------------------------------------------------------- styles

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from ..files import atomic_path, die_with_parent
-from ..roles import FAMILIES
+from ..method_spec import FAMILIES
 from .intervals import mean_interval
 from .layout import place_labels, spread, zoom
 from .records import label, row_order

@@ -16,7 +16,7 @@ from typing import Any, NotRequired, TypedDict, get_origin, get_type_hints, is_t
 
 from ..errors import BenchError
 from ..files import write_atomic
-from ..roles import role_from_order, role_rank
+from ..method_spec import role_from_order, role_rank
 
 SCHEMA = 1
 
@@ -48,8 +48,8 @@ class RunRecord(TypedDict):
     label: NotRequired[str]      # a variant's row name
     seed: int
     stream: str                  # the results folder's name
-    role: str                    # bench.roles.ROLES
-    family: NotRequired[str]     # bench.roles.FAMILIES
+    role: str                    # bench.method_spec.ROLES
+    family: NotRequired[str]     # bench.method_spec.FAMILIES
     config: dict[str, Any]
     config_hash: str
     tasks: list[TaskEntry]

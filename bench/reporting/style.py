@@ -1,7 +1,7 @@
 """One colour and one marker per method, the same in every figure and every results folder.
 
 A method's style depends on its name alone — never on which other methods are plotted — so adding or
-filtering methods changes no colour. Each family (``bench.roles.FAMILIES``) has one hue: references are grey
+filtering methods changes no colour. Each family (``bench.method_spec.FAMILIES``) has one hue: references are grey
 and black, the naive baseline brown, regularisers blue, distillation purple, replay orange, null-space
 methods green, optimisers magenta. The built-in methods have hand-picked shades (distinct within a family,
 and each shade paired with its own marker); a method missing from ``BUILTIN`` (a new file in ``methods/``)
@@ -18,7 +18,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from ..roles import FAMILIES
+from ..method_spec import FAMILIES
 
 
 @dataclass(frozen=True)

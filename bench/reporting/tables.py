@@ -7,8 +7,8 @@ the precision they are printed with, so ties are bolded alike.
 """
 from __future__ import annotations
 
+from ..method_spec import REFERENCES
 from ..metrics import Metric
-from ..roles import REFERENCES
 from .records import roles_of, untuned_rows
 from .summary import aggregate, metrics_of
 
