@@ -149,7 +149,6 @@ def _ignore_interrupts(parent: int):
 
     from .files import die_with_parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)     # a forked worker inherits the parent's unwinding handler
     die_with_parent(parent)
 
 

@@ -201,10 +201,14 @@ def plan(request: Request) -> Plan:
         stream_dir = stream_dir / "tuning"
     check_same_stream(stream_dir, spec)
     every: list = []
-    rows_of: dict[tuple[str, int], str] = {}
+    rows_of: dict[str, str] = {}
     for m in names:
         for opts, label, sources in variants[m]:
-            check_name(label or m, f"the row name of {m}")       # a registered name or a grid's values
+            row = check_name(label or m, f"the row name of {m}")     # a registered name or a grid's values
+            if row in rows_of:
+                raise BenchError(f"{rows_of[row]} and {m} would share the row {row!r} (its run files and table "
+                                 "row): give them different --label names")
+            rows_of[row] = m
             for seed in request.seeds:
                 run = RunSpec(spec, m, opts, seed, train, loss, device=ex.device, encoder=encoder,
                               banks=request.banks, bank_shas=shas, label=label,
@@ -214,10 +218,6 @@ def plan(request: Request) -> Plan:
                     run = replace(run, heads_dir=str(run.heads_path(out)))
                 if request.log:
                     run = replace(run, log=request.log, log_dir=str(run.log_path(out)))
-                if (row_seed := (run.row, seed)) in rows_of:
-                    raise BenchError(f"{rows_of[row_seed]} and {m} would share the row {run.row!r} (its run files "
-                                     "and table row): give them different --label names")
-                rows_of[row_seed] = m
                 every.append(run)
                 todo, skipped = _todo_or_skip(run, out, request.force, todo, skipped)
     if todo:            # torch and the features only now that something will train
