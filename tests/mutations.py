@@ -365,12 +365,27 @@ def apply(root: Path, m: Mutation) -> None:
     path.write_text(text.replace(m.old, m.new))
 
 
+TIMEOUT = 300          # seconds for one mutation's tests: a few times the slowest selection
+TIMED_OUT = -1
+
+
 def pytest(root: Path, tests: tuple[str, ...], *extra: str) -> tuple[int, str, float]:
+    """Run ``tests`` in ``root``: (exit code, what to show, seconds). The summary names the first failing test
+    (``-x`` stops there), so a list entry can be narrowed to the test that catches it. A run that outlives
+    TIMEOUT is stopped and reported with the end of its output (pytest's faulthandler dumps the stacks of
+    a test that hangs), never left to stall the whole check."""
     env = dict(os.environ, PYTHONPATH=str(root), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *extra, *tests],
-                       cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    last = (r.stdout.strip().splitlines() or [""])[-1]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *extra, *tests]
+    try:
+        r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        tail = "\n        ".join(out.strip().splitlines()[-15:])
+        return TIMED_OUT, f"timed out after {TIMEOUT} s; last output:\n        {tail}", time.perf_counter() - t0
+    lines = r.stdout.strip().splitlines()
+    failed = [ln.split()[1] for ln in lines if ln.startswith("FAILED ")][:1]
+    last = (lines or [""])[-1] + (f"; first failure {failed[0].split('[')[0]}" if failed else "")
     return r.returncode, last, time.perf_counter() - t0
 
 
@@ -380,8 +395,9 @@ def run_one(m: Mutation, workdir: Path) -> tuple[Mutation, str, str, float]:
     apply(root, m)
     code, last, seconds = pytest(root, m.tests)
     shutil.rmtree(root, ignore_errors=True)
-    # pytest: 1 = tests failed (caught); 0 = all passed (survived); anything else = the run itself broke
-    verdict = {0: "SURVIVED", 1: "caught"}.get(code, f"error (pytest exit {code})")
+    # pytest: 1 = tests failed (caught); 0 = all passed (survived); a run that hangs is not a pass either,
+    # but it is shown apart (a hang may be the code's, not the mutation's); anything else = the run broke
+    verdict = {0: "SURVIVED", 1: "caught", TIMED_OUT: "hung"}.get(code, f"error (pytest exit {code})")
     return m, verdict, last, seconds
 
 
@@ -433,8 +449,10 @@ def main(argv=None) -> int:
             for m, verdict, last, seconds in pool.map(lambda m: run_one(m, work), chosen):
                 results.append((m, verdict))
                 print(f"{verdict:9s} {m.name}  ({m.file}; {last}) [{seconds:.0f} s]", flush=True)
-    survivors = [m for m, v in results if v != "caught"]
-    print(f"\n{len(results) - len(survivors)} of {len(results)} mutations caught")
+    survivors = [m for m, v in results if v not in ("caught", "hung")]
+    hung = [m for m, v in results if v == "hung"]
+    print(f"\n{len(results) - len(survivors)} of {len(results)} mutations caught"
+          + (f" ({len(hung)} by tests that hung: read their output above)" if hung else ""))
     for m in survivors:
         print(f"  not caught: {m.name} ({m.file})")
     return 0 if not survivors else 1
