@@ -20,6 +20,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="write into OUT/<stream>/ instead of the results folder itself (required with "
                                  "--methods, so a subset never replaces the full tables and figures)")
     p.add_argument("--no-figures", action="store_true", help="tables and report only")
+    p.add_argument("--compare", metavar="ROW", help="the row the table marks others against (paired "
+                   "differences, probability of improvement; default: the naive method, vanilla)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
     def body():
@@ -45,6 +47,13 @@ def main(argv=None) -> int:
                     raise BenchError(f"{d}: no runs of {', '.join(missing)}; the runs there are of "
                                      f"{', '.join(sorted(found[d]))} (--stream draws one stream)")
             dirs = having
+        if args.compare is not None:            # every folder checked before any is written
+            from .reporting.rebuild import labels_in
+            for d in dirs:
+                rows = labels_in(d) & set(methods) if methods else labels_in(d)
+                if args.compare not in rows:
+                    raise BenchError(f"--compare {args.compare}: no such row in {d}; its rows are "
+                                     f"{', '.join(sorted(rows))}")
         outs = [None] * len(dirs)
         if args.out is not None:
             check_writable(args.out)
@@ -53,7 +62,7 @@ def main(argv=None) -> int:
                 if methods and o.resolve() == d.resolve():
                     raise BenchError(f"--out {args.out}: writes into {d} itself; choose another folder for a subset")
         for d, o in zip(dirs, outs):
-            print(rebuild(d, methods, figures=not args.no_figures, out=o))
+            print(rebuild(d, methods, figures=not args.no_figures, out=o, reference=args.compare))
 
     return run_cli(body)
 

@@ -78,6 +78,7 @@ class Request:
     log: tuple[str, ...] = ()
     save_heads: bool = False
     no_figures: bool = False
+    compare: str | None = None                    # the table's reference row (None: the naive method's)
 
     @classmethod
     def from_flags(cls, **flags) -> Request:

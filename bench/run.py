@@ -85,6 +85,8 @@ def build_parser(prog="python -m bench.run",
                    "the runs, wait for it to finish them (or to die: they are then trained here) instead of "
                    "ending with exit code 3")
     p.add_argument("--no-figures", action="store_true", help="write summary.csv and table.md only")
+    p.add_argument("--compare", metavar="ROW", help="the row the table marks others against (paired "
+                   "differences, probability of improvement; default: the naive method, vanilla)")
     p.add_argument("--log", help="experiment tracking, comma-separated: tensorboard, csv, wandb (offline unless "
                    "WANDB_MODE says otherwise); logs go to <out>/<stream>/logs/<method>/seed<k>/")
     p.add_argument("--save-heads", action="store_true", help="save the heads after every step of the runs that "
@@ -220,12 +222,20 @@ def plan(request: Request) -> Plan:
                     run = replace(run, log=request.log, log_dir=str(run.log_path(out)))
                 every.append(run)
                 todo, skipped = _todo_or_skip(run, out, request.force, todo, skipped)
+    if request.compare is not None:
+        check_compare(request.compare, set(rows_of) | {d.name for d in (stream_dir / "runs").glob("*/")})
     if todo:            # torch and the features only now that something will train
         check_memory(spec)
         check_device(ex.device)
         from .runner import get_scenario
         get_scenario(spec, encoder, request.banks, split)     # validates the banks; workers inherit it
     return Plan(spec, stream_dir, todo, skipped, names, list(request.seeds), every, jobs)
+
+
+def check_compare(row: str | None, rows: set[str]) -> None:
+    """``--compare`` names a row the table will have: planned now or already in the results folder."""
+    if row is not None and row not in rows:
+        raise BenchError(f"--compare {row}: no such row in this table; its rows are {', '.join(sorted(rows))}")
 
 
 def available_memory() -> int | None:
@@ -441,10 +451,10 @@ def _main(args) -> int:
     failures = outcome.failures
     from .reporting.rebuild import rebuild, up_to_date
     if any(p.stream_dir.glob("runs/*/seed*.json")):
-        if not p.todo and up_to_date(p.stream_dir, figures=not request.no_figures):
+        if not p.todo and up_to_date(p.stream_dir, figures=not request.no_figures, reference=request.compare):
             table = (p.stream_dir / "table.md").read_text()     # nothing new since the last rebuild
         else:
-            table = rebuild(p.stream_dir, figures=not request.no_figures)     # from what finished
+            table = rebuild(p.stream_dir, figures=not request.no_figures, reference=request.compare)
         print(table)
         print(f"results in {p.stream_dir}/", file=sys.stderr)
     if failures:

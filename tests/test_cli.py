@@ -158,6 +158,8 @@ def test_rerun_skips_finished_runs_and_reruns_changed_configs(tmp_path, capsys):
     (["--label", "vanilla=.."], "--label 'vanilla=..': a label must not start with '.'"),
     (["--label", "vanilla=a\\b"], "must not contain '/' or"),
     (["--methods", "vanilla,l2", "--label", "vanilla=x", "--label", "l2=x"], "vanilla and l2 would share the row 'x'"),
+    (["--methods", "vanilla,dns", "--compare", "nosuch"], "--compare nosuch: no such row in this table; its rows are "
+                                                          "dns, vanilla"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
     out = tmp_path / "out"
@@ -251,7 +253,8 @@ def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, capsys, jobs):
 
 
 def _rows_of(table):
-    return [line.split("|")[1].strip() for line in table.read_text().splitlines() if line.startswith("| ") and "±" in line]
+    return [line.split("|")[1].strip() for line in table.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| method |")]
 
 
 def test_malformed_stream_file_is_reported(tmp_path, capsys):
@@ -296,6 +299,27 @@ def test_figures_subset_over_several_streams_draws_those_that_have_it(toy_all, t
     # a stream with some of the rows but not all: refused before anything is written
     assert rebuild_main([str(d), "--methods", "vanilla,l2", "--out", str(tmp_path / "sub2"), "--no-figures"]) == 2
     assert "other: no runs of vanilla" in capsys.readouterr().err and not (tmp_path / "sub2").exists()
+
+
+def test_compare_sets_the_reference_of_the_marks_and_a_rerun_follows_it(tmp_path, capsys):
+    args = TOY + ["--methods", "vanilla,dns,ewc", "--seeds", "3", "--no-figures", "--out", str(tmp_path)]
+    assert run.main(args) == 0
+    table = tmp_path / "toy" / "table.md"
+    assert "better / worse than vanilla" in table.read_text()
+    capsys.readouterr()
+    # nothing to train, but another reference: the table is rebuilt, not read back
+    assert run.main(args + ["--compare", "dns"]) == 0
+    assert "better / worse than dns" in table.read_text() and "0 runs to do" in capsys.readouterr().err
+    # a rows' subset without the reference, or a row that is not there: one line, exit 2, nothing written
+    before = table.read_bytes()
+    assert rebuild_main([str(tmp_path), "--compare", "nosuch", "--no-figures"]) == 2
+    assert "--compare nosuch: no such row in" in capsys.readouterr().err
+    assert rebuild_main([str(tmp_path), "--methods", "ewc,dns", "--compare", "vanilla", "--out",
+                         str(tmp_path / "sub"), "--no-figures"]) == 2
+    assert "its rows are dns, ewc" in capsys.readouterr().err and not (tmp_path / "sub").exists()
+    assert table.read_bytes() == before
+    assert rebuild_main([str(tmp_path), "--compare", "ewc", "--no-figures"]) == 0
+    assert "better / worse than ewc" in table.read_text()
 
 
 def test_list_into_a_closed_pipe_is_quiet():

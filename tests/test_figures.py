@@ -201,7 +201,7 @@ def test_bad_subset_requests_are_one_line_errors_that_write_nothing(full, tmp_pa
 
 def test_the_files_a_rebuild_writes(full):
     names = sorted(p.name for p in (full / "figures").iterdir())
-    stems = {"summary", "stability_plasticity", "curve_r10_seen", "final_r10_by_task", "align_dev", "train_time",
+    stems = {"summary", "forest", "stability_plasticity", "curve_r10_seen", "final_r10_by_task", "align_dev", "train_time",
              "heatmaps_r10_p1", "heatmaps_acc_p1", "loss_curves"}
     assert names == sorted(f"{s}.{e}" for s in stems for e in ("png", "pdf"))
     from PIL import Image
@@ -257,7 +257,7 @@ def test_summary_draws_95_percent_t_intervals_on_an_axis_of_at_least_five_points
     bars = [c for c in ax.containers if abs(c.lines[0].get_xdata()[0] - mean) < 1e-9]
     x0, x1 = sorted(bars[0].lines[2][0].get_segments()[0][:, 0])
     assert (x0, x1) == pytest.approx((mean - half, mean + half))
-    assert "95 % t interval" in fig._suptitle.get_text()
+    assert "95 % interval over runs" in fig._suptitle.get_text()
 
 
 def test_train_time_draws_no_ratios(monkeypatch, tmp_path):

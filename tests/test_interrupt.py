@@ -136,5 +136,25 @@ def test_kill_9_during_the_rebuild_leaves_old_or_new_and_a_rerun_finishes_it(tmp
     assert r.returncode == 0 and "0 runs to do, 2 already done" in r.stderr, r.stderr
     assert {n: (d / n).read_text() for n in new} == new            # the new set, whole
     assert r.stdout == new["table.md"] + "\n"
-    assert sorted(p.name for p in d.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in d.iterdir() if p.name.startswith(".")) == [".rebuild.json"]
     assert (d / "figures" / "summary.png").is_file()
+
+
+def test_pool_workers_die_at_sigterm_without_the_cli_handler():
+    """A forked worker inherits the CLI's SIGTERM handler; a pool terminating its workers (SIGTERM, then a
+    join) then sometimes waited forever on one that took the signal inside it (a figures pool hung a CI run).
+    Workers start with SIGTERM at its default (bench.files.die_with_parent, every pool's initializer)."""
+    code = ("import multiprocessing as mp, os, signal\n"
+            "from bench.errors import run_cli\n"
+            "from bench.files import die_with_parent\n"
+            "def disposition(_):\n"
+            "    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL\n"
+            "def body():\n"
+            "    assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL     # the CLI's handler is on\n"
+            "    pool = mp.get_context('fork').Pool(2, initializer=die_with_parent, initargs=(os.getpid(),))\n"
+            "    print(all(pool.map(disposition, range(4), chunksize=1)))\n"
+            "    pool.close()\n"
+            "    pool.join()\n"
+            "run_cli(body)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == "True\n", r.stderr

@@ -17,6 +17,7 @@ def _run(method, seed, order, r10_final, r10_learned, acc=(30.0, 60.0, 55.0)):
             "align_dev": [[None, None], [0.0, None], [0.1 * order / 10, 0.0]]}
     steps = [{"step": 0, "train_seconds": 1.0, "iterations": 10}, {"step": 1, "train_seconds": 2.0, "iterations": 10}]
     return {"method": method, "seed": seed, "stream": "hand", "order": order,
+            **({"role": "naive"} if method == "vanilla" else {}),
             "config": {"stream": "hand", "stream_sha256": "x", "method": method, "method_params": {"k": seed},
                        "train": {"lr": 0.1}, "loss": {}, "eval": {}, "device": "cpu"},
             "config_hash": f"h{method}", "tasks": TASKS, "matrices": mats,
@@ -44,28 +45,35 @@ def _row(table, method):
 
 
 def test_table_values_order_and_bolding(hand):
+    """Every cell by hand: the mean ± the 95 % t half-width over two seeds (t(0.975, 1) = 12.706); bold only
+    where the paired interval against every other method excludes 0; ▲ / ▼ against vanilla, the naive row."""
     table = (hand / "table.md").read_text()
     methods = [ln.split("|")[1].strip() for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
-    assert methods == ["frozen", "vanilla", "dns", "joint"]        # lower reference, baseline, DNS, upper
+    assert methods == ["frozen", "vanilla", "dns", "joint"]        # lower reference, naive, DNS, upper
     head = _row(table, "method")
     van, dns, joint = _row(table, "vanilla"), _row(table, "dns"), _row(table, "joint")
     col = {name: i for i, name in enumerate(head)}
-    # vanilla R@10 final: mean over tasks of R[T] = (40+40)/2, (44+40)/2 -> 40, 42 -> 41.00 ± 1.41
-    assert van[col["R@10"]] == "41.00 ± 1.41"
-    # BWT_R10 = R[2][0] − R[1][0]: vanilla −20, −18 -> −19.00 ± 1.41; dns −3, −1 -> −2.00 ± 1.41 (best, bold)
-    assert van[col["BWT_R10"]] == "-19.00 ± 1.41" and dns[col["BWT_R10"]] == "**-2.00** ± 1.41"
-    assert dns[col["R@10"]] == "**48.00** ± 0.71"
-    # joint is better still but a reference: never bold
-    assert joint[col["R@10"]] == "55.00 ± 0.00" and "**" not in "".join(joint)
-    # lower is better: forgetting (vanilla 19, dns 2) and AlignDev (dns 0.2 > vanilla 0.1)
-    assert dns[col["Forget_R10"]].startswith("**2.00**") and van[col["AlignDev"]].startswith("**0.1000**")
-    assert dns[col["Acc"]] == van[col["Acc"]] == "**55.00** ± 0.00"          # ties are bolded alike
-    assert _row(table, "frozen")[col["seeds"]] == "2"
+    # vanilla R@10 final: mean over tasks of R[T] = (40+40)/2, (44+40)/2 -> 40, 42: sd √2, se 1 -> ± 12.71
+    assert van[col["R@10"]] == "41.00 ± 12.71"
+    # dns 47.5, 48.5 -> 48.00 ± 6.35; paired with vanilla: 7.5, 6.5 -> 7.00 ± 6.35 > 0: bold and better
+    assert dns[col["R@10"]] == "**48.00** ± 6.35 ▲"
+    # BWT_R10 = R[2][0] − R[1][0]: vanilla −20, −18; dns −3, −1: each ± 12.71, their paired difference 17, 17
+    assert van[col["BWT_R10"]] == "-19.00 ± 12.71" and dns[col["BWT_R10"]] == "**-2.00** ± 12.71 ▲"
+    # plasticity: vanilla 50, 51; dns 49, 49: vanilla higher, but the paired interval −1.5 ± 6.35 holds 0
+    assert van[col["Plast_R10"]] == "50.50 ± 6.35" and dns[col["Plast_R10"]] == "49.00 ± 0.00"
+    # joint is better still but a reference: never bold, never marked
+    assert joint[col["R@10"]] == "55.00 ± 0.00" and "**" not in "".join(joint) and "▲" not in "".join(joint)
+    # lower is better: forgetting (vanilla 20, 18; dns 3, 1) and AlignDev (vanilla 0.1 < dns 0.2 in both seeds)
+    assert dns[col["Forget_R10"]] == "**2.00** ± 12.71 ▲"
+    assert van[col["AlignDev"]] == "**0.1000** ± 0.0000" and dns[col["AlignDev"]] == "0.2000 ± 0.0000 ▼"
+    assert dns[col["Acc"]] == van[col["Acc"]] == "55.00 ± 0.00"          # a tie: nobody bold
+    assert _row(table, "frozen")[col["runs"]] == "2"
+    assert "better / worse than vanilla" in table
 
 
 def test_latex_table_and_report(hand):
     tex = (hand / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"\textbf{-2.00}$\pm$1.41" in tex and tex.count(r"\midrule") == 4
+    assert r"\begin{tabular}" in tex and r"\textbf{-2.00}$\pm$12.71$^{\blacktriangle}$" in tex and tex.count(r"\midrule") == 4
     report = (hand / "report.md").read_text()
     for name in ("summary", "stability_plasticity", "curve_r10_seen", "final_r10_by_task", "align_dev",
                  "train_time", "heatmaps_r10_p1", "heatmaps_acc_p1"):
@@ -110,7 +118,7 @@ def test_a_failing_figure_leaves_the_previous_outputs_untouched(hand, monkeypatc
         rebuild(hand)
     assert {f: (hand / f).read_bytes() for f in outputs} == before
     assert {p.name: digest(p) for p in (hand / "figures").iterdir()} == figs
-    assert not [p for p in hand.iterdir() if p.name.startswith(".")]
+    assert not [p for p in hand.iterdir() if p.name.startswith(".") and p.name != ".rebuild.json"]
 
 
 def test_a_table_mixing_code_versions_warns(hand, capsys):

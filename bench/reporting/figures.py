@@ -20,24 +20,30 @@ from pathlib import Path
 
 from ..files import atomic_path, die_with_parent
 from ..method_spec import FAMILIES
-from .intervals import mean_interval
+from ..metrics import BY_KEY
+from .compare import Comparison, estimate, run_key
 from .layout import place_labels, spread, zoom
 from .records import label, row_order
 from .style import PALETTES, styles
-from .summary import aggregate
+from .summary import aggregate, metrics_of
 
 PAGE, COLUMN = 7.0, 3.5        # inches: a two-column paper's text width and column width
 DPI = 150
 GREY = "#c8c8c8"
 HEATMAP_PANELS = 9             # methods per heatmap page (3 × 3: a full page)
 SUMMARY_MIN_SPAN = 5.0         # percentage points: the narrowest axis of a summary panel
+FOREST = ("r10", "bwt_r10", "acc")   # the forest plot's panels: retrieval, its stability, zero-shot accuracy
 
 # file stem (PNG and PDF), title and what it shows: the report's captions
 FIGURES = (
-    ("summary", "Summary", "final R@10 and zero-shot Acc with their backward transfer; the mean over seeds and "
-     "its 95 % t interval (dots and bars; each method's own interval, not a test of a difference); every axis "
+    ("summary", "Summary", "final R@10 and zero-shot Acc with their backward transfer; the mean over runs and "
+     "its 95 % interval (the table's) (dots and bars; each method's own interval, not a test of a difference); every axis "
      "spans at least 5 points; the dotted line is the naive baseline; a reference far outside the axis is "
      "marked at its edge."),
+    ("forest", "Paired differences from the reference",
+     "for R@10, BWT on R@10 and Acc: each method minus the reference row (--compare; the naive method by "
+     "default) over runs paired by seed, task order and world, with the 95 % stratified t interval of the mean "
+     "difference; a filled marker where the interval excludes 0 (the table's ▲ / ▼)."),
     ("stability_plasticity", "Stability–plasticity plane",
      "BWT on R@10 (x; right = less forgetting) against plasticity (y; R@10 right after each task is learned), "
      "mean ± std over seeds."),
@@ -121,7 +127,7 @@ def figure_order(runs: list[dict]) -> list[str]:
 
 
 class Plotter:
-    def __init__(self, runs: list[dict], fig_dir: Path, stream: str):
+    def __init__(self, runs: list[dict], fig_dir: Path, stream: str, reference: str | None = None):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -136,6 +142,8 @@ class Plotter:
         self.compared = [m for m in self.methods if m not in self.refs]   # the zooms are taken on these
         self.naive = [m for m in self.compared if self.style[m].family == "naive"]
         self.agg = aggregate(runs)
+        self.comparison = Comparison(runs, tuple(BY_KEY[k] for k in FOREST if k in {m.key for m in metrics_of(runs)}),
+                                     reference)
 
     # ------------------------------------------------------------------ helpers
     def figure(self, w, h, **kw):
@@ -194,9 +202,9 @@ class Plotter:
         fig, axes = self.figure(PAGE, 0.15 * n + 1.05, ncols=len(panels), sharey=True, squeeze=False)
         axes = axes[0]
         for ax, (key, title) in zip(axes, panels):
-            ci = {m: mean_interval([r["summary"].get(key) for r in self.by_method[m]]) for m in names}
-            mean = {m: ci[m][0] for m in names}
-            half = {m: ci[m][1] or 0.0 for m in names}
+            ci = {m: estimate({run_key(r): r["summary"].get(key) for r in self.by_method[m]}) for m in names}
+            mean = {m: ci[m].mean for m in names}
+            half = {m: ci[m].half or 0.0 for m in names}
             shown = [m for m in self.compared if mean[m] is not None]
             ax.set_xlim(*zoom([mean[m] + s * half[m] for m in shown for s in (-1, 0, 1)],
                               [mean[m] for m in self.refs], min_span=SUMMARY_MIN_SPAN))
@@ -222,10 +230,44 @@ class Plotter:
         self.label_color(axes[0], names)
         axes[0].set_ylim(n - 0.5, -0.5)
         counts = sorted({len(self.by_method[m]) for m in names})
-        self.title(fig, f"summary: mean and 95 % t interval over seeds (n = {', '.join(map(str, counts))})\n"
+        self.title(fig, f"summary: mean and 95 % interval over runs (n = {', '.join(map(str, counts))})\n"
                    f"each method's own interval: a gap between two methods needs a paired comparison")
         fig.tight_layout(pad=0.4, w_pad=0.6)
         self.save(fig, "summary")
+
+    def forest(self):
+        """Paired differences from the reference row: one row per compared method, its mean difference and the
+        95 % interval over paired runs; filled where the interval excludes 0, open where it does not."""
+        ref, cmp = self.comparison.reference, self.comparison
+        if ref is None or not cmp.metrics:
+            return
+        names = [m for m in self.compared if m != ref]
+        if not names:
+            return
+        n = len(names)
+        fig, axes = self.figure(PAGE, 0.15 * n + 1.05, ncols=len(cmp.metrics), sharey=True, squeeze=False)
+        axes = axes[0]
+        for ax, metric in zip(axes, cmp.metrics):
+            for y, m in enumerate(names):
+                d = cmp.versus(m, ref, metric)
+                if d.mean is None:
+                    continue
+                sign = 1 if metric.higher else -1           # back to the metric's own units: row − reference
+                filled = d.separated != 0
+                ax.errorbar(sign * d.mean, y, xerr=d.half or 0.0, fmt=self.marker[m], color=self.color[m], ms=3.5,
+                            lw=0.8, capsize=1.5, mfc=self.color[m] if filled else "white")
+            ax.axvline(0, color="black", lw=0.6, ls=":")
+            ax.set_xlabel(f"{metric.title} − {ref} ({'points' if metric.unit == '%' else metric.unit})", fontsize=7.5)
+            ax.tick_params(labelsize=6.5)
+            ax.grid(axis="x", alpha=0.3, lw=0.5)
+        axes[0].set_yticks(range(n), names, fontsize=7)
+        self.label_color(axes[0], names)
+        axes[0].set_ylim(n - 0.5, -0.5)
+        pairs = sorted({cmp.versus(m, ref, cmp.metrics[0]).n for m in names})
+        self.title(fig, f"paired differences from {ref} (same seed, task order and world; n = "
+                   f"{', '.join(map(str, pairs))} pairs)\nmean and 95 % interval; filled: the interval excludes 0")
+        fig.tight_layout(pad=0.4, w_pad=0.6)
+        self.save(fig, "forest")
 
     def stability_plasticity(self):
         pts = {m: (self.agg[m]["bwt_r10"], self.agg[m]["plasticity_r10"]) for m in self.methods}
@@ -544,7 +586,7 @@ class Plotter:
     # ------------------------------------------------------------------ all of them
     def jobs(self) -> list[str]:
         heat = [f"heatmaps:{k}:{p}" for k in ("r10", "acc") for p in range(1, self.heatmap_pages(k) + 1)]
-        return heat + ["summary", "stability_plasticity", "curves", "final_by_task", "alignment", "loss_curves",
+        return heat + ["summary", "forest", "stability_plasticity", "curves", "final_by_task", "alignment", "loss_curves",
                        "train_time"]
 
     def draw(self, job: str):
@@ -569,8 +611,15 @@ class Plotter:
             global _FORKED
             _FORKED = self          # the workers inherit it: nothing (matplotlib included) is pickled
             try:
-                with mp.get_context("fork").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+                pool = mp.get_context("fork").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),))
+                try:
                     pool.map(_draw_in_worker, jobs, chunksize=1)
+                    pool.close()                 # the workers end on their own: none is signalled
+                except BaseException:
+                    pool.terminate()
+                    raise
+                finally:
+                    pool.join()
             finally:
                 _FORKED = None
         else:

@@ -1,8 +1,10 @@
-"""Confidence intervals of a mean over runs: Student's t, exact for integer degrees of freedom; and, for
-comparisons over several sources of variation, the interquartile mean, a stratified bootstrap, paired
-differences and the probability of improvement. Pure and torch-free; the figures and tables draw their
-intervals from here. (scipy is not a dependency, and these few functions are shorter than adapting
-``rliable``'s array layout of runs × tasks to run records keyed by seed, order and world.)
+"""Confidence intervals of a mean over runs: Student's t, exact for integer degrees of freedom, plain or
+stratified (task order × world cells); and, for comparisons over several sources of variation, the
+interquartile mean, a stratified bootstrap, paired differences and the probability of improvement. Pure and
+torch-free; the figures and tables draw their intervals from here (through ``compare.py``): the t
+interval for means and differences, the bootstrap for the IQM only (docs/protocol.md says why). scipy is not
+a dependency, and these few functions are shorter than adapting ``rliable``'s array layout of runs × tasks
+to run records keyed by seed, order and world.
 
 ``t_quantile`` inverts the t distribution's two-sided probability, which has a closed form for integer
 degrees of freedom ν (a finite trigonometric series; Abramowitz & Stegun 26.7.3–4), by bisection: no
@@ -65,6 +67,33 @@ def mean_interval(values, level: float = 0.95) -> tuple[float | None, float | No
 # -- across sources of variation: runs differ by seed, task order and simulated world -----------------------
 # The functions below take each run's value keyed by what identifies it (e.g. (seed, order, world)); a
 # comparison pairs two methods' runs by that key. numpy only (torch-free); the bootstrap is seeded.
+
+def stratified_t(values, strata, level: float = 0.95) -> tuple[float | None, float | None]:
+    """``(mean, half-width)`` of the two-sided ``level`` t interval of a stratified mean: the mean of the
+    strata's means (each task order × world cell weighs the same), its variance the sum of each stratum's
+    s²/n over the number of strata squared, its degrees of freedom Welch–Satterthwaite's (rounded down: the
+    interval errs wide). With one stratum it is ``mean_interval``. When a stratum has a single run (no spread
+    of its own), the strata are pooled into one, so the spread between cells counts as noise (wider again).
+    None entries are ignored; the half-width is None with fewer than two values."""
+    groups: dict = {}
+    for v, s in zip(values, strata, strict=True):
+        if v is not None:
+            groups.setdefault(s, []).append(float(v))
+    if not groups:
+        return None, None
+    if any(len(g) < 2 for g in groups.values()):
+        groups = {0: [v for g in groups.values() for v in g]}
+        if len(groups[0]) < 2:
+            return groups[0][0], None
+    h = len(groups)
+    means = [sum(g) / len(g) for g in groups.values()]
+    parts = [sum((v - m) ** 2 for v in g) / (len(g) - 1) / len(g) / h ** 2 for g, m in zip(groups.values(), means)]
+    se2 = sum(parts)
+    dof = sum(len(g) - 1 for g in groups.values())
+    if se2 > 0:
+        dof = min(dof, int(se2 ** 2 / sum(a ** 2 / (len(g) - 1) for a, g in zip(parts, groups.values()))))
+    return sum(means) / h, t_quantile(level, max(1, dof)) * math.sqrt(se2)
+
 
 def iqm(values) -> float | None:
     """Interquartile mean (Agarwal et al., NeurIPS 2021): the mean of the middle half, ``floor(n/4)`` values cut

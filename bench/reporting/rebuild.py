@@ -13,17 +13,19 @@ from .records import load_runs
 from .summary import summary_csv
 from .tables import table_md, table_tex
 
-OUTPUTS = ("summary.csv", "table.md", "table.tex", "report.md")
+OUTPUTS = ("summary.csv", "table.md", "table.tex", "report.md", ".rebuild.json")   # the last: how they were built
 
 
 JOURNAL = ".rebuild-swap.json"     # written once the new outputs are complete: from then on they are the state
 
 
-def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = True, out: Path | None = None) -> str:
+def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = True, out: Path | None = None,
+            reference: str | None = None) -> str:
     """Write summary.csv, table.md, table.tex, figures/ and report.md of one stream folder; return table.md.
 
     ``methods``: only these rows (method names or variant labels; a name without runs is an error naming
-    what there is). ``out``: write there instead of into ``stream_dir`` (a subset drawn elsewhere leaves the
+    what there is). ``reference``: the row the table compares the others with (None: the naive method's;
+    a name without runs is an error). ``out``: write there instead of into ``stream_dir`` (a subset drawn elsewhere leaves the
     full rebuild untouched). Everything is built in a staging folder first; a failure there (a figure that
     cannot be drawn, a full disk, a kill) leaves the previous outputs untouched. Once it is complete, a
     journal naming it is written, and then the files are moved into place (``_swap``): a process killed
@@ -45,10 +47,13 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
             raise BenchError(f"{stream_dir}: no runs of {', '.join(missing)}; the runs there are of "
                              f"{', '.join(found)}")
         runs = [r for r in runs if label(r) in methods]
+    if reference is not None and reference not in {label(r) for r in runs}:
+        raise BenchError(f"--compare {reference}: no such row in {stream_dir}; its rows are "
+                         f"{', '.join(sorted({label(r) for r in runs}))}")
     target = stream_dir if out is None else Path(out)
     target.mkdir(parents=True, exist_ok=True)
     stream = runs[0]["stream"]
-    table = table_md(runs, stream)
+    table = table_md(runs, stream, reference)
     codes = sorted({str(r.get("versions", {}).get("code")) for r in runs if r.get("versions", {}).get("code")})
     if len(codes) > 1:
         import sys
@@ -60,17 +65,18 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
         try:
             write_atomic(stage / "summary.csv", summary_csv(runs))
             write_atomic(stage / "table.md", table)
-            write_atomic(stage / "table.tex", table_tex(runs, stream))
+            write_atomic(stage / "table.tex", table_tex(runs, stream, reference))
+            write_atomic(stage / ".rebuild.json", _settings(reference))
             fig_dir = target / "figures"
             if figures:
                 from .figures import Plotter
                 (stage / "figures").mkdir()
-                Plotter(runs, stage / "figures", stream).all()
+                Plotter(runs, stage / "figures", stream, reference).all()
                 shown = sorted(p.stem for p in (stage / "figures").glob("*.png"))
             else:
                 shown = sorted(p.stem for p in fig_dir.glob("*.png")) if fig_dir.is_dir() else []
             source = None if target == stream_dir else stream_dir
-            write_atomic(stage / "report.md", report_md(runs, stream, table, shown, source=source))
+            write_atomic(stage / "report.md", report_md(runs, stream, table, shown, source=source, reference=reference))
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -138,10 +144,15 @@ class _locked:
         return False
 
 
-def up_to_date(stream_dir: Path, figures: bool = True) -> bool:
-    """True when the derived files (and the figures, if asked for) exist and are newer than every run file:
-    a rerun that trained nothing need not draw them again (``python -m bench.rebuild`` always does). A swap
-    a killed rebuild left is finished first."""
+def _settings(reference: str | None) -> str:
+    """What the derived files were built with, beyond the run files (``up_to_date`` compares it)."""
+    return json.dumps({"compare": reference}, sort_keys=True) + "\n"
+
+
+def up_to_date(stream_dir: Path, figures: bool = True, reference: str | None = None) -> bool:
+    """True when the derived files (and the figures, if asked for) exist, are newer than every run file and
+    were built with the same reference row: a rerun that trained nothing need not draw them again
+    (``python -m bench.rebuild`` always does). A swap a killed rebuild left is finished first."""
     stream_dir = Path(stream_dir)
     if (stream_dir / JOURNAL).exists() or any(stream_dir.glob(".staging-*")):
         with _locked(stream_dir):
@@ -150,6 +161,8 @@ def up_to_date(stream_dir: Path, figures: bool = True) -> bool:
     if not all(p.exists() for p in outputs):
         return False
     if figures and not any((stream_dir / "figures").glob("*.png")):
+        return False
+    if (stream_dir / ".rebuild.json").read_text() != _settings(reference):
         return False
     newest_run = max((p.stat().st_mtime_ns for p in stream_dir.glob("runs/*/seed*.json")), default=0)
     return min(p.stat().st_mtime_ns for p in outputs) >= newest_run

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from .figures import FIGURES
+from ..method_spec import REFERENCES
+from ..metrics import BY_KEY
+from .compare import BETTER, WORSE, Comparison
+from .figures import FIGURES, FOREST
 from .records import label, row_order
 
 
@@ -12,9 +15,50 @@ def _json(obj) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
-def report_md(runs: list[dict], stream: str, table: str, figures: list[str], source=None) -> str:
+def comparisons_md(runs: list[dict], reference: str | None = None) -> list[str]:
+    """The paired comparisons behind the table's marks: for R@10, BWT_R10 and Acc, each row minus the
+    reference with its interval and probability of improvement; the interquartile means from 4 runs."""
+    metrics = tuple(BY_KEY[k] for k in FOREST)
+    cmp = Comparison(runs, metrics, reference)
+    if cmp.reference is None:
+        return ["## Paired comparisons", "", "No naive method among the rows and no --compare: nothing to "
+                "compare against.", ""]
+    lines = ["## Paired comparisons", "",
+             f"Each row minus `{cmp.reference}` over runs paired by seed, task order and world: the mean difference "
+             "(points; for every column here higher is better), its 95 % stratified t interval, and the "
+             "probability of improvement P (the share of pairs where the row does better; ties count half). "
+             f"{BETTER} / {WORSE}: the interval excludes 0.", "",
+             "| method | pairs | " + " | ".join(f"{m.title} − {cmp.reference} | P" for m in metrics) + " |",
+             "|---|---|" + "---|---|" * len(metrics)]
+    for row in cmp.rows:
+        if row == cmp.reference or cmp.roles[row] in REFERENCES:
+            continue
+        ds = [cmp.versus(row, cmp.reference, m) for m in metrics]
+        cells = []
+        for m, d in zip(metrics, ds):
+            if d.mean is None:
+                cells += ["–", "–"]
+                continue
+            half = "" if d.half is None else f" [{d.mean - d.half:+.{m.decimals}f}, {d.mean + d.half:+.{m.decimals}f}]"
+            cells += [f"{d.mean:+.{m.decimals}f}{half}{cmp.mark(row, m) and ' ' + cmp.mark(row, m)}",
+                      "–" if d.p_improve is None else f"{d.p_improve:.2f}"]
+        lines.append(f"| {row} | {max(d.n for d in ds)} | " + " | ".join(cells) + " |")
+    robust = [(row, [cmp.robust(row, m.key) for m in metrics]) for row in cmp.rows]
+    if any(v is not None for _, vs in robust for v in vs):
+        lines += ["", "Interquartile means (the mean of the middle half of the runs, from 4 runs; Agarwal et al., "
+                  "NeurIPS 2021) with their 95 % stratified bootstrap intervals (2,000 resamples, seed 0; a "
+                  "percentile bootstrap is narrower than it should be with few runs):", "",
+                  "| method | " + " | ".join(f"IQM {m.title}" for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for row, vs in robust:
+            lines.append(f"| {row} | " + " | ".join("–" if v is None else f"{v[0]:.{m.decimals}f} [{v[1]:.{m.decimals}f}, "
+                                                    f"{v[2]:.{m.decimals}f}]" for m, v in zip(metrics, vs)) + " |")
+    return lines + [""]
+
+
+def report_md(runs: list[dict], stream: str, table: str, figures: list[str], source=None,
+              reference: str | None = None) -> str:
     """``source``: the results folder the runs were read from, when the report is written elsewhere (a
-    subset drawn with ``--out``)."""
+    subset drawn with ``--out``); ``reference``: the row compared with (``--compare``)."""
     methods = row_order(runs)
     seeds = sorted({r["seed"] for r in runs})
     first = runs[0]
@@ -27,6 +71,7 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
     for j, t in enumerate(first["tasks"]):
         lines.append(f"| {j + 1} | {t['name']} | {' – '.join(t['modalities'])} | {', '.join(t['metrics'])} |")
     lines += ["", "## Results", "", table.split("\n", 2)[2].strip(), ""]
+    lines += comparisons_md(runs, reference)
     if figures:
         lines += ["## Figures", ""]
         for name, title, note in FIGURES:

@@ -1,16 +1,16 @@
-"""The comparison table, as Markdown and LaTeX: mean ± std over seeds, the best value of each column in bold.
+"""The comparison table, as Markdown and LaTeX: per row and column the mean over runs ± the half-width of
+its 95 % interval, bold only where the best is separated from the rest, marks against the reference.
 
-Columns come from ``bench.metrics.SUMMARY``. "Best" is taken among the continual-learning methods only: the
-references (roles ``lower-reference`` and ``upper-reference``: frozen, joint) are shown but never bolded, as
-in the paper's table; a metric without a direction (training time) is never bolded. Means are compared at
-the precision they are printed with, so ties are bolded alike.
+Columns come from ``bench.metrics.SUMMARY``; the statistics and the rules for bold and marks from
+``compare.py``. The references (roles ``lower-reference`` and ``upper-reference``: frozen, joint) are shown
+but never bolded or marked, as in the paper's table.
 """
 from __future__ import annotations
 
-from ..method_spec import REFERENCES
 from ..metrics import Metric
+from .compare import BETTER, WORSE, Comparison, run_key
 from .records import roles_of, untuned_rows
-from .summary import aggregate, metrics_of
+from .summary import metrics_of
 
 UNTUNED = "†"
 
@@ -22,55 +22,65 @@ def untuned_note(runs: list[dict]) -> str:
             f"defaults (python -m bench.tune --methods {','.join(methods)})." if methods else "")
 
 
-def note(cols: tuple[Metric, ...]) -> str:
+def note(cols: tuple[Metric, ...], comparison: Comparison) -> str:
     unit = {"ratio": "a ratio", "s": "seconds"}
     other = [f"{m.title} ({unit.get(m.unit, m.unit)}"
              + {False: ", lower is better", None: ", not ranked"}.get(m.higher, "") + ")"
              for m in cols if m.unit != "%"]
-    return ("Percent, except " + " and ".join(other) + ". Best continual-learning method per column in bold; "
-            "frozen (zero-shot) and joint (sees old data) are references. Definitions: docs/protocol.md.")
+    ref = comparison.reference
+    marks = (f"{BETTER} / {WORSE}: better / worse than {ref}, the paired interval (same seed, order and world) "
+             "excluding 0. " if ref else "No naive method in the table: no row is marked against a reference. ")
+    return ("Percent, except " + " and ".join(other) + ". Mean over runs ± the half-width of its 95 % "
+            "interval (Student t, stratified by task order × world): each row's own uncertainty, not a test "
+            "of a difference. Bold: the best continual-learning method of a column, only where its paired "
+            "interval against every other one excludes 0 (no bold: not separated). " + marks
+            + "Frozen (zero-shot) and joint (sees old data) are references. Definitions: docs/protocol.md.")
 
 
-def best(runs: list[dict]) -> dict[str, set[str]]:
-    """metric key -> rows holding the best printed mean among non-reference methods."""
-    agg, roles = aggregate(runs), roles_of(runs)
-    out: dict[str, set[str]] = {}
-    for m in metrics_of(runs):
-        cands = {name: round(mean, m.decimals) for name, v in agg.items()
-                 if (mean := v[m.key][0]) is not None and roles[name] not in REFERENCES}
-        if m.higher is None or not cands:
-            out[m.key] = set()
-            continue
-        target = max(cands.values()) if m.higher else min(cands.values())
-        out[m.key] = {name for name, v in cands.items() if v == target}
-    return out
+def best(runs: list[dict], reference: str | None = None) -> dict[str, set[str]]:
+    """metric key -> the row bolded in its column (an empty set: none is separated from the rest)."""
+    comparison = Comparison(runs, metrics_of(runs), reference)
+    return {m.key: {b} if (b := comparison.bold(m)) else set() for m in comparison.metrics}
 
 
-def _cells(runs, bold_fmt, pm):
-    agg, bests, cols = aggregate(runs), best(runs), metrics_of(runs)
+def _cells(comparison: Comparison, bold_fmt, pm, marks):
     rows = []
-    for name, vals in agg.items():
-        n = max(c for _, _, c in vals.values())
+    for name in comparison.rows:
+        n = max((comparison.estimate(name, m.key).n for m in comparison.metrics), default=0)
         cells = []
-        for m in cols:
-            mean, std, _ = vals[m.key]
-            if mean is None:
+        for m in comparison.metrics:
+            e = comparison.estimate(name, m.key)
+            if e.mean is None:
                 cells.append("–")
                 continue
-            text = f"{mean:.{m.decimals}f}"
-            cells.append((bold_fmt(text) if name in bests[m.key] else text) + f"{pm}{std:.{m.decimals}f}")
+            text = f"{e.mean:.{m.decimals}f}"
+            text = bold_fmt(text) if comparison.bold(m) == name else text
+            half = "" if e.half is None else f"{pm}{e.half:.{m.decimals}f}"
+            cells.append(text + half + marks.get(comparison.mark(name, m), ""))
         rows.append((name, n, cells))
     return rows
 
 
-def table_md(runs: list[dict], stream: str) -> str:
-    seeds = sorted({r["seed"] for r in runs})
+def runs_caption(runs: list[dict]) -> str:
+    """What the runs of a table vary: its seeds, and its task orders and worlds when there are several."""
+    keys = {run_key(r) for r in runs}
+    parts = [f"seeds {', '.join(map(str, sorted({k[0] for k in keys})))}"]
+    for i, what in ((1, "task orders"), (2, "worlds")):
+        vals = sorted({k[i] for k in keys})
+        if vals != [0]:
+            parts.append(f"{what} {', '.join(map(str, vals))}")
+    return "; ".join(parts)
+
+
+def table_md(runs: list[dict], stream: str, reference: str | None = None) -> str:
     cols = metrics_of(runs)
-    lines = [f"# {stream}: mean ± std over seeds {', '.join(map(str, seeds))}", "", note(cols), "",
-             "| method | seeds | " + " | ".join(m.title for m in cols) + " |",
+    comparison = Comparison(runs, cols, reference)
+    lines = [f"# {stream}: mean ± 95 % interval over runs ({runs_caption(runs)})", "", note(cols, comparison), "",
+             "| method | runs | " + " | ".join(m.title for m in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     marked = untuned_rows(runs)
-    for name, n, cells in _cells(runs, lambda s: f"**{s}**", " ± "):
+    marks = {BETTER: f" {BETTER}", WORSE: f" {WORSE}"}
+    for name, n, cells in _cells(comparison, lambda s: f"**{s}**", " ± ", marks):
         lines.append(f"| {name}{f' {UNTUNED}' if name in marked else ''} | {n} | " + " | ".join(cells) + " |")
     if untuned_note(runs):
         lines += ["", untuned_note(runs)]
@@ -81,14 +91,17 @@ def _tex_escape(s: str) -> str:
     return s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
 
 
-def table_tex(runs: list[dict], stream: str) -> str:
-    seeds = sorted({r["seed"] for r in runs})
+def table_tex(runs: list[dict], stream: str, reference: str | None = None) -> str:
     cols = metrics_of(runs)
+    comparison = Comparison(runs, cols, reference)
     head = " & ".join(["Method"] + [_tex_escape(m.title) for m in cols]) + r" \\"
-    lines = [f"% {stream}: mean $\\pm$ std over seeds {', '.join(map(str, seeds))}. {_tex_escape(note(cols))}",
+    text = note(cols, comparison).replace(BETTER, "up-triangle").replace(WORSE, "down-triangle")
+    lines = [f"% {stream}: mean $\\pm$ 95 % interval over runs ({runs_caption(runs)}). {_tex_escape(text)}",
+             "% the marks need \\usepackage{amssymb}",
              r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule", head, r"\midrule"]
     roles, prev, marked = roles_of(runs), None, untuned_rows(runs)
-    for name, _, cells in _cells(runs, lambda s: rf"\textbf{{{s}}}", r"$\pm$"):
+    marks = {BETTER: r"$^{\blacktriangle}$", WORSE: r"$^{\blacktriangledown}$"}
+    for name, _, cells in _cells(comparison, lambda s: rf"\textbf{{{s}}}", r"$\pm$", marks):
         # one group for the references below, one for naive + baselines, one for proposed, one above
         group = {"naive": "baseline"}.get(roles[name], roles[name])
         if prev is not None and group != prev:
