@@ -96,7 +96,7 @@ MUTATIONS = [
       '"methods": {**kept, **result}}', '"methods": result}',
       ("tests/test_variants_tuning.py::test_tuning_a_built_in_stream_writes_to_the_user_settings_folder_never_the_package",)),
     M("summary bars are the std not the 95 % interval", "bench/reporting/figures.py",
-      "half = {m: ci[m][1] or 0.0 for m in names}", "half = {m: self.agg[m][key][1] or 0.0 for m in names}",
+      "half = {m: ci[m].half or 0.0 for m in names}", "half = {m: self.agg[m][key][1] or 0.0 for m in names}",
       ("tests/test_figures.py::test_summary_draws_95_percent_t_intervals_on_an_axis_of_at_least_five_points",)),
     M("t quantile of the even-degrees series off by one term", "bench/reporting/intervals.py",
       "    for k in range(1, df // 2):", "    for k in range(1, df // 2 + 1):",

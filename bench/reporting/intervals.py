@@ -78,7 +78,7 @@ def stratified_t(values, strata, level: float = 0.95) -> tuple[float | None, flo
     groups: dict = {}
     for v, s in zip(values, strata, strict=True):
         if v is not None:
-            groups.setdefault(s, []).append(float(v))
+            groups[s] = groups.get(s, []) + [float(v)]
     if not groups:
         return None, None
     if any(len(g) < 2 for g in groups.values()):
