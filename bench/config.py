@@ -138,6 +138,8 @@ class RunSpec:
     # filled when the run starts, if the scenario's benchmark is not the stream file's (bench.scenario.as_run)
     benchmark: Mapping[str, Any] | None = field(default=None, compare=False)
     split: str = "test"            # evaluate on the test pairs, or on validation pairs held out of training
+    order: int = 0                 # the steps' order: 0 the stream file's, k > 0 its k-th seeded permutation
+    world: int = 0                 # 0 the stream file's simulation seed and draws; k > 0 another world (runner)
     label: str | None = None       # the run's row: the method, or a variant's label (None: the method's name)
     option_sources: Mapping[str, str] | None = None   # where each non-default option came from
     untuned: bool = False          # the stream's tuned settings were ignored (results in <stream>-untuned)
@@ -173,6 +175,10 @@ class RunSpec:
                "eval": asdict(self.eval), "device": self.device, "split": self.split}
         if self.label:
             cfg["label"] = self.label
+        if self.order:              # absent for the stream file's own order and world: earlier hashes hold
+            cfg["order"] = self.order
+        if self.world:
+            cfg["world"] = self.world
         if self.option_sources:
             cfg["option_sources"] = dict(self.option_sources)
         if self.tuned is False:
@@ -191,15 +197,27 @@ class RunSpec:
         """Where this run's record goes under the output folder ``out`` (tuning runs, evaluated on validation
         pairs, under ``tuning/``)."""
         from .reporting.records import relative_path
-        return self._base(out) / relative_path(self.row, self.seed)
+        return self._base(out) / relative_path(self.row, self.seed, self.order, self.world)
+
+    @property
+    def run_name(self) -> str:
+        """``seed<k>`` (with ``-order<i>``, ``-world<j>``): the run's name within its row."""
+        from .reporting.records import run_name
+        return run_name(self.seed, self.order, self.world)
+
+    @property
+    def run_text(self) -> str:
+        """``seed 3`` (``seed 3 order 1 world 2``): the run within its row, in messages."""
+        from .reporting.records import run_text
+        return run_text(self.seed, self.order, self.world)
 
     def log_path(self, out: Path | str) -> Path:
         """Where ``--log`` writes this run's logs."""
-        return self._base(out) / "logs" / self.row / f"seed{self.seed}"
+        return self._base(out) / "logs" / self.row / self.run_name
 
     def heads_path(self, out: Path | str) -> Path:
         """Where ``--save-heads`` puts this run's heads: a folder of ``step<k>.pt`` files."""
-        return self._base(out) / "heads" / self.row / f"seed{self.seed}"
+        return self._base(out) / "heads" / self.row / self.run_name
 
     def _base(self, out: Path | str) -> Path:
         return Path(out) / self.result_name / ("tuning" if self.split == "validation" else "")

@@ -65,10 +65,11 @@ class Evaluator:
     device; one row of results comes back to the host in one transfer."""
 
     def __init__(self, tasks: list[Task], seed: int, n_pairs: int = 1000, repeats: int = 5, align_pairs: int = 256,
-                 probes: list[Task] | None = None, rows: list[torch.Tensor | None] | None = None):
+                 probes: list[Task] | None = None, rows: list[torch.Tensor | None] | None = None, world: int = 0):
         """``rows``: per task (steps, then probes), the test rows its experience holds (``None``: all) — what
-        a benchmark changed with Avalanche's utilities leaves of each test set."""
-        gen = seeds.generator(seed, "evaluation")
+        a benchmark changed with Avalanche's utilities leaves of each test set. ``world``: the draws' world
+        (k > 0: other test subsets from the same seed)."""
+        gen = seeds.generator(seed, "evaluation", salt=world * seeds.WORLD_SALT)
         self.n_steps = len(tasks)
         self.tasks = tasks + list(probes or [])      # probes: evaluated like steps, never learned
         self.rows = list(rows) if rows is not None else [None] * len(self.tasks)

@@ -59,6 +59,8 @@ class Request:
     methods: tuple[str, ...] | None = None        # None: every registered method
     stream: str = DEFAULT_STREAM                  # a built-in stream's name or a stream file's path
     seeds: tuple[int, ...] = (0, 1, 2)
+    orders: int = 1                               # task orders: the file's, then seeded permutations
+    worlds: int = 1                               # worlds: the file's simulation seed and draws, then others
     encoder: str | None = None
     banks: str = "features"
     sets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)    # --set: method -> option -> value

@@ -7,6 +7,8 @@ writes the derived files (``bench.reporting``).
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from .executor import Sweep
 from .request import DEFAULT_SEEDS, DEFAULT_STREAM, Request
 from .settings import grid_points
 from .tuned import load_tuned, source_name, warn_if_other_training
+
+MAX_VARIATIONS = 100      # task orders or worlds of one sweep (each multiplies its runs)
 
 if TYPE_CHECKING:
     from .streams import StreamSpec
@@ -40,6 +44,12 @@ def build_parser(prog="python -m bench.run",
                    "(default: features/)")
     p.add_argument("--seeds", default=DEFAULT_SEEDS, help="N (seeds 0..N-1) or a comma-separated list i,j "
                    f"(default: {DEFAULT_SEEDS})")
+    p.add_argument("--orders", type=int, default=1, metavar="K", help="task orders per seed: the stream file's "
+                   "and K−1 seeded permutations of its steps (default 1); the table's intervals and paired "
+                   "differences are stratified by order × world")
+    p.add_argument("--worlds", type=int, default=1, metavar="K", help="worlds per seed: the stream file's and "
+                   "K−1 others — simulated streams from other simulation seeds (new features, test and validation "
+                   "pairs), bank streams with other test and validation draws (default 1)")
     p.add_argument("--epochs", type=int, help="epochs per step (default: the stream's [train], else 5 as in the paper)")
     p.add_argument("--batch-size", type=int, help="default: the stream's [train], else 64")
     p.add_argument("--lr", type=float, help="default: the stream's [train], else 1e-4 (sim-paper: 5e-4)")
@@ -158,7 +168,13 @@ def plan(request: Request) -> Plan:
             if m not in names:
                 raise BenchError(f"{flag} names method {m!r}, which --methods does not run (it runs "
                                  f"{', '.join(names)})")
+    for flag, k in (("--orders", request.orders), ("--worlds", request.worlds)):
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_VARIATIONS:
+            raise BenchError(f"{flag} must be an integer from 1 to {MAX_VARIATIONS}, got {k}")
     spec = streams.load(request.stream)
+    if request.orders > math.factorial(len(spec.steps)):
+        raise BenchError(f"--orders {request.orders}: stream {spec.name!r} has {len(spec.steps)} steps, so "
+                         f"{math.factorial(len(spec.steps))} task orders")
     encoder = request.encoder
     if encoder is not None:
         check_name(encoder, "--encoder")
@@ -178,6 +194,13 @@ def plan(request: Request) -> Plan:
               f"{'it runs' if len(untuned_rows) == 1 else 'they run'} at the defaults next to tuned methods "
               f"(marked in the table; tune with python -m bench.tune --methods {','.join(untuned_rows)})",
               file=sys.stderr)
+    tunable = [m for m in names if catalogue.get(m).search_space and m not in request.sets and m not in request.grids]
+    if split == "test" and not request.untuned and tuned_file is None and tunable:
+        where = request.stream if request.stream != spec.name else spec.name
+        print(f"note: stream {spec.name!r}{f' with --encoder {encoder}' if encoder else ''} has no tuned settings: "
+              f"{', '.join(tunable[:4])}{', …' if len(tunable) > 4 else ''} run at their defaults; "
+              f"python -m bench.tune --stream {where}{f' --encoder {encoder}' if encoder else ''} tunes them on "
+              "validation pairs", file=sys.stderr)
     points = request.candidates or {m: grid_points(dict(request.grids.get(m, {}))) for m in names}
     variants = {m: settings.method_variants(m, per_encoder.get(m, {}), tuned.get(m, {}), tuned_source,
                                             request.sets.get(m, {}), points.get(m, [{}]), request.labels.get(m))
@@ -211,11 +234,11 @@ def plan(request: Request) -> Plan:
                 raise BenchError(f"{rows_of[row]} and {m} would share the row {row!r} (its run files and table "
                                  "row): give them different --label names")
             rows_of[row] = m
-            for seed in request.seeds:
+            for seed, order, world in itertools.product(request.seeds, range(request.orders), range(request.worlds)):
                 run = RunSpec(spec, m, opts, seed, train, loss, device=ex.device, encoder=encoder,
                               banks=request.banks, bank_shas=shas, label=label,
                               option_sources=sources or None, untuned=request.untuned, split=split,
-                              tuned=False if m in untuned_rows else None)
+                              tuned=False if m in untuned_rows else None, order=order, world=world)
                 if request.save_heads:
                     run = replace(run, heads_dir=str(run.heads_path(out)))
                 if request.log:
@@ -338,14 +361,14 @@ class _Sweep(Sweep):
             self.elsewhere.append(run)
             if (run.row, run.seed) not in self.told:
                 self.told.add((run.row, run.seed))
-                print(f"{'waiting' if self.wait else 'skipped'}: {run.row} seed {run.seed}: {why}", file=sys.stderr)
+                print(f"{'waiting' if self.wait else 'skipped'}: {run.row} {run.run_text}: {why}", file=sys.stderr)
         elif why:
             self.bar.update(1)
-            print(f"skipped: {run.row} seed {run.seed}: {why}", file=sys.stderr)
+            print(f"skipped: {run.row} {run.run_text}: {why}", file=sys.stderr)
         return why is None
 
     def started(self, run) -> None:
-        self.bar.set_postfix_str(f"{run.row} seed {run.seed}")
+        self.bar.set_postfix_str(f"{run.row} {run.run_text}")
 
     def finished(self, run, record) -> None:
         from tqdm import tqdm
@@ -353,7 +376,7 @@ class _Sweep(Sweep):
         from .reporting.records import write_run
         write_run(run.path(self.out), record)
         self.claims.release(run)
-        done = f"{run.row} seed {run.seed}: R@10 {fmt(record['summary']['r10'])}"
+        done = f"{run.row} {run.run_text}: R@10 {fmt(record['summary']['r10'])}"
         self.bar.set_postfix_str(done)
         self.bar.update(1)
         self.done += 1
@@ -361,13 +384,13 @@ class _Sweep(Sweep):
             print(f"[{self.done}/{len(self.p.todo)}] {done} "
                   f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
         for w in record.get("warnings", ()):       # above the live bar, or one line in a log
-            tqdm.write(f"warning: {run.row} seed {run.seed}: {w}", file=sys.stderr)
+            tqdm.write(f"warning: {run.row} {run.run_text}: {w}", file=sys.stderr)
 
     def failed(self, run, error) -> str:
         message = super().failed(run, error)
         self.claims.release(run)
         self.bar.update(1)
-        print(f"failed: {run.row} seed {run.seed}: {message}", file=sys.stderr)
+        print(f"failed: {run.row} {run.run_text}: {message}", file=sys.stderr)
         return message
 
 
@@ -459,11 +482,11 @@ def _main(args) -> int:
         print(f"results in {p.stream_dir}/", file=sys.stderr)
     if failures:
         for run, message in failures:
-            print(f"error: {run.row} seed {run.seed} failed: {message}", file=sys.stderr)
+            print(f"error: {run.row} {run.run_text} failed: {message}", file=sys.stderr)
         print(f"error: {len(failures)} of {len(p.todo)} runs failed (listed in {p.stream_dir / 'failures.json'}); "
               "the others are saved and in the table", file=sys.stderr)
     if outcome.elsewhere:
-        held = ", ".join(f"{r.row} seed {r.seed}" for r in outcome.elsewhere[:4])
+        held = ", ".join(f"{r.row} {r.run_text}" for r in outcome.elsewhere[:4])
         print(f"incomplete: {len(outcome.elsewhere)} runs are held by another runner still at work ({held}"
               f"{', …' if len(outcome.elsewhere) > 4 else ''}); the table has the runs finished so far: rerun "
               "when it is done, or add --wait", file=sys.stderr)

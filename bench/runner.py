@@ -27,14 +27,15 @@ _SCENARIOS: dict[tuple, Scenario] = {}
 
 
 def get_scenario(spec: StreamSpec, encoder: str | None = None, banks: str | Path = "features",
-                 split: str = "test") -> Scenario:
-    """Built once per process, stream file content, encoder and evaluation split (the features are the same
-    for every run). ``split = "validation"`` reads no test data at all."""
-    key = (str(spec.path), stream_hash(spec), encoder if spec.bank_sources else None, str(banks), split)
+                 split: str = "test", world: int = 0) -> Scenario:
+    """Built once per process, stream file content, encoder, evaluation split and world (the features are the
+    same for every run). ``split = "validation"`` reads no test data at all."""
+    key = (str(spec.path), stream_hash(spec), encoder if spec.bank_sources else None, str(banks), split, world)
     if key not in _SCENARIOS:
         from .features.bank import load_stream_banks
+        from .scenario import world_spec
         disk, shas = load_stream_banks(spec, encoder, banks, ("train", "test") if split == "test" else ("train",))
-        scenario = build(spec, {**simulate(spec), **disk}, split)
+        scenario = build(spec, {**simulate(world_spec(spec, world)), **disk}, split, world)
         scenario.bank_shas = shas
         _SCENARIOS[key] = scenario
     return _SCENARIOS[key]
@@ -46,8 +47,10 @@ def run_scenario(run: RunSpec) -> tuple[RunSpec, Scenario]:
     benchmark, its description — both part of the configuration, so a run on a changed benchmark never
     shares a hash with the stream file's."""
     from dataclasses import replace
-    scenario = as_run(get_scenario(run.stream, run.encoder, run.banks, run.split))
-    return replace(run, bank_shas=scenario.bank_shas, benchmark=scenario.changed), scenario
+
+    from .scenario import in_order
+    scenario = as_run(get_scenario(run.stream, run.encoder, run.banks, run.split, run.world))
+    return replace(run, bank_shas=scenario.bank_shas, benchmark=scenario.changed), in_order(scenario, run.order)
 
 
 def versions() -> dict:
@@ -89,7 +92,7 @@ def make_evaluator(run: RunSpec, scenario: Scenario) -> Evaluator:
     """A run's evaluator: its seed's test subsets of the test pairs the benchmark's experiences hold."""
     ev = run.eval
     return Evaluator(scenario.tasks, run.seed, ev.n_pairs, ev.repeats, ev.align_pairs, probes=scenario.probes,
-                     rows=evaluated_rows(scenario))
+                     rows=evaluated_rows(scenario), world=run.world)
 
 
 def run_one(run: RunSpec, progress=None) -> RunRecord:
@@ -140,7 +143,7 @@ def train_run(run: RunSpec, progress=None) -> tuple[RunRecord, Heads]:
     log = None
     if run.log:
         from .tracking import RunLog
-        log = RunLog(run.log, Path(run.log_dir or "."), f"{run.result_name}/{run.row}/seed{run.seed}", run.config())
+        log = RunLog(run.log, Path(run.log_dir or "."), f"{run.result_name}/{run.row}/{run.run_name}", run.config())
     try:
         for step in range(len(scenario.tasks)):
             timings.append(trainer.train_experience(step))

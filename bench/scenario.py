@@ -107,11 +107,12 @@ def _rows(split: SplitFeatures, idx: torch.Tensor) -> SplitFeatures:
                          class_texts=split.class_texts, class_names=split.class_names)
 
 
-def validation_split(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]]) -> dict:
+def validation_split(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], world: int = 0) -> dict:
     """Each source's training pairs cut into ``train`` (the rest) and ``test`` (the validation pairs): a fixed
     fraction, ``VALIDATION_FRACTION``, drawn once per source from ``bench.seeds`` (purpose ``validation``,
-    the source's position in the stream file), so every step of a source — and every method, setting and
-    run seed — sees the same validation pairs and never trains on them. The test split is not used."""
+    the world and the source's position in the stream file), so every step of a source — and every method,
+    setting and run seed — sees the same validation pairs and never trains on them. The test split is not
+    used."""
     out = {}
     for k, name in enumerate(spec.sources):
         if name not in sources:
@@ -122,13 +123,14 @@ def validation_split(spec: StreamSpec, sources: dict[str, dict[str, SplitFeature
         if n - n_val < 2:
             raise BenchError(f"stream {spec.name!r}: source {name!r} has {n} training pairs, too few to hold out "
                              f"{n_val} for validation")
-        perm = torch.randperm(n, generator=seeds.generator(0, "validation", k))
+        perm = torch.randperm(n, generator=seeds.generator(world, "validation", k))
         out[name] = {"train": _rows(train, perm[n_val:].sort().values),
                      "test": _rows(train, perm[:n_val].sort().values)}
     return out
 
 
-def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split: str = "test") -> Scenario:
+def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split: str = "test",
+          world: int = 0) -> Scenario:
     """``split = "test"``: train on each step's training pairs, evaluate on its test pairs (and the probes);
     ``"validation"``: train on the training pairs minus the held-out validation pairs and evaluate on those
     (no probes: they are test pairs). Every experience carries its step's meaning as attributes — ``step``
@@ -136,7 +138,7 @@ def build(spec: StreamSpec, sources: dict[str, dict[str, SplitFeatures]], split:
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 
     if split == "validation":
-        sources = validation_split(spec, sources)
+        sources = validation_split(spec, sources, world)
     tasks: list = []
     train: list = []
     test: list = []
@@ -294,6 +296,49 @@ def as_run(scenario: Scenario) -> Scenario:
         **{part: [_digest(e.dataset, t, experience_split(e.dataset, _natural(part))) for e, t in zip(exps, ts)]
            for part, exps, ts in held if exps}}
     return Scenario(scenario.spec, tasks, Streams(*(exps for _, exps, _ in held)), probes, scenario.bank_shas, changed)
+
+
+def order_permutation(n_steps: int, order: int) -> list[int]:
+    """The steps' positions in task order ``order``: 0 the stream file's; k > 0 a seeded permutation, distinct
+    from the file's and from orders 1..k−1 (order k is the same whatever the sweep's number of orders)."""
+    seen = [list(range(n_steps))]
+    for k in range(1, order + 1):
+        salt = 0
+        while True:
+            perm = torch.randperm(n_steps, generator=seeds.generator(0, "order", k, salt)).tolist()
+            if perm not in seen:
+                break
+            salt += 1
+        seen.append(perm)
+    return seen[order]
+
+
+def in_order(scenario: Scenario, order: int) -> Scenario:
+    """``scenario`` (as ``as_run`` made it) with its steps trained in task order ``order``. Each task keeps its
+    name, step index and test pairs (the evaluation draws follow the step index, not the position), so a run
+    in another order is the same stream learned in another sequence; its matrices' columns follow the order
+    trained (the run file's ``tasks`` names them)."""
+    if order == 0:
+        return scenario
+    from dataclasses import replace
+    perm = order_permutation(len(scenario.tasks), order)
+    bm = scenario.benchmark
+    streams = Streams([bm.train_stream[i] for i in perm], [bm.test_stream[i] for i in perm],
+                      list(getattr(bm, "probe_stream", None) or []))
+    return replace(scenario, tasks=[scenario.tasks[i] for i in perm], benchmark=streams)
+
+
+def world_spec(spec: StreamSpec, world: int) -> StreamSpec:
+    """The stream of world ``world``: 0 the file's; k > 0 the same stream simulated from another seed (its
+    simulated sources' features, and so their test and validation pairs, are new; bank sources are the same
+    files, redrawn by the evaluation's and the validation split's seeds)."""
+    if world == 0:
+        return spec
+    from dataclasses import replace
+
+    from .streams import SIM_DEFAULTS
+    base = int({**SIM_DEFAULTS, **spec.simulation}["seed"])
+    return replace(spec, simulation={**spec.simulation, "seed": seeds.derive(base, "world", world)})
 
 
 def _natural(part: str) -> str:

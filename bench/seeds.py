@@ -4,7 +4,7 @@ A run is reproducible and seeds are independent because nothing draws from globa
 a run asks for ``generator(seed, purpose, step, salt)``. The purposes and their derivations are listed
 here once; a new random choice adds a purpose to ``PURPOSES`` (its coefficients must give streams no other
 purpose gives for small seeds and steps). The simulated features are not run randomness: they follow the
-stream file's own ``[simulation] seed``.
+stream file's own ``[simulation] seed`` (world 0), or one derived from it (world k > 0).
 """
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ PURPOSES: dict[str, tuple[int, int, int]] = {
                                                  # 3 bench.bridge.PairBuffer's sample of a step)
     "importance": (7_919 * 1_000_033, 7_919, 17),  # EWC's Fisher and MAS's importance batches
     "subspace": (1_000_003 * 7_907, 7_907, 31),  # GPM's sample of a step's inputs
-    "validation": (0, 1_000_037, 101),           # a source's validation pairs (step = source index): the
-                                                 # same for every run seed, method and setting
+    "validation": (1_000_039, 1_000_037, 101),   # a source's validation pairs (seed = the world, step = source
+                                                 # index): the same for every run seed, method and setting
+    "order": (0, 1_000_033, 307),                # the k-th task order's permutation (step = k, salt = retry)
+    "world": (1, 7_919 * 1_000_037, 409),        # world k's simulation seed (seed = the file's, step = k)
 }
+WORLD_SALT = 104_729      # the evaluation draws of world k: salt k·WORLD_SALT (a prime: no (seed, world) pair
+                          # below it shares a stream with another)
 
 
 def derive(seed: int, purpose: str, step: int = 0, salt: int = 0) -> int:

@@ -160,7 +160,7 @@ def _main(args) -> int:
           f"{', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done", file=sys.stderr)
     failures = execute(p, request).failures
     if failures:
-        raise BenchError(f"{len(failures)} tuning runs failed (first: {failures[0][0].row} seed {failures[0][0].seed}: "
+        raise BenchError(f"{len(failures)} tuning runs failed (first: {failures[0][0].row} {failures[0][0].run_text}: "
                          f"{failures[0][1]}); nothing written — fix the cause and rerun (finished runs are kept)")
     fn, direction = crit[args.criterion]
     out_dir = Path(request.out)

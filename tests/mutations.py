@@ -14,7 +14,9 @@ passed on the same tree); 1 otherwise, listing the survivors. Not collected by p
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -63,6 +65,17 @@ MUTATIONS = [
     M("a rerun keeps a table built against another reference", "bench/reporting/rebuild.py",
       '    if (stream_dir / ".rebuild.json").read_text() != _settings(reference):\n        return False\n', "",
       ("tests/test_cli.py::test_compare_sets_the_reference_of_the_marks_and_a_rerun_follows_it",)),
+    M("a task order other than the file's trains the file's order", "bench/scenario.py",
+      "    perm = order_permutation(len(scenario.tasks), order)", "    perm = list(range(len(scenario.tasks)))",
+      ("tests/test_orders_worlds.py::test_a_run_in_another_order_trains_the_same_tasks_in_another_sequence",)),
+    M("every world simulates the file's seed", "bench/scenario.py",
+      '    return replace(spec, simulation={**spec.simulation, "seed": seeds.derive(base, "world", world)})',
+      "    return spec",
+      ("tests/test_orders_worlds.py::test_another_world_is_another_simulated_stream_and_world_zero_is_the_files",)),
+    M("figures step by step average runs of every task order", "bench/reporting/figures.py",
+      "        self.in_order = {m: [r for r in rs if run_key(r)[1] == 0] for m, rs in self.by_method.items()}",
+      "        self.in_order = dict(self.by_method)",
+      ("tests/test_orders_worlds.py::test_figures_step_by_step_read_the_files_own_order",)),
     # -- claims and resumption ----------------------------------------------------------------------
     M("pool workers keep the CLI's SIGTERM handler", "bench/files.py",
       "    signal.signal(signal.SIGTERM, signal.SIG_DFL)\n    try:", "    try:",
@@ -176,7 +189,7 @@ MUTATIONS = [
       '("train", "test") if split == "test" else ("train",)', '("train", "test")',
       ("tests/test_variants_tuning.py::test_tuning_never_reads_the_test_sets",)),
     M("tuning evaluates on the test pairs", "bench/scenario.py",
-      "        sources = validation_split(spec, sources)", "        pass",
+      "        sources = validation_split(spec, sources, world)", "        pass",
       ("tests/test_variants_tuning.py::test_validation_split_is_fixed_disjoint_and_shared_by_a_sources_steps",)),
     M("variants share the plain method's label", "bench/settings.py",
       "    if not diff:\n        return None", "    if True:\n        return None",
@@ -425,31 +438,122 @@ TIMEOUT = 300          # seconds for one mutation's tests: a few times the slowe
 TIMED_OUT = -1
 
 
-def pytest(root: Path, tests: tuple[str, ...], *extra: str) -> tuple[int, str, float]:
-    """Run ``tests`` in ``root``: (exit code, what to show, seconds). The summary names the first failing test
-    (``-x`` stops there), so a list entry can be narrowed to the test that catches it. A run that outlives
-    TIMEOUT is stopped and reported with the end of its output (pytest's faulthandler dumps the stacks of
-    a test that hangs), never left to stall the whole check."""
-    env = dict(os.environ, PYTHONPATH=str(root), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+def pytest(root: Path, tests: tuple[str, ...], *extra: str, zygote: Zygote | None = None) -> tuple[int, str, float]:
+    """Run ``tests`` in ``root``: (exit code, what to show, seconds) — forked from ``zygote`` when given, else
+    in a fresh interpreter. The summary names the first failing test (``-x`` stops there), so a list entry can
+    be narrowed to the test that catches it. A run that outlives TIMEOUT is stopped and reported with the end
+    of its output (pytest's faulthandler dumps the stacks of a test that hangs), never left to stall the
+    whole check."""
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *extra, *tests]
-    try:
-        r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        tail = "\n        ".join(out.strip().splitlines()[-15:])
+    args = ["-x", "-q", "-p", "no:cacheprovider", *extra, *tests]
+    if zygote is not None:
+        code, out = zygote.run(root, args)
+    else:
+        env = dict(os.environ, PYTHONPATH=str(root), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+        try:
+            r = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=root, env=env, capture_output=True,
+                               text=True, timeout=TIMEOUT)
+            code, out = r.returncode, r.stdout
+        except subprocess.TimeoutExpired as e:
+            code, out = TIMED_OUT, e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    lines = out.strip().splitlines()
+    if code == TIMED_OUT:
+        tail = "\n        ".join(lines[-15:])
         return TIMED_OUT, f"timed out after {TIMEOUT} s; last output:\n        {tail}", time.perf_counter() - t0
-    lines = r.stdout.strip().splitlines()
     failed = [ln.split()[1] for ln in lines if ln.startswith("FAILED ")][:1]
     last = (lines or [""])[-1] + (f"; first failure {failed[0].split('[')[0]}" if failed else "")
-    return r.returncode, last, time.perf_counter() - t0
+    return code, last, time.perf_counter() - t0
 
 
-def run_one(m: Mutation, workdir: Path) -> tuple[Mutation, str, str, float]:
+# What a zygote imports before it forks: the slow imports every test run repeats (torch about 2 s, avalanche
+# about 8 s), never the project's own packages — each child imports the mutated copy's.
+WARM = ("torch", "numpy", "pytest", "avalanche.benchmarks", "avalanche.training", "matplotlib.pyplot", "h5py",
+        "tqdm")
+
+
+class Zygote:
+    """A warm interpreter (``WARM`` imported once) that runs each pytest selection in a forked child of its
+    own: the child changes to the copy's folder, puts it first on ``sys.path`` and in ``PYTHONPATH`` (for
+    the tests' own subprocesses), runs ``pytest.main`` with its output in a file, and is killed with its
+    process group after TIMEOUT. One zygote per job thread, each serving one run at a time (it is
+    single-threaded, so forking it is safe). Saves the imports' seconds on every mutation."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--zygote"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     env=dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled"))
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def run(self, root: Path, args: list[str]) -> tuple[int, str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        out = Path(tempfile.mkstemp(prefix="cmcl-mutation-", suffix=".log")[1])
+        self.proc.stdin.write(json.dumps({"root": str(root), "args": args, "out": str(out)}) + "\n")
+        code = int(self.proc.stdout.readline())
+        text = out.read_text(errors="replace")
+        out.unlink()
+        return code, text
+
+    def close(self):
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def zygote_main() -> int:
+    """The zygote's side: warm up, then serve one request per line of stdin."""
+    import importlib
+    import signal
+    for name in WARM:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    print("ready", flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        pid = os.fork()
+        if pid == 0:                                       # the child: one pytest run in the mutated copy
+            try:
+                os.setpgid(0, 0)
+                fd = os.open(req["out"], os.O_WRONLY | os.O_TRUNC)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                os.chdir(req["root"])
+                sys.path.insert(0, req["root"])
+                os.environ["PYTHONPATH"] = req["root"]
+                import pytest as _pytest
+                code = int(_pytest.main(req["args"]))
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except BaseException:                      # noqa: BLE001 - reported as the run's exit code
+                import traceback
+                traceback.print_exc()
+                code = 4
+            os._exit(code)
+        deadline = time.monotonic() + TIMEOUT
+        status = None
+        while status is None:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = os.waitstatus_to_exitcode(st)
+            elif time.monotonic() > deadline:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+                status = TIMED_OUT
+            else:
+                time.sleep(0.05)
+        print(status, flush=True)
+    return 0
+
+
+def run_one(m: Mutation, workdir: Path, zygote: Zygote | None = None) -> tuple[Mutation, str, str, float]:
     root = workdir / m.name.replace(" ", "_").replace("/", "_")
     copy_project(root)
     apply(root, m)
-    code, last, seconds = pytest(root, m.tests)
+    code, last, seconds = pytest(root, m.tests, zygote=zygote)
     shutil.rmtree(root, ignore_errors=True)
     # pytest: 1 = tests failed (caught); 0 = all passed (survived); a run that hangs is not a pass either,
     # but it is shown apart (a hang may be the code's, not the mutation's); anything else = the run broke
@@ -466,7 +570,12 @@ def main(argv=None) -> int:
                    help="run only the selected tests matching this marker on the unmutated copy (e.g. fast): "
                         "enough to show the copy works when the whole suite has just passed on the same tree "
                         "(CI); default: every selected test")
+    p.add_argument("--fresh", action="store_true", help="run each mutation's tests in a fresh interpreter "
+                   "instead of a child forked from a warm one (slower; for a test that needs a clean process)")
+    p.add_argument("--zygote", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.zygote:
+        return zygote_main()
     chosen = MUTATIONS
     if args.only:
         names = [n.strip() for n in args.only.split(",")]
@@ -501,10 +610,26 @@ def main(argv=None) -> int:
             print("error: the unmutated copy fails these tests; fix the suite first")
             return 1
         results = []
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for m, verdict, last, seconds in pool.map(lambda m: run_one(m, work), chosen):
+        jobs = max(1, args.jobs)
+        zygotes: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(0 if args.fresh else min(jobs, len(chosen))):
+            zygotes.put(Zygote())
+
+        def one(m):
+            if args.fresh:
+                return run_one(m, work)
+            z = zygotes.get()
+            try:
+                return run_one(m, work, z)
+            finally:
+                zygotes.put(z)
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for m, verdict, last, seconds in pool.map(one, chosen):
                 results.append((m, verdict))
                 print(f"{verdict:9s} {m.name}  ({m.file}; {last}) [{seconds:.0f} s]", flush=True)
+        while not zygotes.empty():
+            zygotes.get().close()
     survivors = [m for m, v in results if v not in ("caught", "hung")]
     hung = [m for m, v in results if v == "hung"]
     print(f"\n{len(results) - len(survivors)} of {len(results)} mutations caught"

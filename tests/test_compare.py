@@ -88,3 +88,22 @@ def test_the_interquartile_mean_starts_at_four_runs():
 def test_estimates_ignore_missing_values():
     e = estimate({(0, 0, 0): 1.0, (1, 0, 0): None, (2, 0, 0): 3.0})
     assert e.n == 2 and e.mean == 2.0 and e.half == pytest.approx(t_quantile(0.95, 1) * 1.0)
+
+
+def test_kendall_tau_b_by_hand():
+    from bench.reporting.intervals import kendall_tau
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0 and kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)        # 5 concordant, 1 discordant
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(3 * 2))  # τ-b: scipy gives 0.8165
+    assert kendall_tau([1, 1], [1, 2]) is None
+
+
+def test_rank_stability_compares_each_order_and_world_with_the_files_own():
+    def cell_runs(name, values):          # (order, world) -> value, two seeds each
+        return [{"method": name, "seed": s, "role": "baseline", "config": {"order": o, "world": w},
+                 "summary": {"r10": v + s * 0.01}} for (o, w), v in values.items() for s in (0, 1)]
+    runs = (cell_runs("a", {(0, 0): 3, (1, 0): 1, (0, 1): 3}) + cell_runs("b", {(0, 0): 2, (1, 0): 2, (0, 1): 2})
+            + cell_runs("c", {(0, 0): 1, (1, 0): 3, (0, 1): 1}))
+    mean, lowest, cells = Comparison(runs, (R10,)).rank_stability(R10)
+    assert (mean, lowest, cells) == (0.0, -1.0, 2)      # order 1 reverses the ranking, world 1 keeps it
+    assert Comparison(_runs({"a": [1, 2], "b": [2, 3]}), (R10,)).rank_stability(R10) is None   # one cell

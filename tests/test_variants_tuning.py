@@ -224,3 +224,15 @@ def test_an_unwritable_tuned_settings_target_is_refused_before_any_tuning_run(tm
     assert tune.main(["--stream", "toy", "--methods", "l2", "--seeds", "1", "--out", str(tmp_path / "o"),
                       "--write", "/proc/x/t.json"]) == 2
     assert "--write /proc/x" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_stream_without_tuned_settings_says_so_and_names_the_command(tmp_path, capsys):
+    from bench import run
+    assert run.main(["--stream", "toy", "--methods", "vanilla,ewc", "--seeds", "1", "--epochs", "1", "--no-figures",
+                     "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert ("note: stream 'toy' has no tuned settings: ewc run at their defaults; python -m bench.tune --stream toy "
+            "tunes them on validation pairs") in err
+    assert run.main(["--stream", "toy", "--methods", "vanilla,ewc", "--seeds", "1", "--epochs", "1", "--no-figures",
+                     "--out", str(tmp_path), "--untuned"]) == 0
+    assert "no tuned settings" not in capsys.readouterr().err          # asked for the defaults

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..method_spec import REFERENCES
 from ..metrics import Metric
-from .intervals import iqm, probability_of_improvement, stratified_bootstrap, stratified_t
+from .intervals import iqm, kendall_tau, probability_of_improvement, stratified_bootstrap, stratified_t
 from .records import label, roles_of, row_order
 
 LEVEL = 0.95
@@ -139,6 +139,36 @@ class Comparison:
         value = iqm(vals.values())
         assert value is not None
         return value, lo, hi
+
+
+    def rank_stability(self, m: Metric) -> tuple[float, float, int] | None:
+        """How far the ranking of the continual-learning rows by ``m`` holds across task orders and worlds:
+        Kendall's τ between each order × world cell's ranking (means over its seeds) and the stream file's own
+        cell (order 0, world 0), as (mean τ, lowest τ, number of other cells); None with a single cell."""
+        if m.higher is None:
+            return None
+        cells = sorted({stratum(k) for n in self.candidates for k in self.values[n].get(m.key, {})})
+        if len(cells) < 2 or (0, 0) not in cells:
+            return None
+
+        def means(cell):
+            out = []
+            for n in self.candidates:
+                vals = [v for k, v in self.values[n].get(m.key, {}).items() if stratum(k) == cell and v is not None]
+                out.append(sum(vals) / len(vals) if vals else None)
+            return out
+
+        base = means((0, 0))
+        taus = []
+        for cell in cells:
+            if cell == (0, 0):
+                continue
+            other = means(cell)
+            both = [i for i in range(len(base)) if base[i] is not None and other[i] is not None]
+            tau = kendall_tau([base[i] for i in both], [other[i] for i in both])
+            if tau is not None:
+                taus.append(tau)
+        return (sum(taus) / len(taus), min(taus), len(taus)) if taus else None
 
 
 def default_reference(runs: list[dict]) -> str | None:

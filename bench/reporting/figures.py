@@ -134,7 +134,12 @@ class Plotter:
         self.mpl, self.plt, self.runs, self.dir, self.stream = matplotlib, plt, runs, fig_dir, stream
         self.methods = figure_order(runs)
         self.by_method = {m: [r for r in runs if label(r) == m] for m in self.methods}
-        self.tasks = runs[0]["tasks"]
+        # figures step by step or task by task read the runs in the stream file's own order (order 0): a
+        # matrix's row t and column j mean another step and task in another order
+        self.in_order = {m: [r for r in rs if run_key(r)[1] == 0] for m, rs in self.by_method.items()}
+        self.orders = len({run_key(r)[1] for r in runs})
+        self.tasks = next(r for r in runs if run_key(r)[1] == 0)["tasks"]
+        self.order_note = " (runs in the stream file's task order)" if self.orders > 1 else ""
         self.style = styles(runs)
         self.color = {m: s.color for m, s in self.style.items()}
         self.marker = {m: s.marker for m, s in self.style.items()}
@@ -325,7 +330,7 @@ class Plotter:
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3, lw=0.5)
         self.family_legend(fig, list(pts), loc="center left", bbox_to_anchor=(0.85, 0.5), ncol=1)
-        self.title(fig, "stability–plasticity, mean ± std over seeds")
+        self.title(fig, "stability–plasticity, mean ± std over runs")
         self.save(fig, "stability_plasticity")
 
     def _family_panels(self, series, xs, name, ylabel, title, decimals=1, xlabel="after step", ticks=None,
@@ -335,7 +340,7 @@ class Plotter:
         in every panel. ``series(run)`` gives one value per x."""
         mean, std = {}, {}
         for m in self.methods:
-            per_seed = [series(r) for r in self.by_method[m]]
+            per_seed = [series(r) for r in self.in_order[m]]
             mean[m] = [_nanmean(col) for col in zip(*per_seed)]
             std[m] = [_nanstd(col) for col in zip(*per_seed)]
         keep = [i for i in range(len(xs)) if any(not math.isnan(mean[m][i]) for m in self.methods)]
@@ -405,7 +410,7 @@ class Plotter:
                 ax.set_xlabel(xlabel, fontsize=7)
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
-        self.title(fig, title)
+        self.title(fig, title + self.order_note)
         fig.text(0.5, 1 - 0.36 / H, "in colour: the panel's family (± std over seeds shaded); grey: the other methods; "
                  "dashed: " + ", ".join(dashed) + (f"\n{note}" if note else ""), ha="center", va="top",
                  fontsize=6.5, color="#444444", linespacing=1.3)
@@ -430,7 +435,7 @@ class Plotter:
     def loss_curves(self):
         """The InfoNCE of the training batches, mean per epoch, step after step (the optimised loss adds each
         method's own terms, which do not compare across methods)."""
-        steps = [[s for s in r["timings"]["steps"]] for r in self.runs]
+        steps = [[s for s in r["timings"]["steps"]] for rs in self.in_order.values() for r in rs]
         if not any("infonce" in s for st in steps for s in st):
             return                  # run files written before losses were recorded
         T = len(self.tasks)
@@ -491,7 +496,7 @@ class Plotter:
             return
         pair_of = {j: "–".join(self.tasks[j]["modalities"]) for j in cols}
         cols.sort(key=lambda j: (pair_of[j], j))
-        final = {m: mean_matrix(self.by_method[m], "r10")[-1] for m in self.methods}
+        final = {m: mean_matrix(self.in_order[m], "r10")[-1] for m in self.methods}
         names, C, n = self.methods, len(cols), len(self.methods)
         vals = [[final[m][j] for j in cols] + [_nanmean([final[m][j] for j in cols])] for m in names]
         med = [_median([vals[i][c] for i, m in enumerate(names) if m in self.compared and not math.isnan(vals[i][c])])
@@ -524,13 +529,14 @@ class Plotter:
         cb = fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
         cb.set_label("R@10 − median method on the task (points)", fontsize=6.5)
         cb.ax.tick_params(labelsize=6)
-        ax.set_title(f"{self.stream}: final R@10 (%) per task, grouped by modality pair", fontsize=8, pad=26)
+        ax.set_title(f"{self.stream}: final R@10 (%) per task, grouped by modality pair{self.order_note}", fontsize=8,
+                     pad=26)
         self.save(fig, "final_r10_by_task")
 
     def heatmaps(self, key: str, page: str = "1"):
         """Pages of ``HEATMAP_PANELS`` methods: the (T+1)×T matrix of each, one colour scale for all pages."""
         title = {"r10": "Recall@10 (%, mean of both directions)", "acc": "zero-shot Acc (%)"}[key]
-        mats = {m: mean_matrix(self.by_method[m], key) for m in self.methods}
+        mats = {m: mean_matrix(self.in_order[m], key) for m in self.methods}
         cols = self.heatmap_columns(key)
         if not cols:
             return
@@ -554,7 +560,7 @@ class Plotter:
             m = methods[k]
             mat = [[row[j] for j in cols] for row in mats[m]]
             im = ax.imshow(mat, cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
-            ax.set_title(f"{m} ({len(self.by_method[m])} seeds)", fontsize=7.5, color=self.color[m])
+            ax.set_title(f"{m} ({len(self.in_order[m])} runs)", fontsize=7.5, color=self.color[m])
             ax.set_xticks(range(C), [short_task(self.tasks[j]) if k >= len(methods) - ncol else "" for j in cols],
                           fontsize=5.5, rotation=40, ha="right", rotation_mode="anchor")
             ax.set_yticks(range(T + 1), rows if k % ncol == 0 else [""] * (T + 1), fontsize=5.5)
@@ -572,12 +578,12 @@ class Plotter:
         cax = fig.add_axes((0.91, 0.3, 0.012, 0.4))
         fig.colorbar(im, cax=cax).set_label(title, fontsize=6.5)
         cax.tick_params(labelsize=6)
-        self.title(fig, f"{title}, mean over seeds" + (f" (page {p} of {pages})" if pages > 1 else "")
+        self.title(fig, f"{title}, mean over runs" + self.order_note + (f" (page {p} of {pages})" if pages > 1 else "")
                    + "\nrows: evaluated before training and after each step; columns: test sets")
         self.save(fig, f"heatmaps_{key}_p{p}", tight=False)
 
     def heatmap_columns(self, key):
-        mat = mean_matrix(self.by_method[self.methods[0]], key)
+        mat = mean_matrix(self.in_order[self.methods[0]], key)
         return [j for j in range(len(self.tasks)) if any(not math.isnan(row[j]) for row in mat)]
 
     def heatmap_pages(self, key) -> int:

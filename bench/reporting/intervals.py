@@ -152,3 +152,28 @@ def probability_of_improvement(differences) -> float | None:
     if not ds:
         return None
     return sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in ds) / len(ds)
+
+
+def kendall_tau(a, b) -> float | None:
+    """Kendall's τ-b between two rankings given as score lists over the same items (ties allowed): the
+    concordant minus discordant pairs over the square root of the untied pairs in each; None when either
+    ranks nothing (every item tied)."""
+    if len(a) != len(b):
+        raise ValueError("both rankings must score the same items")
+    conc = disc = ties_a = ties_b = 0
+    n = len(a)
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = math.sqrt((conc + disc + ties_a) * (conc + disc + ties_b))
+    return None if denom == 0 else (conc - disc) / denom

@@ -86,9 +86,21 @@ def dumps(record: Mapping[str, Any]) -> str:
     return json.dumps({"schema": SCHEMA, **record}, indent=1, allow_nan=False) + "\n"
 
 
-def relative_path(label: str, seed: int) -> Path:
-    """Where a run's record lives in its results folder: the one name a run of this row and seed may have."""
-    return Path("runs") / label / f"seed{seed}.json"
+def run_name(seed: int, order: int = 0, world: int = 0) -> str:
+    """A run's name within its row: ``seed<k>``, with ``-order<i>`` / ``-world<j>`` when not the stream file's
+    own order and world (0)."""
+    return f"seed{seed}" + (f"-order{order}" if order else "") + (f"-world{world}" if world else "")
+
+
+def relative_path(label: str, seed: int, order: int = 0, world: int = 0) -> Path:
+    """Where a run's record lives in its results folder: the one name a run of this row, seed, task order and
+    world may have."""
+    return Path("runs") / label / f"{run_name(seed, order, world)}.json"
+
+
+def run_text(seed: int, order: int = 0, world: int = 0) -> str:
+    """``seed 3`` (``seed 3 order 1 world 2``): a run within its row, in messages."""
+    return f"seed {seed}" + (f" order {order}" if order else "") + (f" world {world}" if world else "")
 
 
 def write_run(path: Path, record: Mapping[str, Any]) -> None:
@@ -137,7 +149,7 @@ def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: lis
         "method_state": _finite_or_null(method_state), "versions": versions,
         **({"banks": banks} if banks is not None else {}),
     }
-    check(record, f"the run record of {run.row} seed {run.seed}")
+    check(record, f"the run record of {run.row} {run.run_text}")
     return record  # type: ignore[return-value]
 
 
@@ -255,9 +267,10 @@ def load_runs(stream_dir: Path, labels: list[str] | None = None) -> list[dict]:
     stream_dir = Path(stream_dir)
     for p in sorted((stream_dir / "runs").glob("*/seed*.json")):
         run = read_run(p)
-        own = relative_path(label(run), run["seed"])
+        order, world = run["config"].get("order", 0), run["config"].get("world", 0)
+        own = relative_path(label(run), run["seed"], order, world)
         if p.relative_to(stream_dir) != own:
-            raise BenchError(f"run file {p}: records {label(run)} seed {run['seed']}, whose file is "
+            raise BenchError(f"run file {p}: records {label(run)} {run_text(run['seed'], order, world)}, whose file is "
                              f"{stream_dir / own} (a copy? remove it, or rename it if it is the only one)")
         shas.setdefault(run["config"].get("stream_sha256"), p)
         if labels is None or label(run) in labels:

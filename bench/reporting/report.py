@@ -9,6 +9,7 @@ from ..metrics import BY_KEY
 from .compare import BETTER, WORSE, Comparison
 from .figures import FIGURES, FOREST
 from .records import label, row_order
+from .tables import runs_caption
 
 
 def _json(obj) -> str:
@@ -43,6 +44,14 @@ def comparisons_md(runs: list[dict], reference: str | None = None) -> list[str]:
             cells += [f"{d.mean:+.{m.decimals}f}{half}{cmp.mark(row, m) and ' ' + cmp.mark(row, m)}",
                       "–" if d.p_improve is None else f"{d.p_improve:.2f}"]
         lines.append(f"| {row} | {max(d.n for d in ds)} | " + " | ".join(cells) + " |")
+    stability = [(m, cmp.rank_stability(m)) for m in metrics]
+    if any(s is not None for _, s in stability):
+        lines += ["", "Rank stability: Kendall's τ between the ranking of the continual-learning methods in each "
+                  "other task order × world (means over its seeds) and in the stream file's own (order 0, world 0); "
+                  "1 = the same ranking, 0 = unrelated:", ""]
+        for m, s in stability:
+            if s is not None:
+                lines.append(f"- {m.title}: mean τ {s[0]:.2f}, lowest {s[1]:.2f} ({s[2]} other cells)")
     robust = [(row, [cmp.robust(row, m.key) for m in metrics]) for row in cmp.rows]
     if any(v is not None for _, vs in robust for v in vs):
         lines += ["", "Interquartile means (the mean of the middle half of the runs, from 4 runs; Agarwal et al., "
@@ -60,10 +69,9 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
     """``source``: the results folder the runs were read from, when the report is written elsewhere (a
     subset drawn with ``--out``); ``reference``: the row compared with (``--compare``)."""
     methods = row_order(runs)
-    seeds = sorted({r["seed"] for r in runs})
-    first = runs[0]
+    first = next((r for r in runs if not r["config"].get("order")), runs[0])
     lines = [f"# cmcl-bench report: {stream}", "",
-             f"{len(methods)} methods × seeds {', '.join(map(str, seeds))}, {len(first['tasks'])} steps. "
+             f"{len(methods)} methods × {runs_caption(runs)}, {len(first['tasks'])} steps. "
              + ("Regenerate with `python -m bench.rebuild <this folder>`." if source is None else
                 f"Drawn from the run files in `{source}`: regenerate with `python -m bench.rebuild {source} "
                 f"--methods {','.join(methods)} --out <folder>`."), "", "## Steps", "",

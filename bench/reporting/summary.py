@@ -1,4 +1,4 @@
-"""What is derived from run records: the tidy ``summary.csv`` and the mean ± std over seeds per method.
+"""What is derived from run records: the tidy ``summary.csv`` and the mean ± std over runs per method.
 
 The metrics and their order come from ``bench.metrics.SUMMARY``. ``summary.csv`` is tidy (method, seed,
 metric, value): ``pandas.read_csv`` gives a frame ready for ``groupby``.
@@ -20,15 +20,20 @@ def metrics_of(runs: list[dict]) -> tuple[M.Metric, ...]:
 
 
 def summary_csv(runs: list[dict]) -> str:
-    order = {m: i for i, m in enumerate(row_order(runs))}
+    """One line per run and metric; the columns ``order`` and ``world`` after ``seed`` when the runs have
+    several task orders or worlds (a run is then identified by all three)."""
+    from .compare import run_key
+    position = {m: i for i, m in enumerate(row_order(runs))}
+    varied = any(run_key(r)[1:] != (0, 0) for r in runs)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "seed", "metric", "value"])
+    w.writerow(["method", "seed", *(["order", "world"] if varied else []), "metric", "value"])
     keys = [m.key for m in metrics_of(runs)]
-    for r in sorted(runs, key=lambda r: (order[label(r)], r["seed"])):
+    for r in sorted(runs, key=lambda r: (position[label(r)], run_key(r))):
+        key = list(run_key(r)) if varied else [r["seed"]]
         for k in keys:
             v = r["summary"].get(k)
-            w.writerow([label(r), r["seed"], k, "" if v is None else repr(round(v, 6))])
+            w.writerow([label(r), *key, k, "" if v is None else repr(round(v, 6))])
     return buf.getvalue()
 
 
