@@ -23,7 +23,7 @@ from .reporting.records import RunRecord
 
 # the command line's flags that choose what a sweep runs, not how one run trains
 _NOT_FLAGS = {"methods", "stream", "seeds", "sets", "grids", "labels", "candidates", "split", "force", "jobs",
-              "executor", "address"}
+              "executor", "address", "orders", "worlds"}
 
 
 @dataclass
@@ -41,7 +41,7 @@ def _text(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _request(method: str, stream: str, seed: int, options: dict | None, flags: dict):
+def _request(method: str, stream: str, seed: int, options: dict | None, flags: dict, order: int = 0, world: int = 0):
     """The command line's request for one run (validated like the command line's)."""
     from .request import FLAGS, Request
     from .tracking import parse_log
@@ -56,7 +56,22 @@ def _request(method: str, stream: str, seed: int, options: dict | None, flags: d
         flags = {**flags, "log": parse_log(flags["log"])}
     # option values as the command line gives them: parsed and checked by the method's own declarations
     return Request.from_flags(**flags, methods=(method,), stream=stream, seeds=(seed,), force=True,
-                              sets={method: {k: _text(v) for k, v in (options or {}).items()}})
+                              sets={method: {k: _text(v) for k, v in (options or {}).items()}},
+                              orders=order + 1, worlds=world + 1)
+
+
+def _variation(flags: dict) -> tuple[int, int, dict]:
+    """``order`` and ``world`` (the one run's task order and world, 0 the stream file's) out of ``flags``."""
+    flags = dict(flags)
+    picked = [flags.pop("order", 0), flags.pop("world", 0)]
+    for name, v in zip(("order", "world"), picked):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise BenchError(f"bench.api: {name} must be an integer >= 0, got {v!r}")
+    return picked[0], picked[1], flags
+
+
+def _the_run(todo: list, order: int, world: int):
+    return next(r for r in todo if (r.order, r.world) == (order, world))
 
 
 def plan_run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict | None = None, **flags):
@@ -66,15 +81,17 @@ def plan_run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: 
     from dataclasses import replace
 
     from .run import plan
-    request = _request(method, stream, seed, options, flags)
+    order, world, flags = _variation(flags)
+    request = _request(method, stream, seed, options, flags, order, world)
     with tempfile.TemporaryDirectory(prefix="cmcl-api-") as scratch:
-        return plan(replace(request, out=scratch)).todo[0]
+        return _the_run(plan(replace(request, out=scratch)).todo, order, world)
 
 
 def run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict | None = None,
         save: bool = False, **flags) -> Result:
-    """Train and evaluate ``method`` on ``stream`` with ``seed``; return its record and its trained heads.
-    Bad input raises ``BenchError`` with the command line's one-line message."""
+    """Train and evaluate ``method`` on ``stream`` with ``seed`` (and ``order=``, ``world=``: the task order
+    and world, 0 the stream file's); return its record and its trained heads. Bad input raises ``BenchError``
+    with the command line's one-line message."""
     from dataclasses import replace
 
     import torch
@@ -82,11 +99,12 @@ def run(method: str, stream: str = "sim-paper", seed: int = 0, *, options: dict 
     from .reporting.records import write_run
     from .run import plan
     from .runner import train_run
-    request = _request(method, stream, seed, options, flags)
+    order, world, flags = _variation(flags)
+    request = _request(method, stream, seed, options, flags, order, world)
     with tempfile.TemporaryDirectory(prefix="cmcl-api-") as scratch:
         if not save and not request.save_heads:
             request = replace(request, out=scratch)   # nothing is written; finished runs are not read either
-        spec = plan(request).todo[0]
+        spec = _the_run(plan(request).todo, order, world)
         threads = torch.get_num_threads()
         torch.set_num_threads(request.execution.threads)   # as the command line: results do not depend on the notebook
         try:

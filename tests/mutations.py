@@ -5,7 +5,12 @@ sign, a missing term, a wrong index, a wrong rule) and runs the tests that shoul
 *caught* when those tests fail. Every snippet must occur exactly once in its file, so a list that no longer
 matches the code is an error, not a silent pass.
 
-    python tests/mutations.py [--jobs N] [--only NAME,NAME] [--list] [--baseline-marker fast]
+    python tests/mutations.py [--jobs N] [--only NAME,NAME] [--list] [--baseline-marker fast] [--fresh]
+
+Each entry names the test that catches it (a test function, not a whole file), and each run is a child
+forked from a warm interpreter that imported torch and avalanche once (``Zygote``; ``--fresh`` starts a new
+interpreter per run instead): a mutation costs seconds, the whole list minutes. A selection still running
+after TIMEOUT is stopped and shown as "hung" with its last output.
 
 Exit code 0 when every mutation was caught (after a baseline run of the same tests on the unmutated copy
 passed — with ``--baseline-marker``, only those carrying the marker: CI, where the whole suite has just

@@ -62,3 +62,18 @@ def test_bad_input_is_the_command_lines_one_line_error(kwargs, message):
     with pytest.raises(BenchError, match=None) as e:
         api.run("dns", "toy", **kwargs)
     assert message in str(e.value)
+
+
+def test_the_api_runs_one_task_order_and_world():
+    from bench import api
+    from bench.errors import BenchError
+    from bench.scenario import order_permutation
+    plain = api.run("vanilla", "toy", 0, epochs=1)
+    other = api.run("vanilla", "toy", 0, epochs=1, order=1, world=1)
+    names = [t["name"] for t in plain.record["tasks"]]
+    assert "order" not in plain.record["config"] and (other.record["config"]["order"], other.record["config"]["world"]) == (1, 1)
+    assert [t["name"] for t in other.record["tasks"]] == [names[i] for i in order_permutation(len(names), 1)]
+    with pytest.raises(BenchError, match="world must be an integer >= 0"):
+        api.run("vanilla", "toy", 0, world=-1)
+    with pytest.raises(BenchError, match="unknown flag 'orders'"):
+        api.run("vanilla", "toy", 0, orders=2)
