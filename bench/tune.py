@@ -91,7 +91,7 @@ def parse_args(argv):
 
 
 # the top-level fields that say how a file's settings were tuned (kept per method when entries are merged)
-PROVENANCE = ("criterion", "direction", "seeds", "budget", "train", "loss", "code_version", "date")
+PROVENANCE = ("criterion", "direction", "seeds", "orders", "worlds", "budget", "train", "loss", "code_version", "date")
 
 
 def _previous(target: Path, spec, encoder, explicit: bool) -> tuple[Path | None, dict]:
@@ -196,7 +196,8 @@ def _main(args) -> int:
         "stream": spec.name, "stream_sha256": spec.sha256, "encoder": request.encoder if spec.bank_sources else None,
         "criterion": args.criterion, "direction": direction,
         "split": "validation: 10% of each source's training pairs held out of training (bench.scenario)",
-        "seeds": p.seeds, "budget": args.budget, "train": asdict(first.train), "loss": asdict(first.loss),
+        "seeds": p.seeds, "orders": request.orders, "worlds": request.worlds, "budget": args.budget,
+        "train": asdict(first.train), "loss": asdict(first.loss),
         "code_version": code_version(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.perf_counter() - t0, 1), "run_seconds": round(compute, 1),
         "jobs": p.jobs, "methods": {**kept, **result}})

@@ -30,8 +30,10 @@ def test_seed_purposes_give_distinct_streams():
     for p, (a, b, _) in seeds.PURPOSES.items():        # each purpose: a different stream per seed (and step)
         keys = [(s, p, t) for s in (range(3) if a else [0]) for t in (range(12) if b else [0])]
         assert len({seeds.derive(*k) for k in keys}) == len(keys), p
-    # validation pairs are the same for every run seed (a = 0) and differ per source
-    assert seeds.derive(0, "validation", 1) == seeds.derive(5, "validation", 1) != seeds.derive(0, "validation", 2)
+    # validation pairs: drawn from the world (never the run seed: bench.scenario.validation_split is given the
+    # world), per source; world 0 draws what every run drew before worlds existed (a·0 + b·k + c)
+    assert seeds.derive(0, "validation", 1) == 1_000_037 + 101 != seeds.derive(0, "validation", 2)
+    assert seeds.derive(1, "validation", 1) != seeds.derive(0, "validation", 1)
     with pytest.raises(ValueError, match="unknown random-stream purpose"):
         seeds.derive(0, "nope")
 

@@ -16,6 +16,11 @@ def _json(obj) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
+def _signed(x: float, decimals: int) -> str:
+    """``+0.12``; never ``-0.00`` (a value that rounds to 0 is shown as +0.00)."""
+    return f"{round(x, decimals) + 0.0:+.{decimals}f}"
+
+
 def comparisons_md(runs: list[dict], reference: str | None = None) -> list[str]:
     """The paired comparisons behind the table's marks: for R@10, BWT_R10 and Acc, each row minus the
     reference with its interval and probability of improvement; the interquartile means from 4 runs."""
@@ -40,8 +45,9 @@ def comparisons_md(runs: list[dict], reference: str | None = None) -> list[str]:
             if d.mean is None:
                 cells += ["–", "–"]
                 continue
-            half = "" if d.half is None else f" [{d.mean - d.half:+.{m.decimals}f}, {d.mean + d.half:+.{m.decimals}f}]"
-            cells += [f"{d.mean:+.{m.decimals}f}{half}{cmp.mark(row, m) and ' ' + cmp.mark(row, m)}",
+            half = "" if d.half is None else (f" [{_signed(d.mean - d.half, m.decimals)}, "
+                                              f"{_signed(d.mean + d.half, m.decimals)}]")
+            cells += [f"{_signed(d.mean, m.decimals)}{half}{cmp.mark(row, m) and ' ' + cmp.mark(row, m)}",
                       "–" if d.p_improve is None else f"{d.p_improve:.2f}"]
         lines.append(f"| {row} | {max(d.n for d in ds)} | " + " | ".join(cells) + " |")
     stability = [(m, cmp.rank_stability(m)) for m in metrics]

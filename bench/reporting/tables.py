@@ -37,13 +37,8 @@ def note(cols: tuple[Metric, ...], comparison: Comparison) -> str:
             + "Frozen (zero-shot) and joint (sees old data) are references. Definitions: docs/protocol.md.")
 
 
-def best(runs: list[dict], reference: str | None = None) -> dict[str, set[str]]:
-    """metric key -> the row bolded in its column (an empty set: none is separated from the rest)."""
-    comparison = Comparison(runs, metrics_of(runs), reference)
-    return {m.key: {b} if (b := comparison.bold(m)) else set() for m in comparison.metrics}
-
-
 def _cells(comparison: Comparison, bold_fmt, pm, marks):
+    bolds = {m.key: comparison.bold(m) for m in comparison.metrics}
     rows = []
     for name in comparison.rows:
         n = max((comparison.estimate(name, m.key).n for m in comparison.metrics), default=0)
@@ -54,7 +49,7 @@ def _cells(comparison: Comparison, bold_fmt, pm, marks):
                 cells.append("–")
                 continue
             text = f"{e.mean:.{m.decimals}f}"
-            text = bold_fmt(text) if comparison.bold(m) == name else text
+            text = bold_fmt(text) if bolds[m.key] == name else text
             half = "" if e.half is None else f"{pm}{e.half:.{m.decimals}f}"
             cells.append(text + half + marks.get(comparison.mark(name, m), ""))
         rows.append((name, n, cells))
