@@ -78,6 +78,21 @@ def plasticity(R: Matrix) -> float | None:
     return _mean(_val(R[j + 1][j]) for j in range(T))
 
 
+def transfer(R: Matrix) -> float | None:
+    """MTIL's Transfer (Zheng et al., ICCV 2023): mean over tasks j > 1 of the mean of R[t][j] over the steps
+    t < j (1-based) — each task's value while it is still unseen, after training on the earlier ones (the
+    zero-shot row 0 left out): how much of what the encoders bring to an unseen task training preserves."""
+    T = _shape(R)
+    return _mean(_mean(_val(R[t][j]) for t in range(1, j + 1)) for j in range(1, T))
+
+
+def average(R: Matrix) -> float | None:
+    """MTIL's Avg (Zheng et al., ICCV 2023): the mean of R[t][j] over every step t ≥ 1 and every task j —
+    seen, being learned or not yet seen — i.e. the metric averaged over the whole stream's course."""
+    T = _shape(R)
+    return _mean(_val(R[t][j]) for t in range(1, T + 1) for j in range(T))
+
+
 def gain(R: Matrix) -> float | None:
     """mean_j R[T][j] − R[0][j]: what training changed, e.g. on pairs that were never trained (emergent)."""
     return _mean(_diff(last, first) for last, first in zip(R[-1], R[0]))
@@ -116,6 +131,7 @@ class Metric:
     decimals: int
     description: str
     probe: bool = False  # read from the probes' matrices (streams with [[probes]]; absent otherwise)
+    measure: str = "train_seconds"   # without a matrix: which of the run's measures (``summarize``) it shows
 
 
 # The paper's six columns first, then ours; the table, summary.csv, the report and the figures follow this order.
@@ -129,9 +145,17 @@ SUMMARY: tuple[Metric, ...] = (
     Metric("fwt_r10", "FWT_R10", "r10", fwt, True, "%", 2, "forward transfer of R@10"),
     Metric("forgetting_r10", "Forget_R10", "r10", forgetting, False, "%", 2, "forgetting of R@10"),
     Metric("plasticity_r10", "Plast_R10", "r10", plasticity, True, "%", 2, "R@10 right after each task is learned"),
+    Metric("transfer_r10", "Transfer_R10", "r10", transfer, True, "%", 2,
+           "MTIL Transfer on R@10: each task's R@10 before it is learned, after the earlier steps"),
+    Metric("avg_r10", "Avg_R10", "r10", average, True, "%", 2,
+           "MTIL Avg on R@10: R@10 over every step and task (MTIL's Last is R@10)"),
     Metric("align_dev", "AlignDev", "align_dev", final_old_average, False, "ratio", 4,
            "old tasks' alignment-score deviation after the last step, ||A_jT - A_jj||_F / ||A_jj||_F"),
     Metric("train_seconds", "Train s", None, None, None, "s", 1, "training time of the run (evaluation excluded)"),
+    Metric("state_mib", "State MiB", None, None, None, "MiB", 2, "the method's extra state at its largest: the "
+           "tensors it holds beyond the heads at a step's end (bench.budget)", measure="state_mib"),
+    Metric("trainable_params", "Params", None, None, None, "count", 0, "trainable parameters of the heads",
+           measure="trainable_params"),
     Metric("emergent_r10", "Emergent_R10", "r10", final_average, True, "%", 2,
            "R@10 of the probes (pairs never trained) after the last step", probe=True),
     Metric("emergent_gain_r10", "EmergGain_R10", "r10", gain, True, "%", 2,
@@ -142,14 +166,25 @@ SUMMARY: tuple[Metric, ...] = (
 BY_KEY: dict[str, Metric] = {m.key: m for m in SUMMARY}
 
 
-def summarize(matrices: dict, train_seconds: float, probes: dict | None = None) -> dict[str, float | None]:
+def measures(train_seconds: float, budget: dict | None = None) -> dict[str, float | None]:
+    """The run's values the metrics without a matrix show: its training seconds, and from its ``budget``
+    (``bench.budget``; None for runs recorded before it) the method's state in MiB and the trainable
+    parameters."""
+    return {"train_seconds": train_seconds,
+            "state_mib": None if budget is None else budget["state_bytes"] / 2 ** 20,
+            "trainable_params": None if budget is None else float(budget["trainable_params"])}
+
+
+def summarize(matrices: dict, train_seconds: float, probes: dict | None = None,
+              budget: dict | None = None) -> dict[str, float | None]:
     """A run's summary: every metric of ``SUMMARY`` (the probe metrics only when the stream has probes)."""
     out: dict[str, float | None] = {}
+    values = measures(train_seconds, budget)
     for m in SUMMARY:
         if m.probe and not probes:
             continue
         if m.matrix is None or m.fn is None:
-            out[m.key] = train_seconds
+            out[m.key] = values[m.measure]
         else:
             out[m.key] = m.fn((probes if m.probe and probes else matrices)[m.matrix])
     return out

@@ -171,7 +171,9 @@ def train_run(run: RunSpec, progress=None) -> tuple[RunRecord, Heads]:
         from .features.bank import banks_provenance
         banks = banks_provenance(run.stream, run.encoder, run.banks,
                                  ("train", "test") if run.split == "test" else ("train",))
+    from .budget import trainable_params
+    budget = {"state_bytes": trainer.state_peak, "trainable_params": trainable_params(heads)}
     record = build_record(run, [entry(t) for t in scenario.tasks], [entry(p) for p in scenario.probes], rows,
                           timings, time.perf_counter() - t_start, peak_memory(run.device), method_cls,
-                          m.state_summary(), versions(), loss_warnings(timings, scenario.tasks), banks)
+                          m.state_summary(), versions(), loss_warnings(timings, scenario.tasks), banks, budget)
     return record, heads

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import seeds
+from .budget import state_bytes
 from .config import LossConfig, TrainConfig
 from .devices import host, is_data_free
 from .errors import BenchError
@@ -145,6 +146,7 @@ class Trainer:
         self.ctx = Context(heads=heads, loss_cfg=loss_cfg, device=self.device, seed=seed,
                            tasks=tuple(t.step for t in scenario.tasks))
         self.hooks = {h: getattr(method, h) for h in HOOKS if getattr(type(method), h) is not getattr(Method, h)}
+        self.state_peak = 0          # bytes: the largest extra state the method held at a step's end (bench.budget)
         self._train: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(scenario.tasks)
 
     def train_data(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,7 +193,11 @@ class Trainer:
         return self.plan
 
     def end_experience(self) -> None:
+        # the method's extra state at its largest: before its end-of-step hook (LwF still holds its snapshot)
+        # and after it (a buffer has just taken the step's pairs)
+        self.state_peak = max(self.state_peak, state_bytes(self.method, self.heads))
         self._call("after_training_exp")
+        self.state_peak = max(self.state_peak, state_bytes(self.method, self.heads))
         ctx = self.ctx
         ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = ctx.source_features = None
 

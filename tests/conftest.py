@@ -16,7 +16,8 @@ torch.set_num_threads(1)
 # every other test is marked `slow`.
 FAST_MODULES = {"test_cflat", "test_der_co2l", "test_dns", "test_evaluate", "test_hook_order", "test_intervals",
                 "test_loss", "test_loss_record", "test_lwf", "test_methods", "test_metrics", "test_nullspace",
-                "test_regularizers", "test_replay", "test_request", "test_training_options", "test_compare"}
+                "test_regularizers", "test_replay", "test_request", "test_training_options", "test_compare",
+                "test_budget"}
 
 
 def pytest_collection_modifyitems(items):

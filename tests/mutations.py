@@ -81,6 +81,20 @@ MUTATIONS = [
       "        self.in_order = {m: [r for r in rs if run_key(r)[1] == 0] for m, rs in self.by_method.items()}",
       "        self.in_order = dict(self.by_method)",
       ("tests/test_orders_worlds.py::test_figures_step_by_step_read_the_files_own_order",)),
+    M("MTIL Transfer counts the zero-shot row", "bench/metrics.py",
+      "_mean(_val(R[t][j]) for t in range(1, j + 1))", "_mean(_val(R[t][j]) for t in range(0, j + 1))",
+      ("tests/test_metrics.py::test_mtil_transfer_and_average_by_hand",)),
+    M("the method's state counts the live heads", "bench/budget.py",
+      "            if id(x) in live_ids or (x.device.type != \"meta\" and x.data_ptr() in live and x.numel()):\n"
+      "                return\n", "",
+      ("tests/test_budget.py::test_state_bytes_counts_each_held_tensor_once_and_not_the_heads",)),
+    M("the state's peak is read only after the end-of-step hook", "bench/trainer.py",
+      "        self.state_peak = max(self.state_peak, state_bytes(self.method, self.heads))\n"
+      "        self._call(\"after_training_exp\")", "        self._call(\"after_training_exp\")",
+      ("tests/test_budget.py::test_run_files_record_the_peak_state_and_the_table_shows_it",)),
+    M("intransigence taken the wrong way round", "bench/reporting/report.py",
+      "        d = cmp.versus(UPPER, row, plast)", "        d = cmp.versus(row, UPPER, plast)",
+      ("tests/test_report.py::test_latex_table_and_report",)),
     # -- claims and resumption ----------------------------------------------------------------------
     M("pool workers keep the CLI's SIGTERM handler", "bench/files.py",
       "    signal.signal(signal.SIGTERM, signal.SIG_DFL)\n    try:", "    try:",

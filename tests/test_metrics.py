@@ -60,3 +60,16 @@ def test_mean_std():
     assert M.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
     assert M.mean_std([4.0]) == (4.0, 0.0)
     assert M.mean_std([None]) == (None, None)
+
+
+def test_mtil_transfer_and_average_by_hand():
+    from bench.metrics import average, transfer
+    R = [[10, 20, 30],        # zero-shot row: left out of both
+         [50, 25, 35],
+         [40, 60, 45],
+         [30, 55, 70]]
+    # Transfer: task 2 before it is learned: R[1][1] = 25; task 3: R[1][2], R[2][2] = 35, 45 -> 40; mean 32.5
+    assert transfer(R) == 32.5
+    # Avg: every entry of rows 1..3: 410 / 9
+    assert average(R) == pytest.approx(410 / 9)
+    assert transfer([[None, None], [1.0, None], [2.0, 3.0]]) is None       # undefined entries are skipped

@@ -82,6 +82,9 @@ def test_latex_table_and_report(hand):
         assert (hand / "figures" / f"{name}.pdf").exists()
     assert "| 2 | s2:text-audio | text – audio | recall |" in report
     assert '`dns` options: `{"k": 0}`' in report and '"lr": 0.1' in report and '{"torch": "x"}' in report
+    # intransigence: joint's R@10 right after each step minus the row's; joint (71 + 40) / 2 = 55.5, vanilla
+    # 50 and 51, dns 49 and 49
+    assert "| vanilla | +5.00 ± 6.35 |" in report and "| dns | +6.50 ± 0.00 |" in report
 
 
 def test_rebuild_is_byte_identical_and_filters_methods(hand, tmp_path):

@@ -62,6 +62,7 @@ class RunRecord(TypedDict):
     method_state: NotRequired[dict[str, Any]]
     versions: NotRequired[dict[str, str]]
     banks: NotRequired[dict[str, Any]]   # streams of feature banks: which banks, made how
+    budget: NotRequired[dict[str, int]]  # bench.budget: state_bytes, trainable_params
 
 
 def _json_type(hint) -> type:
@@ -127,7 +128,7 @@ def _upgrade(data: dict) -> dict:
 
 def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: list[dict], timings: list[dict],
                  wall_seconds: float, memory: dict, method_cls, method_state: dict, versions: dict,
-                 warnings: list[str], banks: dict | None = None) -> RunRecord:
+                 warnings: list[str], banks: dict | None = None, budget: dict | None = None) -> RunRecord:
     """A finished run's record, checked: ``run`` its ``RunSpec``; ``rows`` the evaluations (row 0 before
     training, then one per step; each ``{metric: [value per task, then per probe]}``); ``timings`` the steps'
     timing records; ``memory`` the peak memory figures."""
@@ -140,7 +141,7 @@ def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: lis
         "method": run.method, **({"label": run.label} if run.label else {}), "seed": run.seed,
         "stream": run.result_name, "role": method_cls.role, "family": method_cls.family,
         "config": run.config(), "config_hash": run.hash, "tasks": tasks, "matrices": matrices,
-        "summary": summarize(matrices, train_seconds, probe_matrices if probes else None),
+        "summary": summarize(matrices, train_seconds, probe_matrices if probes else None, budget),
         **({"probes": probes, "probe_matrices": probe_matrices} if probes else {}),
         # a loss that overflowed is recorded as null (its step's warning says so): JSON has no infinity
         "timings": _finite_or_null({"steps": timings, "train_seconds": train_seconds, "wall_seconds": wall_seconds,
@@ -148,6 +149,7 @@ def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: lis
         **({"warnings": warnings} if warnings else {}),
         "method_state": _finite_or_null(method_state), "versions": versions,
         **({"banks": banks} if banks is not None else {}),
+        **({"budget": budget} if budget is not None else {}),
     }
     check(record, f"the run record of {run.row} {run.run_text}")
     return record  # type: ignore[return-value]
@@ -235,7 +237,8 @@ def _check_summary(data: dict, path: str) -> None:
     silently wrong cell. A metric the file lacks (written before it existed) is filled in from the matrices."""
     from ..metrics import summarize
     summary = data["summary"]
-    expected = summarize(data["matrices"], data["timings"]["train_seconds"], data.get("probe_matrices"))
+    expected = summarize(data["matrices"], data["timings"]["train_seconds"], data.get("probe_matrices"),
+                         data.get("budget"))
     for key, want in expected.items():
         got = summary.setdefault(key, want)
         same = (got is None and want is None) or (

@@ -21,6 +21,30 @@ def _signed(x: float, decimals: int) -> str:
     return f"{round(x, decimals) + 0.0:+.{decimals}f}"
 
 
+UPPER = "joint"      # the reference intransigence is measured against: trained on every pair seen so far
+
+
+def intransigence_md(runs: list[dict]) -> list[str]:
+    """Intransigence (Chaudhry et al., ECCV 2018) on R@10: per task, the joint model's R@10 right after the
+    step minus the row's — what a method fails to learn that training on all the data so far would have;
+    averaged over tasks, that is joint's Plast_R10 minus the row's, paired by run. Empty without a joint row."""
+    plast = BY_KEY["plasticity_r10"]
+    cmp = Comparison(runs, (plast,))
+    if UPPER not in cmp.rows:
+        return []
+    lines = ["", f"Intransigence on R@10 (Chaudhry et al., ECCV 2018): `{UPPER}`'s R@10 on each task right after "
+             "its step minus the row's, averaged over tasks (= the difference of their Plast_R10), over paired "
+             "runs, with its 95 % interval; higher = learns less of each new task than training on all the data "
+             "so far would:", "", "| method | intransigence R@10 |", "|---|---|"]
+    for row in cmp.candidates:
+        d = cmp.versus(UPPER, row, plast)
+        if d.mean is None:
+            continue
+        half = "" if d.half is None else f" ± {d.half:.{plast.decimals}f}"
+        lines.append(f"| {row} | {_signed(d.mean, plast.decimals)}{half} |")
+    return lines
+
+
 def comparisons_md(runs: list[dict], reference: str | None = None) -> list[str]:
     """The paired comparisons behind the table's marks: for R@10, BWT_R10 and Acc, each row minus the
     reference with its interval and probability of improvement; the interquartile means from 4 runs."""
@@ -50,6 +74,7 @@ def comparisons_md(runs: list[dict], reference: str | None = None) -> list[str]:
             cells += [f"{_signed(d.mean, m.decimals)}{half}{cmp.mark(row, m) and ' ' + cmp.mark(row, m)}",
                       "–" if d.p_improve is None else f"{d.p_improve:.2f}"]
         lines.append(f"| {row} | {max(d.n for d in ds)} | " + " | ".join(cells) + " |")
+    lines += intransigence_md(runs)
     stability = [(m, cmp.rank_stability(m)) for m in metrics]
     if any(s is not None for _, s in stability):
         lines += ["", "Rank stability: Kendall's τ between the ranking of the continual-learning methods in each "

@@ -23,7 +23,7 @@ def untuned_note(runs: list[dict]) -> str:
 
 
 def note(cols: tuple[Metric, ...], comparison: Comparison) -> str:
-    unit = {"ratio": "a ratio", "s": "seconds"}
+    unit = {"ratio": "a ratio", "s": "seconds", "MiB": "MiB", "count": "a count"}
     other = [f"{m.title} ({unit.get(m.unit, m.unit)}"
              + {False: ", lower is better", None: ", not ranked"}.get(m.higher, "") + ")"
              for m in cols if m.unit != "%"]
