@@ -78,7 +78,7 @@ MUTATIONS = [
       "    return spec",
       ("tests/test_orders_worlds.py::test_another_world_is_another_simulated_stream_and_world_zero_is_the_files",)),
     M("figures step by step average runs of every task order", "bench/reporting/figures.py",
-      "        self.in_order = {m: [r for r in rs if run_key(r)[1] == 0] for m, rs in self.by_method.items()}",
+      "        self.in_order = {m: [r for r in rs if run_key(r)[1] == first] for m, rs in self.by_method.items()}",
       "        self.in_order = dict(self.by_method)",
       ("tests/test_orders_worlds.py::test_figures_step_by_step_read_the_files_own_order",)),
     M("MTIL Transfer counts the zero-shot row", "bench/metrics.py",

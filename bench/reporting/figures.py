@@ -136,9 +136,10 @@ class Plotter:
         self.by_method = {m: [r for r in runs if label(r) == m] for m in self.methods}
         # figures step by step or task by task read the runs in the stream file's own order (order 0): a
         # matrix's row t and column j mean another step and task in another order
-        self.in_order = {m: [r for r in rs if run_key(r)[1] == 0] for m, rs in self.by_method.items()}
+        first = min(run_key(r)[1] for r in runs)      # 0, unless a subset left the file's order out
+        self.in_order = {m: [r for r in rs if run_key(r)[1] == first] for m, rs in self.by_method.items()}
         self.orders = len({run_key(r)[1] for r in runs})
-        self.tasks = next(r for r in runs if run_key(r)[1] == 0)["tasks"]
+        self.tasks = next(r for r in runs if run_key(r)[1] == first)["tasks"]
         self.order_note = " (runs in the stream file's task order)" if self.orders > 1 else ""
         self.style = styles(runs)
         self.color = {m: s.color for m, s in self.style.items()}
