@@ -46,7 +46,7 @@ FIGURES = (
      "difference; a filled marker where the interval excludes 0 (the table's ▲ / ▼)."),
     ("stability_plasticity", "Stability–plasticity plane",
      "BWT on R@10 (x; right = less forgetting) against plasticity (y; R@10 right after each task is learned), "
-     "mean ± std over seeds."),
+     "mean ± std over runs."),
     ("curve_r10_seen", "Average R@10 over the tasks seen so far",
      "after each step; one panel per method family (in colour, ± std shaded), the other methods in grey, the "
      "naive baseline and the references dashed."),
@@ -60,7 +60,7 @@ FIGURES = (
      "the InfoNCE of the training batches, mean per epoch, epoch after epoch of every step (the loss each method "
      "optimises adds its own terms; both are in the run files); panels as above."),
     ("train_time", "Training time per run",
-     "seconds, log scale: median and range over seeds, as timed in this sweep on shared cores (no ratios are "
+     "seconds, log scale: median and range over runs, as timed in this sweep on shared cores (no ratios are "
      "drawn: `benchmarks/method_cost.py` measures cost ratios from paired, repeated timings)."),
 )
 
@@ -85,7 +85,7 @@ def _median(vals):
 
 
 def mean_matrix(runs: list[dict], key: str) -> list[list[float]]:
-    """Element-wise mean over seeds; NaN where undefined."""
+    """Element-wise mean over runs; NaN where undefined."""
     mats = [r["matrices"][key] for r in runs]
     return [[_nanmean([m[i][j] for m in mats]) for j in range(len(mats[0][0]))] for i in range(len(mats[0]))]
 
@@ -197,7 +197,7 @@ class Plotter:
 
     # ------------------------------------------------------------------ figures
     def summary(self):
-        """A dot plot per metric: one row per method, the mean over seeds and its 95 % t interval. The axis
+        """A dot plot per metric: one row per method, the mean over runs and its 95 % interval. The axis
         spans at least ``SUMMARY_MIN_SPAN`` points, so a sub-point gap is not stretched across the panel."""
         panels = [(k, t) for k, t in (("r10", "final R@10 (%)"), ("bwt_r10", "BWT on R@10 (%)"),
                                       ("acc", "final zero-shot Acc (%)"), ("bwt_acc", "BWT on Acc (%)"))
@@ -412,7 +412,7 @@ class Plotter:
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         self.title(fig, title + self.order_note)
-        fig.text(0.5, 1 - 0.36 / H, "in colour: the panel's family (± std over seeds shaded); grey: the other methods; "
+        fig.text(0.5, 1 - 0.36 / H, "in colour: the panel's family (± std over runs shaded); grey: the other methods; "
                  "dashed: " + ", ".join(dashed) + (f"\n{note}" if note else ""), ha="center", va="top",
                  fontsize=6.5, color="#444444", linespacing=1.3)
         self.save(fig, name)
@@ -483,7 +483,7 @@ class Plotter:
         ax.set_ylim(len(names) - 0.5, -0.5)
         # no cost ratios: runs of one sweep share noisy cores and are timed once each, so a ratio of two
         # rows is not a measurement (benchmarks/method_cost.py times them paired and repeated)
-        ax.set_xlabel("training seconds per run, as timed in this sweep (median, range over seeds);\n"
+        ax.set_xlabel("training seconds per run, as timed in this sweep (median, range over runs);\n"
                       "cost ratios: benchmarks/method_cost.py (paired, repeated timings)", fontsize=6.5)
         ax.tick_params(axis="x", labelsize=6.5)
         ax.grid(axis="x", which="both", alpha=0.25, lw=0.4)

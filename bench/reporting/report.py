@@ -120,7 +120,7 @@ def report_md(runs: list[dict], stream: str, table: str, figures: list[str], sou
         if heat:
             lines += ["### Metric matrices", "",
                       "Rows: evaluated before training (0) and after each step; columns: test sets. "
-                      "Mean over seeds; n/a where a task does not report the metric.", ""]
+                      "Mean over runs (in the stream file's task order); n/a where a task does not report the metric.", ""]
             for n in sorted(heat):
                 lines.append(f"![{n}](figures/{n}.png)")
             lines.append("")
