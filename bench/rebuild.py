@@ -48,12 +48,10 @@ def main(argv=None) -> int:
                                      f"{', '.join(sorted(found[d]))} (--stream draws one stream)")
             dirs = having
         if args.compare is not None:            # every folder checked before any is written
+            from .reporting.compare import check_reference
             from .reporting.rebuild import labels_in
             for d in dirs:
-                rows = labels_in(d) & set(methods) if methods else labels_in(d)
-                if args.compare not in rows:
-                    raise BenchError(f"--compare {args.compare}: no such row in {d}; its rows are "
-                                     f"{', '.join(sorted(rows))}")
+                check_reference(args.compare, labels_in(d) & set(methods) if methods else labels_in(d), str(d))
         outs = [None] * len(dirs)
         if args.out is not None:
             check_writable(args.out)

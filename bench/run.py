@@ -196,10 +196,9 @@ def plan(request: Request) -> Plan:
               file=sys.stderr)
     tunable = [m for m in names if catalogue.get(m).search_space and m not in request.sets and m not in request.grids]
     if split == "test" and not request.untuned and tuned_file is None and tunable:
-        where = request.stream if request.stream != spec.name else spec.name
         print(f"note: stream {spec.name!r}{f' with --encoder {encoder}' if encoder else ''} has no tuned settings: "
               f"{', '.join(tunable[:4])}{', …' if len(tunable) > 4 else ''} run at their defaults; "
-              f"python -m bench.tune --stream {where}{f' --encoder {encoder}' if encoder else ''} tunes them on "
+              f"python -m bench.tune --stream {request.stream}{f' --encoder {encoder}' if encoder else ''} tunes them on "
               "validation pairs", file=sys.stderr)
     points = request.candidates or {m: grid_points(dict(request.grids.get(m, {}))) for m in names}
     variants = {m: settings.method_variants(m, per_encoder.get(m, {}), tuned.get(m, {}), tuned_source,
@@ -245,20 +244,16 @@ def plan(request: Request) -> Plan:
                     run = replace(run, log=request.log, log_dir=str(run.log_path(out)))
                 every.append(run)
                 todo, skipped = _todo_or_skip(run, out, request.force, todo, skipped)
-    if request.compare is not None:
-        check_compare(request.compare, set(rows_of) | {d.name for d in (stream_dir / "runs").glob("*/")})
+    if request.compare is not None:         # a row planned now or already in the results folder
+        from .reporting.compare import check_reference
+        check_reference(request.compare, set(rows_of) | {d.name for d in (stream_dir / "runs").glob("*/")},
+                        "this table")
     if todo:            # torch and the features only now that something will train
         check_memory(spec)
         check_device(ex.device)
         from .runner import get_scenario
         get_scenario(spec, encoder, request.banks, split)     # validates the banks; workers inherit it
     return Plan(spec, stream_dir, todo, skipped, names, list(request.seeds), every, jobs)
-
-
-def check_compare(row: str | None, rows: set[str]) -> None:
-    """``--compare`` names a row the table will have: planned now or already in the results folder."""
-    if row is not None and row not in rows:
-        raise BenchError(f"--compare {row}: no such row in this table; its rows are {', '.join(sorted(rows))}")
 
 
 def available_memory() -> int | None:

@@ -23,21 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import BenchError
 from ..method_spec import REFERENCES
 from ..metrics import Metric
-from .intervals import iqm, kendall_tau, probability_of_improvement, stratified_bootstrap, stratified_t
-from .records import label, roles_of, row_order
+from .intervals import iqm, kendall_tau, paired_differences, probability_of_improvement, stratified_bootstrap, stratified_t
+from .records import RunKey, label, roles_of, row_order, run_key
 
 LEVEL = 0.95
 BETTER, WORSE = "▲", "▼"
-RunKey = tuple[int, int, int]
-
-
-def run_key(run: dict) -> RunKey:
-    """What identifies a run within its row: (seed, task order, world); order and world 0 are the stream
-    file's own (records without them ran there)."""
-    cfg = run.get("config", {})
-    return run["seed"], int(cfg.get("order", 0)), int(cfg.get("world", 0))
 
 
 def stratum(key: RunKey) -> tuple[int, int]:
@@ -80,7 +73,7 @@ def difference(a: dict[RunKey, float | None], b: dict[RunKey, float | None], hig
                level: float = LEVEL) -> Difference:
     """``a - b`` over the keys both have a value for, oriented by the metric's direction (``higher``)."""
     sign = 1.0 if higher else -1.0
-    diffs = {k: sign * (va - vb) for k, va in a.items() if (va is not None and (vb := b.get(k)) is not None)}
+    diffs = {k: sign * d for k, d in paired_differences(a, b).items()}
     mean, half = stratified_t(list(diffs.values()), [stratum(k) for k in diffs], level)
     return Difference(mean, half, len(diffs), probability_of_improvement(diffs.values()))
 
@@ -140,7 +133,6 @@ class Comparison:
         assert value is not None
         return value, lo, hi
 
-
     def rank_stability(self, m: Metric) -> tuple[float, float, int] | None:
         """How far the ranking of the continual-learning rows by ``m`` holds across task orders and worlds:
         Kendall's τ between each order × world cell's ranking (means over its seeds) and the stream file's own
@@ -169,6 +161,12 @@ class Comparison:
             if tau is not None:
                 taus.append(tau)
         return (sum(taus) / len(taus), min(taus), len(taus)) if taus else None
+
+
+def check_reference(reference: str | None, rows, where: str) -> None:
+    """``--compare`` names one of the table's rows (``where``: which table, for the message)."""
+    if reference is not None and reference not in rows:
+        raise BenchError(f"--compare {reference}: no such row in {where}; its rows are {', '.join(sorted(rows))}")
 
 
 def default_reference(runs: list[dict]) -> str | None:

@@ -21,9 +21,9 @@ from pathlib import Path
 from ..files import atomic_path, die_with_parent
 from ..method_spec import FAMILIES
 from ..metrics import BY_KEY
-from .compare import Comparison, estimate, run_key
+from .compare import Comparison, estimate
 from .layout import place_labels, spread, zoom
-from .records import label, row_order
+from .records import label, row_order, run_key
 from .style import PALETTES, styles
 from .summary import aggregate, metrics_of
 
@@ -37,7 +37,7 @@ FOREST = ("r10", "bwt_r10", "acc")   # the forest plot's panels: retrieval, its 
 # file stem (PNG and PDF), title and what it shows: the report's captions
 FIGURES = (
     ("summary", "Summary", "final R@10 and zero-shot Acc with their backward transfer; the mean over runs and "
-     "its 95 % interval (the table's) (dots and bars; each method's own interval, not a test of a difference); every axis "
+     "its 95 % interval, the table's (dots and bars; each method's own interval, not a test of a difference); every axis "
      "spans at least 5 points; the dotted line is the naive baseline; a reference far outside the axis is "
      "marked at its edge."),
     ("forest", "Paired differences from the reference",

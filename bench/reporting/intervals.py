@@ -54,14 +54,8 @@ def t_quantile(level: float, df: int) -> float:
 def mean_interval(values, level: float = 0.95) -> tuple[float | None, float | None]:
     """``(mean, half-width)`` of the two-sided ``level`` t interval of the mean of ``values`` (None entries
     ignored); the half-width is None with fewer than two values (no spread to go by)."""
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return None, None
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, None
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return mean, t_quantile(level, len(vals) - 1) * sd / math.sqrt(len(vals))
+    values = list(values)
+    return stratified_t(values, [0] * len(values), level)       # one stratum: the plain t interval
 
 
 # -- across sources of variation: runs differ by seed, task order and simulated world -----------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import BenchError
 from ..files import write_atomic
+from .compare import check_reference
 from .records import load_runs
 from .summary import summary_csv
 from .tables import table_md, table_tex
@@ -47,9 +48,7 @@ def rebuild(stream_dir: Path, methods: list[str] | None = None, figures: bool = 
             raise BenchError(f"{stream_dir}: no runs of {', '.join(missing)}; the runs there are of "
                              f"{', '.join(found)}")
         runs = [r for r in runs if label(r) in methods]
-    if reference is not None and reference not in {label(r) for r in runs}:
-        raise BenchError(f"--compare {reference}: no such row in {stream_dir}; its rows are "
-                         f"{', '.join(sorted({label(r) for r in runs}))}")
+    check_reference(reference, {label(r) for r in runs}, str(stream_dir))
     target = stream_dir if out is None else Path(out)
     target.mkdir(parents=True, exist_ok=True)
     stream = runs[0]["stream"]

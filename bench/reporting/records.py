@@ -87,6 +87,16 @@ def dumps(record: Mapping[str, Any]) -> str:
     return json.dumps({"schema": SCHEMA, **record}, indent=1, allow_nan=False) + "\n"
 
 
+RunKey = tuple[int, int, int]
+
+
+def run_key(run: dict) -> RunKey:
+    """What identifies a run within its row: (seed, task order, world); order and world 0 are the stream
+    file's own (records without them ran there)."""
+    cfg = run.get("config", {})
+    return run["seed"], int(cfg.get("order", 0)), int(cfg.get("world", 0))
+
+
 def run_name(seed: int, order: int = 0, world: int = 0) -> str:
     """A run's name within its row: ``seed<k>``, with ``-order<i>`` / ``-world<j>`` when not the stream file's
     own order and world (0)."""
@@ -270,10 +280,9 @@ def load_runs(stream_dir: Path, labels: list[str] | None = None) -> list[dict]:
     stream_dir = Path(stream_dir)
     for p in sorted((stream_dir / "runs").glob("*/seed*.json")):
         run = read_run(p)
-        order, world = run["config"].get("order", 0), run["config"].get("world", 0)
-        own = relative_path(label(run), run["seed"], order, world)
+        own = relative_path(label(run), *run_key(run))
         if p.relative_to(stream_dir) != own:
-            raise BenchError(f"run file {p}: records {label(run)} {run_text(run['seed'], order, world)}, whose file is "
+            raise BenchError(f"run file {p}: records {label(run)} {run_text(*run_key(run))}, whose file is "
                              f"{stream_dir / own} (a copy? remove it, or rename it if it is the only one)")
         shas.setdefault(run["config"].get("stream_sha256"), p)
         if labels is None or label(run) in labels:

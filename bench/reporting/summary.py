@@ -9,7 +9,7 @@ import csv
 import io
 
 from .. import metrics as M
-from .records import label, row_order
+from .records import label, row_order, run_key
 
 
 def metrics_of(runs: list[dict]) -> tuple[M.Metric, ...]:
@@ -22,7 +22,6 @@ def metrics_of(runs: list[dict]) -> tuple[M.Metric, ...]:
 def summary_csv(runs: list[dict]) -> str:
     """One line per run and metric; the columns ``order`` and ``world`` after ``seed`` when the runs have
     several task orders or worlds (a run is then identified by all three)."""
-    from .compare import run_key
     position = {m: i for i, m in enumerate(row_order(runs))}
     varied = any(run_key(r)[1:] != (0, 0) for r in runs)
     buf = io.StringIO()

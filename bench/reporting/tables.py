@@ -8,8 +8,8 @@ but never bolded or marked, as in the paper's table.
 from __future__ import annotations
 
 from ..metrics import Metric
-from .compare import BETTER, WORSE, Comparison, run_key
-from .records import roles_of, untuned_rows
+from .compare import BETTER, WORSE, Comparison
+from .records import roles_of, run_key, untuned_rows
 from .summary import metrics_of
 
 UNTUNED = "†"
