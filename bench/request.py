@@ -61,6 +61,7 @@ class Request:
     seeds: tuple[int, ...] = (0, 1, 2)
     orders: int = 1                               # task orders: the file's, then seeded permutations
     worlds: int = 1                               # worlds: the file's simulation seed and draws, then others
+    first_world: int = 0                          # bench.tune: its worlds start above the reported ones
     encoder: str | None = None
     banks: str = "features"
     sets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)    # --set: method -> option -> value

@@ -9,6 +9,14 @@ and the best setting is written with its provenance (every candidate's score per
 seeds, the training settings, the code version, the date) to the stream's tuned-settings file, which
 ``bench.run`` then applies. Runs are ordinary run records under ``<out>/<stream>/tuning/``: finished ones
 are skipped, so an interrupted tuning resumes.
+
+What makes a choice defensible (docs/protocol.md, "Tuning"): tuning runs on seeds of its own (``--seeds N``
+is seeds ``TUNING_SEED_BASE`` … ``+N−1``, disjoint from every ``bench.run --seeds N``) in worlds of its own
+(``TUNING_WORLD_BASE`` …: other simulated worlds, other validation draws), at least ``MIN_SEEDS`` of them;
+a candidate replaces the default only when it beats it by more than one standard error of their paired
+difference over those runs (``select``); when every candidate ties with the default, a warning says so; and
+an optimum at the edge of a numeric grid extends that grid by one step beyond it, up to ``--extend`` times
+(``extension``), which the provenance records.
 """
 from __future__ import annotations
 
@@ -23,8 +31,15 @@ from pathlib import Path
 from .errors import BenchError, run_cli
 from .provenance import code_version
 
-DEFAULT_SEEDS = "2"
+DEFAULT_SEEDS = "3"
 DEFAULT_BUDGET = 6
+DEFAULT_EXTEND = 2
+MIN_SEEDS = 3             # a standard error of the paired difference from fewer is too noisy to gate a choice
+# bench.run --seeds N reports seeds 0..N-1 (N <= 1000) in worlds 0..K-1: tuning's own start above both
+TUNING_SEED_BASE = 1000
+TUNING_WORLD_BASE = 1000
+RULE = ("the default is kept unless a candidate beats it by more than one standard error of the paired "
+        "difference (same seed, order and world) over the tuning runs; among those that do, the best mean")
 
 
 def _final_of_declared(record: dict) -> float | None:
@@ -53,26 +68,75 @@ def _summary_value(record: dict, key: str) -> float | None:
 
 
 def candidates(cls, budget: int, grid: Mapping | None = None) -> list[dict]:
-    """The settings to try: the cartesian product of the search space (or ``grid``); when it is larger than
-    ``budget``, the default point plus a seeded random sample of the others (deterministic)."""
+    """The settings to try: the cartesian product of the search space (or ``grid``) with the default point
+    first (added when a ``grid`` leaves it out: it is what a candidate must beat); when that is more than
+    ``budget``, the default plus a seeded random sample of the others (deterministic)."""
     from .settings import grid_points
     space = grid if grid is not None else cls.search_space
-    points = grid_points({k: list(v) for k, v in space.items()})
+    # --grid's values are text: typed here, so that "1" is the default 1.0 and edges are numbers
+    points = [{k: cls.resolve(p)[k] for k in p} for p in grid_points({k: list(v) for k, v in space.items()})]
+    default = {k: cls.defaults.get(k) for k in space}
+    points = [default] + [p for p in points if p != default]
     if len(points) <= budget:
         return points
-    default = [p for p in points if all(cls.defaults.get(k) == v for k, v in p.items())]
-    rest = [p for p in points if p not in default]
-    return default + random.Random(0).sample(rest, budget - len(default))
+    return [default] + random.Random(0).sample(points[1:], budget - 1)
 
 
-def select(rows: list[dict], direction: str, defaults: dict) -> dict:
-    """The best-scoring candidate; among equal scores the default setting, else the first listed."""
-    scored = [r for r in rows if r["score"] is not None]
-    if not scored:
-        return next((r for r in rows if all(defaults.get(k) == v for k, v in r["options"].items())), rows[0])
-    best = (max if direction == "higher" else min)(r["score"] for r in scored)
-    tied = [r for r in scored if r["score"] == best]
-    return next((r for r in tied if all(defaults.get(k) == v for k, v in r["options"].items())), tied[0])
+def paired_gain(runs: list, base: list, direction: str) -> tuple[float | None, float | None, int]:
+    """(mean, standard error, n) of the paired improvement of ``runs`` over ``base`` (per-run scores in the
+    same run order; pairs with a missing score are left out); the error is ``None`` below two pairs."""
+    sign = 1.0 if direction == "higher" else -1.0
+    d = [sign * (a - b) for a, b in zip(runs, base, strict=True) if a is not None and b is not None]
+    if not d:
+        return None, None, 0
+    mean = sum(d) / len(d)
+    if len(d) < 2:
+        return mean, None, len(d)
+    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
+    return mean, (var / len(d)) ** 0.5, len(d)
+
+
+def select(rows: list[dict], direction: str) -> tuple[dict, bool]:
+    """``(chosen row, every candidate ties)``: ``rows[0]`` is the default; a candidate replaces it only when
+    its paired gain over the default exceeds one standard error (``RULE``), and among those that do the
+    best mean score wins (the first listed on equal scores). "Ties": no candidate's gain, up or down, is
+    beyond one standard error — the criterion cannot tell the settings apart on these runs."""
+    default, sign = rows[0], (1.0 if direction == "higher" else -1.0)
+    better, ties = [], True
+    for r in rows[1:]:
+        gain, se, _ = paired_gain(r["per_seed"], default["per_seed"], direction)
+        r["vs_default"] = {"gain": gain, "se": se}
+        if gain is None or se is None:
+            continue
+        if abs(gain) > se:
+            ties = False
+        if gain > se:
+            better.append(r)
+    if not better:
+        return default, ties and len(rows) > 1
+    return max(better, key=lambda r: sign * r["score"]), False
+
+
+def extension(cls, points: list[dict], chosen: dict) -> list[tuple[str, dict]]:
+    """``(option, new point)`` for each numeric option whose chosen value is the lowest or highest of the
+    values tried: one step beyond that edge — geometric when the edge and its neighbour are both positive
+    (the grids are log-spaced), else arithmetic — rounded to 3 significant digits; a step outside the
+    option's allowed range is not taken (the optimum is at the range's bound, not the grid's edge)."""
+    out = []
+    for k, v in chosen.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        values = sorted({p[k] for p in points if isinstance(p[k], (int, float)) and not isinstance(p[k], bool)})
+        if len(values) < 2 or v not in (values[0], values[-1]):
+            continue
+        nb = values[1] if v == values[0] else values[-2]
+        new = v * v / nb if v > 0 and nb > 0 else 2 * v - nb
+        typ = cls.option_type(k) if cls.option_type(k) in (int, float) else type(v)
+        new = typ(float(f"{new:.3g}")) if typ is float else int(round(new))
+        point = {**chosen, k: new}
+        if new not in values and cls.option_problem(k, new) is None and point not in points:
+            out.append((k, point))
+    return out
 
 
 def parse_args(argv):
@@ -80,6 +144,13 @@ def parse_args(argv):
     p = build_parser("python -m bench.tune", "Choose each method's settings on validation pairs (never test "
                      "pairs) and write them to the stream's tuned-settings file.")
     p.set_defaults(seeds=DEFAULT_SEEDS)
+    for a in p._actions:            # the shared help says what bench.run's --seeds and --worlds mean
+        if a.dest == "seeds":
+            a.help = (f"N (at least {MIN_SEEDS}: tuning's own seeds {TUNING_SEED_BASE}..{TUNING_SEED_BASE}+N-1, "
+                      f"disjoint from those bench.run reports; default {DEFAULT_SEEDS}) or a list i,j")
+        elif a.dest == "worlds":
+            a.help = (f"worlds per seed, tuning's own: {TUNING_WORLD_BASE}..{TUNING_WORLD_BASE}+K-1 (other simulated "
+                      "worlds; for feature banks other validation draws), never the reported 0..K-1 (default 1)")
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
                    help=f"settings tried per method at most (default {DEFAULT_BUDGET}; the default setting always)")
     p.add_argument("--criterion", default="score", help="what selects: 'score' (default: final average of each "
@@ -87,11 +158,15 @@ def parse_args(argv):
     p.add_argument("--write", help="tuned-settings file to write (default: <stream>.tuned[-<encoder>].json where "
                    "bench.run finds it: beside a user's stream file; for a built-in stream in the user settings "
                    "folder, $CMCL_BENCH_SETTINGS or ~/.config/cmcl-bench, under tuned/)")
+    p.add_argument("--extend", type=int, default=DEFAULT_EXTEND, metavar="R",
+                   help="times a numeric grid whose optimum is at its edge is extended one step beyond it "
+                        f"(default {DEFAULT_EXTEND}; 0: never)")
     return p.parse_args(argv)
 
 
 # the top-level fields that say how a file's settings were tuned (kept per method when entries are merged)
-PROVENANCE = ("criterion", "direction", "seeds", "orders", "worlds", "budget", "train", "loss", "code_version", "date")
+PROVENANCE = ("criterion", "direction", "rule", "seeds", "orders", "worlds", "budget", "extend", "train", "loss",
+              "code_version", "date")
 
 
 def _previous(target: Path, spec, encoder, explicit: bool) -> tuple[Path | None, dict]:
@@ -110,6 +185,37 @@ def main(argv=None) -> int:
     return run_cli(lambda: _main(args), "interrupted: finished tuning runs are saved; rerun to continue")
 
 
+def tuning_seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: a count N is tuning's own seeds from ``TUNING_SEED_BASE``; a list is taken as given."""
+    from .request import parse_seeds
+    seeds = parse_seeds(text)
+    if "," not in text:
+        seeds = [TUNING_SEED_BASE + s for s in seeds]
+    if len(seeds) < MIN_SEEDS:
+        raise BenchError(f"--seeds {text}: tuning needs at least {MIN_SEEDS} seeds (a candidate must beat the "
+                         "default by one standard error of their paired difference over seeds)")
+    return tuple(seeds)
+
+
+def _score(p, out_dir: Path, fn, keys: dict[str, list[str]]) -> tuple[dict[str, dict[str, dict]], float]:
+    """method -> row -> candidate record (options, label, mean score, per-run scores in run order), and the
+    runs' summed wall seconds."""
+    from .reporting.records import read_run
+    groups: dict[tuple, list] = {}
+    for r in p.runs:
+        groups.setdefault((r.method, r.row), []).append(r)
+    out: dict[str, dict[str, dict]] = {}
+    compute = 0.0
+    for (m, row), runs in groups.items():           # candidates equal in value ran once
+        recs = [read_run(r.path(out_dir)) for r in runs]
+        compute += sum(rec["timings"]["wall_seconds"] for rec in recs)
+        scores = [fn(rec) for rec in recs]
+        valid = [v for v in scores if v is not None]
+        out.setdefault(m, {})[row] = {"options": {k: runs[0].options[k] for k in keys[m]}, "label": row,
+                                      "score": sum(valid) / len(valid) if valid else None, "per_seed": scores}
+    return out, compute
+
+
 def _main(args) -> int:
     from .run import answered
     if answered(args):
@@ -120,7 +226,6 @@ def _main(args) -> int:
 
     from . import catalogue, streams
     from .files import check_writable
-    from .reporting.records import read_run
     from .request import Request
     from .run import execute, plan
     from .tuned import tuned_path, write_tuned
@@ -129,6 +234,8 @@ def _main(args) -> int:
         raise BenchError(f"--criterion must be one of {', '.join(crit)}, got {args.criterion!r}")
     if args.budget < 1:
         raise BenchError("--budget must be >= 1")
+    if args.extend < 0:
+        raise BenchError(f"--extend must be >= 0, got {args.extend}")
     if args.untuned:
         raise BenchError("--untuned is not used by bench.tune (tuning always starts from the untuned settings)")
     if args.wait:
@@ -143,8 +250,10 @@ def _main(args) -> int:
     if not names:
         raise BenchError("none of these methods has a search space (or a --grid) to tune")
     points = {m: candidates(catalogue.get(m), args.budget, request.grids.get(m)) for m in names}
+    keys = {m: list(points[m][0]) for m in names}
     # a choice needs every candidate's runs: wait for those another runner holds
-    request = replace(request, methods=tuple(names), split="validation", grids={}, candidates=points, wait=True)
+    request = replace(request, methods=tuple(names), seeds=tuning_seeds(args.seeds), first_world=TUNING_WORLD_BASE,
+                      split="validation", grids={}, candidates=points, wait=True)
     spec = streams.load(request.stream)
     if args.write is not None and not args.write.strip():
         raise BenchError("--write is empty: name the tuned-settings file to write")
@@ -155,33 +264,54 @@ def _main(args) -> int:
     import torch
     torch.set_num_threads(request.execution.threads)
     t0 = time.perf_counter()
-    p = plan(request)
-    print(f"tuning {p.stream.name} on validation pairs: {len(names)} methods, seeds "
-          f"{', '.join(map(str, p.seeds))}; {len(p.todo)} runs to do, {p.skipped} already done", file=sys.stderr)
-    failures = execute(p, request).failures
-    if failures:
-        raise BenchError(f"{len(failures)} tuning runs failed (first: {failures[0][0].row} {failures[0][0].run_text}: "
-                         f"{failures[0][1]}); nothing written — fix the cause and rerun (finished runs are kept)")
     fn, direction = crit[args.criterion]
     out_dir = Path(request.out)
-    groups: dict[tuple, list] = {}
-    for r in p.runs:
-        groups.setdefault((r.method, r.row), []).append(r)
-    result, compute = {}, 0.0
+    rows: dict[str, dict[str, dict]] = {}
+    extended: dict[str, list[dict]] = {m: [] for m in names}
+    compute, todo = 0.0, names
+    for rnd in range(args.extend + 1):
+        p = plan(replace(request, methods=tuple(todo), candidates={m: points[m] for m in todo}))
+        print(f"tuning {p.stream.name} on validation pairs{f' (grid extension {rnd})' if rnd else ''}: "
+              f"{len(todo)} methods, seeds {', '.join(map(str, p.seeds))}, "
+              f"world{'s' if request.worlds > 1 else ''} {', '.join(map(str, sorted({r.world for r in p.runs})))}; "
+              f"{len(p.todo)} runs to do, {p.skipped} already done", file=sys.stderr)
+        failures = execute(p, request).failures
+        if failures:
+            raise BenchError(f"{len(failures)} tuning runs failed (first: {failures[0][0].row} "
+                             f"{failures[0][0].run_text}: {failures[0][1]}); nothing written — fix the cause and "
+                             "rerun (finished runs are kept)")
+        scored, seconds = _score(p, out_dir, fn, keys)
+        rows.update(scored)
+        compute += seconds
+        if rnd == args.extend:
+            break
+        todo = []
+        for m in names:
+            best, _ = select(list(rows[m].values()), direction)
+            for k, point in extension(catalogue.get(m), points[m], best["options"]):
+                points[m].append(point)
+                extended[m].append({"round": rnd + 1, "option": k, "edge": best["options"][k], "added": point[k]})
+                print(f"{m}: optimum {k} = {best['options'][k]} at its grid's edge; trying {point[k]}", file=sys.stderr)
+                todo.append(m)
+        todo = list(dict.fromkeys(todo))
+        if not todo:
+            break
+    result = {}
     for m in names:
-        rows = []
-        for runs in [g for (meth, _), g in groups.items() if meth == m]:    # candidates equal in value ran once
-            recs = [read_run(r.path(out_dir)) for r in runs]
-            compute += sum(rec["timings"]["wall_seconds"] for rec in recs)
-            scores = [fn(rec) for rec in recs]
-            valid = [s for s in scores if s is not None]
-            rows.append({"options": {k: runs[0].options[k] for k in points[m][0]}, "label": runs[0].row,
-                         "score": sum(valid) / len(valid) if valid else None, "per_seed": scores})
-        best = select(rows, direction, catalogue.get(m).defaults)
-        result[m] = {"chosen": best["options"], "search_space": {k: [c[k] for c in points[m]] for k in points[m][0]},
-                     "candidates": rows}
+        cands = list(rows[m].values())
+        best, ties = select(cands, direction)
+        edge = [k for k, _ in extension(catalogue.get(m), points[m], best["options"])]
+        result[m] = {"chosen": best["options"], "search_space": {k: [c[k] for c in points[m]] for k in keys[m]},
+                     "candidates": cands, "ties": ties, "extended": extended[m], "still_at_edge": edge}
         print(f"{m}: {best['label']} ({args.criterion} {best['score']:.2f})" if best["score"] is not None
               else f"{m}: no score", file=sys.stderr)
+        if ties:
+            print(f"warning: {m}: every candidate ties with the default (no paired difference beyond one standard "
+                  f"error over {len(best['per_seed'])} runs); the default is kept — more seeds or a wider grid would "
+                  "tell them apart", file=sys.stderr)
+        if edge:
+            print(f"warning: {m}: the optimum is still at the edge of its grid for {', '.join(edge)} after "
+                  f"{args.extend} extension{'s' if args.extend != 1 else ''} (--extend)", file=sys.stderr)
     from dataclasses import asdict
     first = p.runs[0]
     # methods tuned before keep their entries (with the provenance of the tuning that chose them): tuning one
@@ -192,11 +322,12 @@ def _main(args) -> int:
         if m not in result:
             kept[m] = {**entry, "tuned_by": entry.get("tuned_by") or {
                 "file": str(before_path), **{k: before.get(k) for k in PROVENANCE}}}
+    worlds = list(range(request.first_world, request.first_world + request.worlds))
     write_tuned(target, {
         "stream": spec.name, "stream_sha256": spec.sha256, "encoder": request.encoder if spec.bank_sources else None,
-        "criterion": args.criterion, "direction": direction,
+        "criterion": args.criterion, "direction": direction, "rule": RULE,
         "split": "validation: 10% of each source's training pairs held out of training (bench.scenario)",
-        "seeds": p.seeds, "orders": request.orders, "worlds": request.worlds, "budget": args.budget,
+        "seeds": p.seeds, "orders": request.orders, "worlds": worlds, "budget": args.budget, "extend": args.extend,
         "train": asdict(first.train), "loss": asdict(first.loss),
         "code_version": code_version(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.perf_counter() - t0, 1), "run_seconds": round(compute, 1),

@@ -99,5 +99,28 @@ def warn_if_other_training(data: dict, path: Path | None, train: dict, loss: dic
               file=sys.stderr)
 
 
+def _tuned_runs(where: dict) -> set[tuple[int, int]]:
+    """The (seed, world) pairs a tuning ran on; a file that predates worlds, or counts them, ran 0..K-1."""
+    worlds = where.get("worlds", 1)
+    worlds = range(worlds) if isinstance(worlds, int) else worlds
+    return {(int(s), int(w)) for s in where.get("seeds") or () for w in worlds}
+
+
+def warn_if_tuned_on_reported(data: dict, path: Path | None, methods, seeds, worlds) -> None:
+    """One warning line when these runs report a seed in a world that an applied method was tuned on: a
+    choice fitted to those runs' noise flatters them (``bench.tune`` uses seeds and worlds of its own)."""
+    if path is None:
+        return
+    reported = {(s, w) for s in seeds for w in worlds}
+    hit = {m: reported & _tuned_runs(entry.get("tuned_by") or data) for m, entry in data["methods"].items()
+           if m in methods}
+    hit = {m: pairs for m, pairs in hit.items() if pairs}
+    if hit:
+        pairs = sorted(set().union(*hit.values()))
+        shown = ", ".join(f"seed {s} world {w}" for s, w in pairs[:4]) + (", …" if len(pairs) > 4 else "")
+        print(f"warning: {path} tuned {', '.join(hit)} on runs these runs report too ({shown}): the choice may fit "
+              "their noise; retune with python -m bench.tune, whose seeds and worlds are its own", file=sys.stderr)
+
+
 def write_tuned(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps({"schema": SCHEMA, **data}, indent=1, sort_keys=False) + "\n")

@@ -104,7 +104,7 @@ def _bank_stream(tmp_path):
 
 def _tune(banks, stream, out, write):
     argv = ["--stream", str(stream), "--encoder", "enc", "--banks", str(banks), "--methods", "ewc,l2",
-            "--seeds", "1", "--out", str(out), "--write", str(write)]
+            "--out", str(out), "--write", str(write)]
     assert tune.main(argv) == 0
     data = json.loads(write.read_text())
     return {m: (e["chosen"], [c["per_seed"] for c in e["candidates"]]) for m, e in data["methods"].items()}
@@ -138,7 +138,7 @@ def test_tuned_settings_are_applied_recorded_and_ignored_with_untuned(tmp_path, 
     stream = tmp_path / "mytoy.toml"
     shutil.copy(builtin_streams()["toy"], stream)
     common = ["--stream", str(stream), "--methods", "l2", "--seeds", "1", "--epochs", "1", "--no-figures"]
-    assert tune.main(common + ["--grid", "l2.strength=0.1,5", "--out", str(tmp_path / "t")]) == 0
+    assert tune.main(common + ["--seeds", "3", "--grid", "l2.strength=0.1,5", "--out", str(tmp_path / "t")]) == 0
     tuned = json.loads((tmp_path / "mytoy.tuned.json").read_text())
     assert tuned["stream_sha256"] == streams.load(str(stream)).sha256 and tuned["criterion"] == "score"
     assert {"seeds", "code_version", "date", "train", "candidates"} <= set(tuned) | set(tuned["methods"]["l2"])
@@ -206,12 +206,12 @@ def test_tuning_a_built_in_stream_writes_to_the_user_settings_folder_never_the_p
     before = sorted(p.name for p in shipped.iterdir())
     common = ["--stream", "toy", "--seeds", "1", "--epochs", "1", "--no-figures", "--out", str(tmp_path / "o")]
     capsys.readouterr()
-    assert tune.main(common + ["--methods", "l2", "--grid", "l2.strength=0.1,5"]) == 0
+    assert tune.main(common + ["--seeds", "3", "--methods", "l2", "--grid", "l2.strength=0.1,5"]) == 0
     target = tmp_path / "settings" / "tuned" / "toy.tuned.json"
     assert f"written to {target}" in capsys.readouterr().err
     assert sorted(p.name for p in shipped.iterdir()) == before
     # tuning another method keeps l2's entry, with the provenance of the tuning that chose it
-    assert tune.main(common + ["--methods", "ewc", "--grid", "ewc.strength=1,10"]) == 0
+    assert tune.main(common + ["--seeds", "3", "--methods", "ewc", "--grid", "ewc.strength=1,10"]) == 0
     methods = json.loads(target.read_text())["methods"]
     assert set(methods) == {"l2", "ewc"} and methods["l2"]["tuned_by"]["file"] == str(target)
     assert run.main(common + ["--methods", "l2"]) == 0
@@ -221,7 +221,7 @@ def test_tuning_a_built_in_stream_writes_to_the_user_settings_folder_never_the_p
 
 
 def test_an_unwritable_tuned_settings_target_is_refused_before_any_tuning_run(tmp_path, capsys):
-    assert tune.main(["--stream", "toy", "--methods", "l2", "--seeds", "1", "--out", str(tmp_path / "o"),
+    assert tune.main(["--stream", "toy", "--methods", "l2", "--out", str(tmp_path / "o"),
                       "--write", "/proc/x/t.json"]) == 2
     assert "--write /proc/x" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
@@ -236,3 +236,93 @@ def test_a_stream_without_tuned_settings_says_so_and_names_the_command(tmp_path,
     assert run.main(["--stream", "toy", "--methods", "vanilla,ewc", "--seeds", "1", "--epochs", "1", "--no-figures",
                      "--out", str(tmp_path), "--untuned"]) == 0
     assert "no tuned settings" not in capsys.readouterr().err          # asked for the defaults
+
+
+def _row(label, per_run, options=None):
+    valid = [v for v in per_run if v is not None]
+    return {"label": label, "options": options or {}, "per_seed": per_run, "score": sum(valid) / len(valid)}
+
+
+def test_paired_gain_is_the_mean_and_standard_error_of_per_run_differences():
+    gain, se, n = tune.paired_gain([1.5, 2.4, 3.6, None], [1.0, 2.0, 3.0, 9.0], "higher")
+    assert n == 3 and gain == pytest.approx(0.5) and se == pytest.approx(0.1 / 3 ** 0.5)
+    assert tune.paired_gain([1.0, 2.0], [1.5, 2.5], "lower")[0] == pytest.approx(0.5)     # lower is better
+    assert tune.paired_gain([1.0], [0.0], "higher")[1] is None                           # one pair: no error
+
+
+def test_a_candidate_replaces_the_default_only_beyond_one_standard_error():
+    default = _row("default", [70.0, 72.0, 74.0])
+    clear = _row("clear", [70.5, 72.4, 74.6])              # +0.5 ± 0.058: beats the default
+    noisy = _row("noisy", [72.0, 71.0, 75.5])              # +0.83 ± 0.93: a higher mean, inside its noise
+    chosen, ties = tune.select([default, noisy, clear], "higher")
+    assert chosen is clear and not ties
+    chosen, ties = tune.select([default, noisy], "higher")
+    assert chosen is default and ties                      # every candidate ties: said, default kept
+    better = _row("better", [71.0, 73.1, 74.9])            # +0.97 ± 0.06: the best of those that beat it
+    assert tune.select([default, clear, better], "higher")[0] is better
+    worse = _row("worse", [60.0, 61.0, 62.5])
+    chosen, ties = tune.select([default, worse], "higher")
+    assert chosen is default and not ties                  # the default is clearly better: no tie
+    assert tune.select([default, worse], "lower")[0] is worse     # forgetting-like criteria: lower wins
+
+
+def test_an_optimum_at_a_grids_edge_extends_it_one_step_within_the_options_range():
+    from bench import catalogue
+    gpm, nscl, gem = catalogue.get("gpm"), catalogue.get("nscl"), catalogue.get("gem")
+    grid = [{"energy": v} for v in (0.97, 0.5, 0.7, 0.9, 0.99)]
+    assert tune.extension(gpm, grid, {"energy": 0.5}) == [("energy", {"energy": 0.357})]    # 0.5 · 0.5/0.7
+    assert tune.extension(gpm, grid, {"energy": 0.9}) == []                                   # inside
+    assert tune.extension(gpm, grid, {"energy": 0.99}) == []        # 1.01 is outside the energy's range
+    vals = [{"value": v} for v in (10.0, 2.0, 50.0, 1000.0, 10000.0)]
+    assert tune.extension(nscl, vals, {"value": 10000.0}) == [("value", {"value": 100000.0})]
+    assert tune.extension(gem, [{"margin": 0.0}, {"margin": 0.5}], {"margin": 0.0}) == []    # at its bound
+    assert tune.extension(gem, [{"margin": 0.0}, {"margin": 0.5}], {"margin": 0.5}) == [("margin", {"margin": 1.0})]
+
+
+def test_tuning_runs_on_seeds_and_worlds_of_its_own_at_least_three(tmp_path, capsys):
+    from bench.request import Request
+    run_seeds = set(Request().seeds) | set(range(1000))           # every bench.run --seeds N
+    assert set(tune.tuning_seeds(tune.DEFAULT_SEEDS)) & run_seeds == set()
+    assert len(tune.tuning_seeds(tune.DEFAULT_SEEDS)) >= 3 and tune.tuning_seeds("5,6,7") == (5, 6, 7)
+    assert tune.main(["--stream", "toy", "--methods", "l2", "--seeds", "2", "--out", str(tmp_path)]) == 2
+    assert "tuning needs at least 3 seeds" in capsys.readouterr().err
+    write = tmp_path / "t.json"
+    assert tune.main(["--stream", "toy", "--methods", "l2", "--grid", "l2.strength=0.1,5", "--epochs", "1",
+                      "--out", str(tmp_path / "o"), "--write", str(write), "--worlds", "2", "--extend", "0"]) == 0
+    files = sorted(p.name for p in (tmp_path / "o" / "toy" / "tuning" / "runs" / "l2").iterdir())
+    assert files == [f"seed{s}-world{w}.json" for s in (1000, 1001, 1002) for w in (1000, 1001)]
+    data = json.loads(write.read_text())
+    assert data["seeds"] == [1000, 1001, 1002] and data["worlds"] == [1000, 1001] and "standard error" in data["rule"]
+    entry = data["methods"]["l2"]
+    assert entry["search_space"] == {"strength": [1.0, 0.1, 5.0]}      # the default first: what must be beaten
+    assert all(len(c["per_seed"]) == 6 for c in entry["candidates"]) and "vs_default" in entry["candidates"][1]
+
+
+def test_an_edge_optimum_is_extended_and_recorded_in_the_provenance(tmp_path, capsys):
+    write = tmp_path / "t.json"
+    # forgetting falls as the anchor stiffens: the stiffest strength tried wins, so its edge is extended
+    assert tune.main(["--stream", "quick", "--methods", "l2", "--grid", "l2.strength=1,10", "--epochs", "2",
+                      "--criterion", "forgetting_r10", "--extend", "1", "--out", str(tmp_path / "o"),
+                      "--write", str(write)]) == 0
+    entry = json.loads(write.read_text())["methods"]["l2"]
+    assert entry["extended"] == [{"round": 1, "option": "strength", "edge": 10.0, "added": 100.0}]
+    assert entry["search_space"]["strength"] == [1.0, 10.0, 100.0] and len(entry["candidates"]) == 3
+    # 100 forgets more than 10 here: the optimum is inside the extended grid, and nothing is left at an edge
+    assert entry["chosen"] == {"strength": 10.0} and entry["still_at_edge"] == []
+    err = capsys.readouterr().err
+    assert "at its grid's edge; trying 100.0" in err and "still at the edge" not in err
+
+
+def test_reporting_the_runs_settings_were_tuned_on_is_warned(tmp_path, capsys):
+    stream = tmp_path / "mytoy.toml"
+    shutil.copy(builtin_streams()["toy"], stream)
+    sha = streams.load(str(stream)).sha256
+    common = ["--stream", str(stream), "--methods", "l2", "--epochs", "0", "--no-figures", "--out", str(tmp_path / "r")]
+    for seeds, worlds, warned in (([0, 1], None, True), ([1000, 1001, 1002], [1000], False), ([0], [1000], False)):
+        (tmp_path / "mytoy.tuned.json").write_text(json.dumps(
+            {"schema": 1, "stream_sha256": sha, "seeds": seeds, **({"worlds": worlds} if worlds else {}),
+             "methods": {"l2": {"chosen": {"strength": 0.1}}}}))
+        capsys.readouterr()
+        assert run.main(common + ["--seeds", "2"]) == 0
+        err = capsys.readouterr().err
+        assert ("tuned l2 on runs these runs report too (seed 0 world 0, seed 1 world 0)" in err) == warned, err
