@@ -18,7 +18,11 @@ Generative story (all deterministic from the stream's ``[simulation] seed``):
 - Modality cone: real encoders put each modality's features in a narrow cone around a mean direction (the
   modality gap), so their uncentered covariance has one dominant eigenvalue; ``offset_m`` is the norm of
   that mean direction (random per modality) before the final L2 normalisation.
-- Class-name texts: the text encoder applied to the class means, ``R_text J_s D_{s,text} mu_c``.
+- Class-name texts: the text encoder applied to the class means, ``R_text J_s D_{s,text} mu_c``. A source
+  with ``texts = "class-name"`` pairs every sample with its class's text instead of a text view of its own
+  (ESC-50 and VGGSound-S caption a clip by its class name): its text embeddings repeat, so retrieval has
+  the real data's ties and a batch holds false negatives. The default, ``"instance"``, gives each sample a
+  text of its own (Clotho-like captions).
 """
 from __future__ import annotations
 
@@ -105,6 +109,9 @@ class SimulatedWorld:
             for m in src["modalities"]:
                 u = z + float(self.mod[m]["noise"]) * torch.randn(n, k, generator=gen, dtype=torch.float64) / math.sqrt(k)
                 feats[m] = self.encode(name, m, u, gen).float().contiguous()
+            if src.get("texts") == "class-name":     # drawn above all the same: other modalities keep their draws
+                assert class_texts is not None
+                feats["text"] = class_texts[labels].contiguous()
             out[split] = SplitFeatures(features=feats, ids=[f"{name}/{split}/{i}" for i in range(n)], labels=labels,
                                        class_texts=class_texts,
                                        class_names=None if class_texts is None else

@@ -113,8 +113,8 @@ def _req(where: str, table: dict, key: str, kind, what: str):
     return val
 
 
-SOURCE_KEYS = {"kind", "modalities", "classes", "train", "test", "class_texts", "domain_shift", "class_spread",
-               "instance_spread"}
+SOURCE_KEYS = {"kind", "modalities", "classes", "train", "test", "class_texts", "texts", "domain_shift",
+               "class_spread", "instance_spread"}
 BANK_SOURCE_KEYS = {"kind", "modalities", "bank", "class_texts"}
 SIM_KEYS = {"seed", "dim", "common_dim", "specific_dim", "floor_noise", "domain_shift", "class_spread",
             "instance_spread"}
@@ -137,7 +137,8 @@ SIM_RULES = {"seed": _int_in(0, 2 ** 62), "dim": _int_in(2, 16_384), "common_dim
 MODALITY_RULES = {"misalignment": _NONNEG, "noise": _NONNEG, "offset": _NONNEG}
 SOURCE_RULES = {"domain_shift": _NONNEG, "class_spread": _NONNEG, "instance_spread": _NONNEG,
                 "classes": _int_in(1, 100_000), "train": _int_in(1, 1_000_000), "test": _int_in(1, 1_000_000),
-                "class_texts": ("true or false", lambda v: isinstance(v, bool))}
+                "class_texts": ("true or false", lambda v: isinstance(v, bool)),
+                "texts": ("'instance' or 'class-name'", lambda v: v in ("instance", "class-name"))}
 
 
 def _check_values(where: str, table: dict, rules: dict) -> None:
@@ -237,6 +238,8 @@ def load(name_or_path: str) -> StreamSpec:
         _check_values(w, src, SOURCE_RULES)
         if src["test"] < 10:
             raise BenchError(f"{w}: 'test' must be at least 10 (Recall@10 needs 10 candidates)")
+        if src.get("texts") == "class-name" and ("text" not in ms or src.get("class_texts") is False):
+            raise BenchError(f"{w}: texts = 'class-name' needs a 'text' modality and class texts")
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise BenchError(f"{where}: needs at least one [[steps]] entry")
