@@ -140,6 +140,7 @@ class RunSpec:
     split: str = "test"            # evaluate on the test pairs, or on validation pairs held out of training
     order: int = 0                 # the steps' order: 0 the stream file's, k > 0 its k-th seeded permutation
     world: int = 0                 # 0 the stream file's simulation seed and draws; k > 0 another world (runner)
+    eval_every: int | None = None  # also evaluate the old tasks every N iterations inside each step
     label: str | None = None       # the run's row: the method, or a variant's label (None: the method's name)
     option_sources: Mapping[str, str] | None = None   # where each non-default option came from
     untuned: bool = False          # the stream's tuned settings were ignored (results in <stream>-untuned)
@@ -179,6 +180,8 @@ class RunSpec:
             cfg["order"] = self.order
         if self.world:
             cfg["world"] = self.world
+        if self.eval_every is not None:
+            cfg["eval_every"] = self.eval_every
         if self.option_sources:
             cfg["option_sources"] = dict(self.option_sources)
         if self.tuned is False:

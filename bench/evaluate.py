@@ -92,6 +92,9 @@ class Evaluator:
         self._on_device: dict[tuple, torch.Tensor] = {}
         self._last: dict[str, list[torch.Tensor]] = {}     # each head's values at the previous evaluation
         self._cache: dict[int, tuple[dict, torch.Tensor | None]] = {}
+        # within_step's own: it must not move the rows' record of what changed since the previous row
+        self._inner_last: dict[str, list[torch.Tensor]] = {}
+        self._inner_cache: dict[int, tuple[dict, torch.Tensor | None]] = {}
 
     def _to(self, key, t: torch.Tensor | None) -> torch.Tensor:
         """``t`` on the heads' device, moved once per evaluator."""
@@ -113,18 +116,20 @@ class Evaluator:
         pair's text head)."""
         return self.tasks[j].pair
 
-    def _changed(self, heads: Heads) -> set[str]:
-        """The modalities whose head differs (in value) from the previous evaluation. Values, not version
-        counters: methods may write weights through ``.data``, which a version counter does not see."""
+    def _changed(self, heads: Heads, store: dict | None = None) -> set[str]:
+        """The modalities whose head differs (in value) from the previous evaluation (recorded in ``store``,
+        default the rows'). Values, not version counters: methods may write weights through ``.data``, which
+        a version counter does not see."""
+        store = self._last if store is None else store
         if self._device.type == "meta":
             return set(heads.modalities)
         changed = set()
         for m, lin in heads.linears.items():
             now = [p.detach() for p in lin.parameters()]
-            last = self._last.get(m)
+            last = store.get(m)
             if last is None or not all(torch.equal(a, b) for a, b in zip(now, last)):
                 changed.add(m)
-                self._last[m] = [p.clone() for p in now]
+                store[m] = [p.clone() for p in now]
         return changed
 
     def _task_cells(self, heads: Heads, j: int) -> tuple[dict, torch.Tensor | None]:
@@ -178,6 +183,26 @@ class Evaluator:
         flat = [c for k in self.KEYS for c in cells[k] if c is not None]
         values = iter(host(torch.stack([c.double() for c in flat])).tolist()) if flat else iter(())
         return {k: [None if c is None else next(values) for c in cells[k]] for k in self.KEYS}
+
+    @torch.no_grad()
+    def within_step(self, heads: Heads, old: list[int]) -> dict[str, list[float | None]]:
+        """R@10 and the alignment-score deviation of the tasks ``old`` (learned before the current step) on
+        the same test pairs as the rows, for the stability gap (``--eval-every``): cells of a task whose heads
+        did not change since the previous within-step evaluation are kept, as in ``evaluate``, whose own
+        record of changes this leaves alone; no task's reference moves."""
+        self._device = device_of(heads)
+        changed = self._changed(heads, self._inner_last)
+        cells: dict[str, list[torch.Tensor | None]] = {"r10": [], "align_dev": []}
+        for j in old:
+            if j not in self._inner_cache or changed.intersection(self.depends_on(j)):
+                self._inner_cache[j] = self._task_cells(heads, j)
+            task_cells, A = self._inner_cache[j]
+            ref = self.reference.get(j)
+            cells["r10"].append(task_cells.get("r10"))
+            cells["align_dev"].append(None if A is None or ref is None else (A - ref).norm() / ref.norm())
+        flat = [c for k in cells for c in cells[k] if c is not None]
+        values = iter(host(torch.stack([c.double() for c in flat])).tolist()) if flat else iter(())
+        return {k: [None if c is None else next(values) for c in cells[k]] for k in cells}
 
     def accuracy(self, heads: Heads, task: Task, za, zb, rows: torch.Tensor | None = None) -> torch.Tensor:
         src = task.test_source

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 Matrix = Sequence[Sequence[float | None]]
 
@@ -105,6 +106,30 @@ def final_old_average(R: Matrix) -> float | None:
     return _mean(_val(R[T][j]) for j in range(T - 1))
 
 
+def _point_means(curve: dict, key: str) -> list[float | None]:
+    return [_mean(_val(v) for v in point) for point in curve[key]]
+
+
+def stability_gap(curves: Sequence[dict]) -> float | None:
+    """The stability gap (De Lange et al., ICLR 2023) on R@10: for each step with old tasks, the lowest mean
+    R@10 of the old tasks over the step's within-step evaluations (``--eval-every``) minus that mean before
+    the step (its first point, iteration 0); the mean over those steps. At most 0: how far the old tasks dip
+    while a new one is learned, recovered or not by the step's end (BWT sees only the end)."""
+    gaps = []
+    for c in curves:
+        means = _point_means(c, "r10")
+        if means and means[0] is not None:
+            gaps.append(min(v for v in means if v is not None) - means[0])
+    return _mean(gaps)
+
+
+def worst_within_step(curves: Sequence[dict]) -> float | None:
+    """The largest mean alignment-score deviation of the old tasks at any within-step evaluation: the
+    furthest the old tasks' alignment moved at any point, where ``align_dev`` shows only the end."""
+    vals = [v for c in curves for v in _point_means(c, "align_dev") if v is not None]
+    return max(vals) if vals else None
+
+
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (ddof=1; 0 for one value) of the defined values."""
     vals = [v for v in (_val(x) for x in values) if v is not None]
@@ -125,13 +150,15 @@ class Metric:
     key: str
     title: str
     matrix: str | None
-    fn: Callable[[Matrix], float | None] | None
+    fn: Callable[[Any], float | None] | None       # of a Matrix (or, ``within``, of the curves)
     higher: bool | None
     unit: str            # "%", "ratio" or "s"
     decimals: int
     description: str
     probe: bool = False  # read from the probes' matrices (streams with [[probes]]; absent otherwise)
     measure: str = "train_seconds"   # without a matrix: which of the run's measures (``summarize``) it shows
+    # ``fn`` reads the within-step curves (runs with --eval-every; absent otherwise), not a matrix
+    within: bool = False
 
 
 # The paper's six columns first, then ours; the table, summary.csv, the report and the figures follow this order.
@@ -156,6 +183,12 @@ SUMMARY: tuple[Metric, ...] = (
            "tensors it holds beyond the heads at a step's end (bench.budget)", measure="state_mib"),
     Metric("trainable_params", "Params", None, None, None, "count", 0, "trainable parameters of the heads",
            measure="trainable_params"),
+    Metric("stability_gap_r10", "StabGap_R10", None, stability_gap, True, "%", 2,
+           "stability gap: old tasks' lowest mean R@10 during a step minus before it, mean over steps "
+           "(--eval-every)", within=True),
+    Metric("align_dev_worst", "AlignDev_max", None, worst_within_step, False, "ratio", 4,
+           "old tasks' largest mean alignment-score deviation at any within-step evaluation (--eval-every)",
+           within=True),
     Metric("emergent_r10", "Emergent_R10", "r10", final_average, True, "%", 2,
            "R@10 of the probes (pairs never trained) after the last step", probe=True),
     Metric("emergent_gain_r10", "EmergGain_R10", "r10", gain, True, "%", 2,
@@ -176,14 +209,17 @@ def measures(train_seconds: float, budget: dict | None = None) -> dict[str, floa
 
 
 def summarize(matrices: dict, train_seconds: float, probes: dict | None = None,
-              budget: dict | None = None) -> dict[str, float | None]:
-    """A run's summary: every metric of ``SUMMARY`` (the probe metrics only when the stream has probes)."""
+              budget: dict | None = None, within: dict | None = None) -> dict[str, float | None]:
+    """A run's summary: every metric of ``SUMMARY`` (the probe metrics only when the stream has probes, the
+    within-step ones only when the run has ``within`` curves, ``bench.runner``'s ``within_step``)."""
     out: dict[str, float | None] = {}
     values = measures(train_seconds, budget)
     for m in SUMMARY:
-        if m.probe and not probes:
+        if (m.probe and not probes) or (m.within and within is None):
             continue
-        if m.matrix is None or m.fn is None:
+        if m.within and m.fn is not None and within is not None:
+            out[m.key] = m.fn(within["steps"])
+        elif m.matrix is None or m.fn is None:
             out[m.key] = values[m.measure]
         else:
             out[m.key] = m.fn((probes if m.probe and probes else matrices)[m.matrix])

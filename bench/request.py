@@ -62,6 +62,7 @@ class Request:
     orders: int = 1                               # task orders: the file's, then seeded permutations
     worlds: int = 1                               # worlds: the file's simulation seed and draws, then others
     first_world: int = 0                          # bench.tune: its worlds start above the reported ones
+    eval_every: int | None = None                 # within-step evaluations of the old tasks (stability gap)
     encoder: str | None = None
     banks: str = "features"
     sets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)    # --set: method -> option -> value

@@ -50,6 +50,9 @@ def build_parser(prog="python -m bench.run",
     p.add_argument("--worlds", type=int, default=1, metavar="K", help="worlds per seed: the stream file's and "
                    "K−1 others — simulated streams from other simulation seeds (new features, test and validation "
                    "pairs), bank streams with other test and validation draws (default 1)")
+    p.add_argument("--eval-every", type=int, metavar="N", help="also evaluate the old tasks every N iterations "
+                   "inside each step, on the same test pairs (the stability gap: StabGap_R10, AlignDev_max and a "
+                   "figure; the curves go into the run files; costs evaluation time, see README)")
     p.add_argument("--epochs", type=int, help="epochs per step (default: the stream's [train], else 5 as in the paper)")
     p.add_argument("--batch-size", type=int, help="default: the stream's [train], else 64")
     p.add_argument("--lr", type=float, help="default: the stream's [train], else 1e-4 (sim-paper: 5e-4)")
@@ -171,6 +174,9 @@ def plan(request: Request) -> Plan:
     for flag, k in (("--orders", request.orders), ("--worlds", request.worlds)):
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_VARIATIONS:
             raise BenchError(f"{flag} must be an integer from 1 to {MAX_VARIATIONS}, got {k}")
+    eval_every = request.eval_every
+    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1):
+        raise BenchError(f"--eval-every must be a positive number of iterations, got {eval_every}")
     spec = streams.load(request.stream)
     if request.orders > math.factorial(len(spec.steps)):
         raise BenchError(f"--orders {request.orders}: stream {spec.name!r} has {len(spec.steps)} steps, so "
@@ -240,7 +246,8 @@ def plan(request: Request) -> Plan:
                 run = RunSpec(spec, m, opts, seed, train, loss, device=ex.device, encoder=encoder,
                               banks=request.banks, bank_shas=shas, label=label,
                               option_sources=sources or None, untuned=request.untuned, split=split,
-                              tuned=False if m in untuned_rows else None, order=order, world=world)
+                              tuned=False if m in untuned_rows else None, order=order, world=world,
+                              eval_every=eval_every)
                 if request.save_heads:
                     run = replace(run, heads_dir=str(run.heads_path(out)))
                 if request.log:

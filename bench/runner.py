@@ -144,15 +144,31 @@ def train_run(run: RunSpec, progress=None) -> tuple[RunRecord, Heads]:
     if run.log:
         from .tracking import RunLog
         log = RunLog(run.log, Path(run.log_dir or "."), f"{run.result_name}/{run.row}/{run.run_name}", run.config())
+    within: dict | None = None if run.eval_every is None else {"every": run.eval_every, "seconds": 0.0, "steps": []}
     try:
         for step in range(len(scenario.tasks)):
-            timings.append(trainer.train_experience(step))
+            if within is None or step == 0:
+                timings.append(trainer.train_experience(step))
+            else:
+                curve = within_curve(rows[-1], step)
+                old = list(range(step))
+                timings.append(trainer.train_experience(step, run.eval_every, lambda i, c=curve, o=old: probe_into(
+                    c, i, evaluator.within_step(heads, o))))
             if not is_data_free(run.device) and not host(torch.stack([p.isfinite().all() for p in heads.parameters()])).all():
                 bad = [m for m, lin in heads.linears.items()
                        if not host(torch.stack([p.isfinite().all() for p in lin.parameters()])).all()]
                 raise BenchError(f"training diverged in step {step + 1} ({scenario.tasks[step].name}): non-finite "
                                  f"weights in the {', '.join(bad)} head; {divergence_cause(timings[-1])}")
             rows.append(evaluator.evaluate(heads, learned=step + 1))
+            if within is not None and step > 0:
+                n = timings[-1]["iterations"]
+                if n:               # the step's end as its row has it (after the method's end-of-step hook)
+                    if curve["iterations"][-1] == n:
+                        for k in ("iterations", "r10", "align_dev"):
+                            curve[k].pop()
+                    probe_into(curve, n, {k: rows[-1][k][:step] for k in ("r10", "align_dev")})
+                within["steps"].append(curve)
+                within["seconds"] += timings[-1]["within_seconds"]
             if log is not None:
                 log.step_trained(timings[-1])
                 log.evaluated(rows[-1], step + 1)
@@ -175,5 +191,19 @@ def train_run(run: RunSpec, progress=None) -> tuple[RunRecord, Heads]:
     budget = {"state_bytes": trainer.state_peak, "trainable_params": trainable_params(heads)}
     record = build_record(run, [entry(t) for t in scenario.tasks], [entry(p) for p in scenario.probes], rows,
                           timings, time.perf_counter() - t_start, peak_memory(run.device), method_cls,
-                          m.state_summary(), versions(), loss_warnings(timings, scenario.tasks), banks, budget)
+                          m.state_summary(), versions(), loss_warnings(timings, scenario.tasks), banks, budget,
+                          within)
     return record, heads
+
+
+def within_curve(before: dict, step: int) -> dict:
+    """A step's within-step curve (``--eval-every``), starting at iteration 0 with the previous row's values
+    of its old tasks (the steps ``0 .. step − 1`` of the run's order)."""
+    return {"step": step, "iterations": [0], "r10": [before["r10"][:step]],
+            "align_dev": [before["align_dev"][:step]]}
+
+
+def probe_into(curve: dict, iteration: int, values: dict) -> None:
+    curve["iterations"].append(iteration)
+    for k in ("r10", "align_dev"):
+        curve[k].append(values[k])

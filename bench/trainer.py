@@ -201,11 +201,13 @@ class Trainer:
         ctx = self.ctx
         ctx.xa = ctx.xb = ctx.za = ctx.zb = ctx.loss = ctx.source_features = None
 
-    def train_experience(self, step: int) -> dict:
-        """Train on experience ``step``; returns its timing record."""
+    def train_experience(self, step: int, every: int | None = None, probe=None) -> dict:
+        """Train on experience ``step``; returns its timing record. With ``probe``, ``probe(i)`` is called after
+        every ``every``-th iteration i (the within-step evaluations of ``--eval-every``; its time is not
+        training time)."""
         cfg = self.cfg
         plan = self.begin_experience(step)
-        iters = 0
+        iters, probing = 0, 0.0
         if plan.tasks:
             data, tasks, pairs, gen, batch = plan.data, plan.tasks, plan.pairs, plan.gen, self.train_batch
             assert gen is not None
@@ -217,8 +219,13 @@ class Trainer:
                     xa_all, xb_all = data[slot]
                     losses[0, iters], losses[1, iters] = batch(tasks[slot], pairs[slot], xa_all[idx], xb_all[idx])
                     iters += 1
+                    if probe is not None and every and iters % every == 0:
+                        t = time.perf_counter()
+                        probe(iters)
+                        probing += time.perf_counter() - t
         self.end_experience()
-        out = {"step": step, "train_seconds": time.perf_counter() - plan.t0, "iterations": iters}
+        out = {"step": step, "train_seconds": time.perf_counter() - plan.t0 - probing, "iterations": iters,
+               **({"within_seconds": probing} if probe is not None else {})}
         if iters and not is_data_free(self.device):
             out.update(loss_record(host(losses[:, :iters]).tolist(), cfg.epochs))
         return out

@@ -59,6 +59,10 @@ FIGURES = (
     ("loss_curves", "Training loss",
      "the InfoNCE of the training batches, mean per epoch, epoch after epoch of every step (the loss each method "
      "optimises adds its own terms; both are in the run files); panels as above."),
+    ("stability_gap", "Stability gap: old tasks inside each step",
+     "the mean R@10 of the tasks learned before a step, evaluated every N iterations inside it (--eval-every), minus "
+     "its value before the step: x from t−1 to t is step t's training; a dip that recovers by the step's end is "
+     "invisible to BWT (De Lange et al., ICLR 2023); runs with --eval-every only; panels as above."),
     ("train_time", "Training time per run",
      "seconds, log scale: median and range over runs, as timed in this sweep on shared cores (no ratios are "
      "drawn: `benchmarks/method_cost.py` measures cost ratios from paired, repeated timings)."),
@@ -454,6 +458,75 @@ class Plotter:
                             "training loss, epoch after epoch of each step", decimals=2, xlabel="step",
                             ticks=([t + 0.5 for t in range(T)], [str(t + 1) for t in range(T)]))
 
+    def within_series(self, m: str) -> tuple[list[float], list[float]]:
+        """A method's within-step curve, mean over its runs in the file's order that have the same evaluation
+        points as its first: x = step index (0-based) + iteration / the step's iterations, y = the old tasks'
+        mean R@10 minus its value before the step; NaN between steps (the old tasks change)."""
+        runs = [r for r in self.in_order[m] if "within_step" in r]
+        if not runs:
+            return [], []
+        grid = [c["iterations"] for c in runs[0]["within_step"]["steps"]]
+        runs = [r for r in runs if [c["iterations"] for c in r["within_step"]["steps"]] == grid]
+        xs: list[float] = []
+        ys: list[float] = []
+        for k, c in enumerate(runs[0]["within_step"]["steps"]):
+            n = c["iterations"][-1] or 1
+            xs += [c["step"] + i / n for i in c["iterations"]] + [math.nan]
+            per_run = []
+            for r in runs:
+                means = [_nanmean(point) for point in r["within_step"]["steps"][k]["r10"]]
+                per_run.append([v - means[0] for v in means])
+            ys += [_nanmean(col) for col in zip(*per_run)] + [math.nan]
+        return xs, ys
+
+    def stability_gap(self):
+        series = {m: self.within_series(m) for m in self.methods}
+        series = {m: xy for m, xy in series.items() if xy[0]}
+        compared = [m for m in self.compared if m in series]
+        if not compared:
+            return                  # no run evaluated within its steps
+        fams = [f for f in FAMILIES if f not in ("reference", "naive")
+                and any(self.style[m].family == f for m in compared)]
+        panels = [[m for m in compared if self.style[m].family == f] for f in fams] or [compared]
+        titles = fams or ["all methods"]
+        dashed = [m for m in self.naive + self.refs if m in series]
+        ncol = 1 if len(panels) == 1 else 2
+        nrow = math.ceil(len(panels) / ncol)
+        fig, axes = self.figure(PAGE if ncol == 2 else COLUMN + 0.6, 1.75 * nrow + 0.8, nrows=nrow, ncols=ncol,
+                                sharex=True, sharey=True, squeeze=False)
+        ys = [v for m in compared for v in series[m][1] if not math.isnan(v)]
+        lo, hi = zoom(ys + [0.0], pad=0.06)
+        T = len(self.tasks)
+        for k, (ax, members, ttl) in enumerate(zip(axes.flat, panels, titles)):
+            for m in compared:
+                if m not in members and m not in dashed:
+                    ax.plot(*series[m], color=GREY, lw=0.6, zorder=1)
+            for m in dashed:
+                ax.plot(*series[m], color=self.color[m], lw=0.9, ls="--", zorder=2, label=m)
+            for m in members:
+                ax.plot(*series[m], color=self.color[m], lw=1.2, zorder=3, label=m)
+            ax.axhline(0, color="#888888", lw=0.5, zorder=0)
+            for b in range(1, T + 1):
+                ax.axvline(b, color="#e6e6e6", lw=0.5, zorder=0)
+            ax.set_ylim(lo, hi)
+            ax.set_xlim(1, T)
+            ax.set_xticks(range(1, T + 1))
+            ax.tick_params(labelsize=6.5)
+            ax.set_title(ttl, fontsize=8, loc="left")
+            ax.legend(fontsize=5.5, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=4,
+                      handlelength=1.5, borderaxespad=0.1, columnspacing=0.8)
+            if k % ncol == 0:
+                ax.set_ylabel("Δ old tasks' R@10 (points)", fontsize=7)
+            if k >= len(panels) - ncol:
+                ax.set_xlabel("step (step t trains from t − 1 to t)", fontsize=7)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        every = sorted({r["within_step"]["every"] for rs in self.in_order.values() for r in rs if "within_step" in r})
+        self.title(fig, f"stability gap: old tasks' R@10 inside each step, every {', '.join(map(str, every))} "
+                   "iterations, minus before the step" + self.order_note)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+        self.save(fig, "stability_gap")
+
     def train_time(self):
         names = self.methods
         secs = {m: [r["timings"]["train_seconds"] for r in self.by_method[m]] for m in names}
@@ -594,7 +667,7 @@ class Plotter:
     def jobs(self) -> list[str]:
         heat = [f"heatmaps:{k}:{p}" for k in ("r10", "acc") for p in range(1, self.heatmap_pages(k) + 1)]
         return heat + ["summary", "forest", "stability_plasticity", "curves", "final_by_task", "alignment", "loss_curves",
-                       "train_time"]
+                       "stability_gap", "train_time"]
 
     def draw(self, job: str):
         try:

@@ -63,6 +63,7 @@ class RunRecord(TypedDict):
     versions: NotRequired[dict[str, str]]
     banks: NotRequired[dict[str, Any]]   # streams of feature banks: which banks, made how
     budget: NotRequired[dict[str, int]]  # bench.budget: state_bytes, trainable_params
+    within_step: NotRequired[dict[str, Any]]   # --eval-every: the old tasks' curves inside each step
 
 
 def _json_type(hint) -> type:
@@ -138,10 +139,13 @@ def _upgrade(data: dict) -> dict:
 
 def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: list[dict], timings: list[dict],
                  wall_seconds: float, memory: dict, method_cls, method_state: dict, versions: dict,
-                 warnings: list[str], banks: dict | None = None, budget: dict | None = None) -> RunRecord:
+                 warnings: list[str], banks: dict | None = None, budget: dict | None = None,
+                 within: dict | None = None) -> RunRecord:
     """A finished run's record, checked: ``run`` its ``RunSpec``; ``rows`` the evaluations (row 0 before
     training, then one per step; each ``{metric: [value per task, then per probe]}``); ``timings`` the steps'
-    timing records; ``memory`` the peak memory figures."""
+    timing records; ``memory`` the peak memory figures; ``within`` the within-step curves (``--eval-every``:
+    ``{"every", "seconds", "steps": [{"step", "iterations", "r10", "align_dev"}]}``, each point a list over the
+    step's old tasks)."""
     from ..metrics import summarize
     T = len(tasks)
     matrices = {k: [row[k][:T] for row in rows] for k in rows[0]}
@@ -151,7 +155,7 @@ def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: lis
         "method": run.method, **({"label": run.label} if run.label else {}), "seed": run.seed,
         "stream": run.result_name, "role": method_cls.role, "family": method_cls.family,
         "config": run.config(), "config_hash": run.hash, "tasks": tasks, "matrices": matrices,
-        "summary": summarize(matrices, train_seconds, probe_matrices if probes else None, budget),
+        "summary": summarize(matrices, train_seconds, probe_matrices if probes else None, budget, within),
         **({"probes": probes, "probe_matrices": probe_matrices} if probes else {}),
         # a loss that overflowed is recorded as null (its step's warning says so): JSON has no infinity
         "timings": _finite_or_null({"steps": timings, "train_seconds": train_seconds, "wall_seconds": wall_seconds,
@@ -160,6 +164,7 @@ def build_record(run, tasks: list[TaskEntry], probes: list[TaskEntry], rows: lis
         "method_state": _finite_or_null(method_state), "versions": versions,
         **({"banks": banks} if banks is not None else {}),
         **({"budget": budget} if budget is not None else {}),
+        **({"within_step": _finite_or_null(within)} if within is not None else {}),
     }
     check(record, f"the run record of {run.row} {run.run_text}")
     return record  # type: ignore[return-value]
@@ -226,8 +231,32 @@ def check(data, where: str) -> dict:
     train_seconds = data["timings"].get("train_seconds")
     if not _number(train_seconds):
         raise BenchError(f"{path}: key 'timings.train_seconds' must be a finite number, got {train_seconds!r}")
+    if "within_step" in data:
+        _check_within(data["within_step"], n, f"{path}: key 'within_step'")
     _check_summary(data, path)
     return data
+
+
+def _check_within(w, n: int, where: str) -> None:
+    """The within-step curves: per step, as many points as iterations, each point one value (or null) per old
+    task of that step."""
+    if not isinstance(w, dict) or not isinstance(w.get("steps"), list):
+        raise BenchError(f"{where} must be an object with a 'steps' array, got {str(w)[:40]!r}")
+    for c in w["steps"]:
+        step = c.get("step") if isinstance(c, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 < step < n:
+            raise BenchError(f"{where}: a curve's 'step' must be a step with old tasks (1 to {n - 1}), got "
+                             f"{str(step)[:40]!r}")
+        its = c.get("iterations")
+        if not isinstance(its, list) or not its:
+            raise BenchError(f"{where}: step {step}'s 'iterations' must be a non-empty array")
+        for key in ("r10", "align_dev"):
+            pts = c.get(key)
+            if (not isinstance(pts, list) or len(pts) != len(its)
+                    or any(not isinstance(pt, list) or len(pt) != step for pt in pts)
+                    or any(v is not None and not _number(v) for pt in pts for v in pt)):
+                raise BenchError(f"{where}: step {step}'s {key!r} must be {len(its)} points of {step} values "
+                                 "(finite numbers or null), one per old task")
 
 
 def _check_matrix(m, n: int, where: str, rows: int | None = None) -> None:
@@ -248,7 +277,7 @@ def _check_summary(data: dict, path: str) -> None:
     from ..metrics import summarize
     summary = data["summary"]
     expected = summarize(data["matrices"], data["timings"]["train_seconds"], data.get("probe_matrices"),
-                         data.get("budget"))
+                         data.get("budget"), data.get("within_step"))
     for key, want in expected.items():
         got = summary.setdefault(key, want)
         same = (got is None and want is None) or (

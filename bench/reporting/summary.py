@@ -13,10 +13,10 @@ from .records import label, row_order, run_key
 
 
 def metrics_of(runs: list[dict]) -> tuple[M.Metric, ...]:
-    """The summary metrics these runs report: every non-probe metric, and a probe metric when some run has a
-    value for it (streams with [[probes]])."""
+    """The summary metrics these runs report: every other metric, and a probe or within-step metric when some
+    run has a value for it (streams with [[probes]], runs with --eval-every)."""
     return tuple(m for m in M.SUMMARY
-                 if not m.probe or any(r["summary"].get(m.key) is not None for r in runs))
+                 if not (m.probe or m.within) or any(r["summary"].get(m.key) is not None for r in runs))
 
 
 def summary_csv(runs: list[dict]) -> str:
