@@ -178,17 +178,17 @@ SUMMARY: tuple[Metric, ...] = (
            "MTIL Avg on R@10: R@10 over every step and task (MTIL's Last is R@10)"),
     Metric("align_dev", "AlignDev", "align_dev", final_old_average, False, "ratio", 4,
            "old tasks' alignment-score deviation after the last step, ||A_jT - A_jj||_F / ||A_jj||_F"),
-    Metric("train_seconds", "Train s", None, None, None, "s", 1, "training time of the run (evaluation excluded)"),
-    Metric("state_mib", "State MiB", None, None, None, "MiB", 2, "the method's extra state at its largest: the "
-           "tensors it holds beyond the heads at a step's end (bench.budget)", measure="state_mib"),
-    Metric("trainable_params", "Params", None, None, None, "count", 0, "trainable parameters of the heads",
-           measure="trainable_params"),
     Metric("stability_gap_r10", "StabGap_R10", None, stability_gap, True, "%", 2,
            "stability gap: old tasks' lowest mean R@10 during a step minus before it, mean over steps "
            "(--eval-every)", within=True),
     Metric("align_dev_worst", "AlignDev_max", None, worst_within_step, False, "ratio", 4,
            "old tasks' largest mean alignment-score deviation at any within-step evaluation (--eval-every)",
            within=True),
+    Metric("train_seconds", "Train s", None, None, None, "s", 1, "training time of the run (evaluation excluded)"),
+    Metric("state_mib", "State MiB", None, None, None, "MiB", 2, "the method's extra state at its largest: the "
+           "tensors it holds beyond the heads at a step's end (bench.budget)", measure="state_mib"),
+    Metric("trainable_params", "Params", None, None, None, "count", 0, "trainable parameters of the heads",
+           measure="trainable_params"),
     Metric("emergent_r10", "Emergent_R10", "r10", final_average, True, "%", 2,
            "R@10 of the probes (pairs never trained) after the last step", probe=True),
     Metric("emergent_gain_r10", "EmergGain_R10", "r10", gain, True, "%", 2,
