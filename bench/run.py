@@ -33,7 +33,9 @@ def parse_args(argv):
 
 def build_parser(prog="python -m bench.run",
                  description="Run continual multimodal contrastive learning methods on a stream of modality-pair "
-                             "steps.") -> argparse.ArgumentParser:
+                             "steps.", seeds_help: str | None = None, worlds_help: str | None = None
+                 ) -> argparse.ArgumentParser:
+    """The command line of bench.run, which bench.tune shares (with its own meaning of --seeds and --worlds)."""
     p = ArgumentParser(prog=prog, description=description)
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list (see --list)")
     p.add_argument("--stream", default=DEFAULT_STREAM, help="built-in stream name or path of a stream .toml "
@@ -42,14 +44,14 @@ def build_parser(prog="python -m bench.run",
                    "languagebind, unibind or any bank name under --banks")
     p.add_argument("--banks", default="features", help="folder of feature banks: <banks>/<encoder>/<source>/<split>.h5 "
                    "(default: features/)")
-    p.add_argument("--seeds", default=DEFAULT_SEEDS, help="N (seeds 0..N-1) or a comma-separated list i,j "
-                   f"(default: {DEFAULT_SEEDS})")
+    p.add_argument("--seeds", default=DEFAULT_SEEDS, help=seeds_help or "N (seeds 0..N-1) or a comma-separated "
+                   f"list i,j (default: {DEFAULT_SEEDS})")
     p.add_argument("--orders", type=int, default=1, metavar="K", help="task orders per seed: the stream file's "
                    "and K−1 seeded permutations of its steps (default 1); the table's intervals and paired "
                    "differences are stratified by order × world")
-    p.add_argument("--worlds", type=int, default=1, metavar="K", help="worlds per seed: the stream file's and "
-                   "K−1 others — simulated streams from other simulation seeds (new features, test and validation "
-                   "pairs), bank streams with other test and validation draws (default 1)")
+    p.add_argument("--worlds", type=int, default=1, metavar="K", help=worlds_help or "worlds per seed: the stream "
+                   "file's and K−1 others — simulated streams from other simulation seeds (new features, test and "
+                   "validation pairs), bank streams with other test and validation draws (default 1)")
     p.add_argument("--eval-every", type=int, metavar="N", help="also evaluate the old tasks every N iterations "
                    "inside each step, on the same test pairs (the stability gap: StabGap_R10, AlignDev_max and a "
                    "figure; the curves go into the run files; costs evaluation time, see README)")

@@ -142,15 +142,13 @@ def extension(cls, points: list[dict], chosen: dict) -> list[tuple[str, dict]]:
 def parse_args(argv):
     from .run import build_parser
     p = build_parser("python -m bench.tune", "Choose each method's settings on validation pairs (never test "
-                     "pairs) and write them to the stream's tuned-settings file.")
+                     "pairs) and write them to the stream's tuned-settings file.",
+                     seeds_help=f"N (at least {MIN_SEEDS}: tuning's own seeds {TUNING_SEED_BASE}..{TUNING_SEED_BASE}"
+                                f"+N-1, disjoint from those bench.run reports; default {DEFAULT_SEEDS}) or a list i,j",
+                     worlds_help=f"worlds per seed, tuning's own: {TUNING_WORLD_BASE}..{TUNING_WORLD_BASE}+K-1 (other "
+                                 "simulated worlds; for feature banks other validation draws), never the reported "
+                                 "0..K-1 (default 1)")
     p.set_defaults(seeds=DEFAULT_SEEDS)
-    for a in p._actions:            # the shared help says what bench.run's --seeds and --worlds mean
-        if a.dest == "seeds":
-            a.help = (f"N (at least {MIN_SEEDS}: tuning's own seeds {TUNING_SEED_BASE}..{TUNING_SEED_BASE}+N-1, "
-                      f"disjoint from those bench.run reports; default {DEFAULT_SEEDS}) or a list i,j")
-        elif a.dest == "worlds":
-            a.help = (f"worlds per seed, tuning's own: {TUNING_WORLD_BASE}..{TUNING_WORLD_BASE}+K-1 (other simulated "
-                      "worlds; for feature banks other validation draws), never the reported 0..K-1 (default 1)")
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
                    help=f"settings tried per method at most (default {DEFAULT_BUDGET}; the default setting always)")
     p.add_argument("--criterion", default="score", help="what selects: 'score' (default: final average of each "
