@@ -368,10 +368,10 @@ class _Sweep(Sweep):
             self.elsewhere.append(run)
             if (run.row, run.seed) not in self.told:
                 self.told.add((run.row, run.seed))
-                print(f"{'waiting' if self.wait else 'skipped'}: {run.row} {run.run_text}: {why}", file=sys.stderr)
+                say(f"{'waiting' if self.wait else 'skipped'}: {run.row} {run.run_text}: {why}")
         elif why:
             self.bar.update(1)
-            print(f"skipped: {run.row} {run.run_text}: {why}", file=sys.stderr)
+            say(f"skipped: {run.row} {run.run_text}: {why}")
         return why is None
 
     def started(self, run) -> None:
@@ -388,17 +388,22 @@ class _Sweep(Sweep):
         self.bar.update(1)
         self.done += 1
         if self.bar.disable:
-            print(f"[{self.done}/{len(self.p.todo)}] {done} "
-                  f"({record['timings']['train_seconds']:.1f} s training)", file=sys.stderr)
+            say(f"[{self.done}/{len(self.p.todo)}] {done} ({record['timings']['train_seconds']:.1f} s training)")
         for w in record.get("warnings", ()):       # above the live bar, or one line in a log
-            tqdm.write(f"warning: {run.row} {run.run_text}: {w}", file=sys.stderr)
+            tqdm.write(f"warning: {run.row} {run.run_text}: {w}\n", file=sys.stderr, end="")
 
     def failed(self, run, error) -> str:
         message = super().failed(run, error)
         self.claims.release(run)
         self.bar.update(1)
-        print(f"failed: {run.row} {run.run_text}: {message}", file=sys.stderr)
+        say(f"failed: {run.row} {run.run_text}: {message}")
         return message
+
+
+def say(text: str) -> None:
+    """One line on stderr in one write: print() writes the text and its newline apart, and a Ctrl-C between
+    the two would glue the next message (``interrupted: …``) onto the line."""
+    sys.stderr.write(text + "\n")
 
 
 @dataclass
