@@ -448,3 +448,31 @@ def test_the_ray_executor_without_ray_is_refused_before_any_work(tmp_path, capsy
     err = capsys.readouterr().err
     assert err == "error: --executor ray needs Ray, which is not installed: pip install 'cmcl-bench[ray]'\n"
     assert not (tmp_path / "out").exists()
+
+
+class _Writes:
+    """A stderr that records each write() call apart (a log file: not a terminal)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def write(self, text):
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def test_each_progress_line_is_one_write_with_its_newline(tmp_path, monkeypatch):
+    """A Ctrl-C between a line and its newline glued 'interrupted: …' onto the last progress line."""
+    err = _Writes()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert run.main(["--stream", "toy", "--methods", "vanilla", "--seeds", "2", "--epochs", "1", "--jobs", "1",
+                     "--no-figures", "--out", str(tmp_path)]) == 0
+    lines = [c for c in err.calls if c.startswith(("[1/2]", "[2/2]", "warning: vanilla"))]
+    assert len([c for c in lines if c.startswith("[")]) == 2
+    assert all(c.endswith("\n") and c.count("\n") == 1 for c in lines), lines
