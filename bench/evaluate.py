@@ -60,6 +60,13 @@ def recall_both(scores: torch.Tensor, ks=(1, 5, 10)) -> tuple[torch.Tensor, torc
     return _recall(*_counts(scores, 1), ks, scores.dtype), _recall(*_counts(scores, 0), ks, scores.dtype)
 
 
+def _on_host(cells: dict[str, list[torch.Tensor | None]]) -> dict[str, list[float | None]]:
+    """The cells' values on the host, in one transfer (None stays None)."""
+    flat = [c for k in cells for c in cells[k] if c is not None]
+    values = iter(host(torch.stack([c.double() for c in flat])).tolist()) if flat else iter(())
+    return {k: [None if c is None else next(values) for c in cells[k]] for k in cells}
+
+
 class Evaluator:
     """Evaluates heads on every task's test set. Test features, subsets and references live on the heads'
     device; one row of results comes back to the host in one transfer."""
@@ -180,9 +187,7 @@ class Evaluator:
                 self.reference[j] = A
             ref = self.reference.get(j)
             cells["align_dev"].append(None if ref is None else (A - ref).norm() / ref.norm())
-        flat = [c for k in self.KEYS for c in cells[k] if c is not None]
-        values = iter(host(torch.stack([c.double() for c in flat])).tolist()) if flat else iter(())
-        return {k: [None if c is None else next(values) for c in cells[k]] for k in self.KEYS}
+        return _on_host(cells)
 
     @torch.no_grad()
     def within_step(self, heads: Heads, old: list[int]) -> dict[str, list[float | None]]:
@@ -200,9 +205,7 @@ class Evaluator:
             ref = self.reference.get(j)
             cells["r10"].append(task_cells.get("r10"))
             cells["align_dev"].append(None if A is None or ref is None else (A - ref).norm() / ref.norm())
-        flat = [c for k in cells for c in cells[k] if c is not None]
-        values = iter(host(torch.stack([c.double() for c in flat])).tolist()) if flat else iter(())
-        return {k: [None if c is None else next(values) for c in cells[k]] for k in cells}
+        return _on_host(cells)
 
     def accuracy(self, heads: Heads, task: Task, za, zb, rows: torch.Tensor | None = None) -> torch.Tensor:
         src = task.test_source

@@ -84,6 +84,11 @@ class Request:
     no_figures: bool = False
     compare: str | None = None                    # the table's reference row (None: the naive method's)
 
+    @property
+    def world_range(self) -> range:
+        """The worlds this request runs: ``worlds`` of them from ``first_world``."""
+        return range(self.first_world, self.first_world + self.worlds)
+
     @classmethod
     def from_flags(cls, **flags) -> Request:
         """A request from flags by their command-line names (``FLAGS``), values already typed."""

@@ -218,8 +218,7 @@ def plan(request: Request) -> Plan:
             raise BenchError(f"{FLAGS[key]} {problem}")
     train, loss = settings.training(spec, per_encoder, request), settings.loss(request)
     warn_if_other_training(tuned_data, tuned_file, asdict(train), asdict(loss))
-    warn_if_tuned_on_reported(tuned_data, tuned_file, names, request.seeds,
-                              range(request.first_world, request.first_world + request.worlds))
+    warn_if_tuned_on_reported(tuned_data, tuned_file, names, request.seeds, request.world_range)
     if device_type(ex.device) == "meta":
         raise BenchError("--device meta holds no values (the test suite uses it to check device handling); "
                          "choose cpu, cuda or mps")
@@ -236,7 +235,6 @@ def plan(request: Request) -> Plan:
     check_same_stream(stream_dir, spec)
     every: list = []
     rows_of: dict[str, str] = {}
-    worlds = range(request.first_world, request.first_world + request.worlds)
     for m in names:
         for opts, label, sources in variants[m]:
             row = check_name(label or m, f"the row name of {m}")     # a registered name or a grid's values
@@ -244,7 +242,8 @@ def plan(request: Request) -> Plan:
                 raise BenchError(f"{rows_of[row]} and {m} would share the row {row!r} (its run files and table "
                                  "row): give them different --label names")
             rows_of[row] = m
-            for seed, order, world in itertools.product(request.seeds, range(request.orders), worlds):
+            for seed, order, world in itertools.product(request.seeds, range(request.orders),
+                                                         request.world_range):
                 run = RunSpec(spec, m, opts, seed, train, loss, device=ex.device, encoder=encoder,
                               banks=request.banks, bank_shas=shas, label=label,
                               option_sources=sources or None, untuned=request.untuned, split=split,

@@ -320,12 +320,12 @@ def _main(args) -> int:
         if m not in result:
             kept[m] = {**entry, "tuned_by": entry.get("tuned_by") or {
                 "file": str(before_path), **{k: before.get(k) for k in PROVENANCE}}}
-    worlds = list(range(request.first_world, request.first_world + request.worlds))
     write_tuned(target, {
         "stream": spec.name, "stream_sha256": spec.sha256, "encoder": request.encoder if spec.bank_sources else None,
         "criterion": args.criterion, "direction": direction, "rule": RULE,
         "split": "validation: 10% of each source's training pairs held out of training (bench.scenario)",
-        "seeds": p.seeds, "orders": request.orders, "worlds": worlds, "budget": args.budget, "extend": args.extend,
+        "seeds": p.seeds, "orders": request.orders, "worlds": list(request.world_range), "budget": args.budget,
+        "extend": args.extend,
         "train": asdict(first.train), "loss": asdict(first.loss),
         "code_version": code_version(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.perf_counter() - t0, 1), "run_seconds": round(compute, 1),
