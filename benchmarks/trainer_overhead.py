@@ -1,4 +1,4 @@
-"""Trainer overhead: per-iteration time of ``bench.trainer.Trainer`` relative to a bare PyTorch loop.
+"""Trainer overhead: per-iteration time of ``bench.trainer.Trainer`` relative to a plain PyTorch loop.
 
 What is measured. For each feature width ``d`` (default: 1024, the paper's ImageBind width, and 128, the
 ``sim-paper`` stream's width) a one-step synthetic stream with ``d``-dimensional features is simulated and
@@ -6,13 +6,17 @@ two things are timed on the same data, shapes, batch size and iteration count:
 
 - trainer: ``Trainer(scenario, vanilla, heads, ...).train_experience(0)``, i.e. the project's hot loop
   with the ``vanilla`` method (no hooks), timed by its own ``train_seconds`` record;
-- bare: the same math written inline with two ``nn.Linear`` heads -- randperm + split, index the two
-  feature matrices, symmetric InfoNCE on ``za @ zb.T / temperature``, ``zero_grad(set_to_none=True)``,
-  ``backward``, ``AdamW(foreach=False)`` step -- with no Context, no hooks and no batching helper.
+- bare: the same math written inline the way a PyTorch user would -- two ``nn.Linear`` heads, randperm +
+  split, index the two feature matrices, symmetric InfoNCE on ``za @ zb.T / temperature`` with
+  ``F.cross_entropy``, ``zero_grad(set_to_none=True)``, ``backward``, ``AdamW(foreach=False)`` step -- with
+  no Context, no hooks and no batching helper.
 
-Both start from identity heads each repeat. The bare loop draws its permutations from a generator seeded
-as the trainer seeds its own, so the two runs see the same batches in the same order; after the warm-up the
-script checks that both end with bit-identical head weights, which is what "same math" means here.
+The trainer computes the same function with its loss gradient written out (``bench.loss.pair_loss``: one
+autograd node for both heads and the loss) and torch's fused AdamW, so a ratio below 1 is expected. Both
+start from identity heads each repeat. The bare loop draws its permutations from a generator seeded as the
+trainer seeds its own, so the two runs see the same batches in the same order; after the warm-up the script
+prints the largest difference between the two final head weights, which is what "same math" means here
+(float rounding in another order: below ``AGREE``).
 
 Why a ratio of medians. The machine's cores are shared and noisy, so an absolute ms/it says little and a
 single wall time says nothing. Trainer and bare passes are interleaved (the order flips every repeat, so a
@@ -48,6 +52,7 @@ from bench.streams import load
 from bench.trainer import TrainConfig, Trainer
 
 TARGET = 1.3
+AGREE = 1e-4                # largest |Δ weight| after the warm-up pass that counts as the same math
 SEED, STEP = 0, 0
 TRAIN_PAIRS = 2048          # a multiple of the batch size: every batch is full, on both sides
 
@@ -119,8 +124,8 @@ def run_bare(xa_all: torch.Tensor, xb_all: torch.Tensor, train_cfg: TrainConfig,
     return time.perf_counter() - t0, iters, (ha, hb)
 
 
-def same_weights(heads: Heads, pair, bare) -> bool:
-    return all(torch.equal(p, q) for m, lin in zip(pair, bare)
+def weight_gap(heads: Heads, pair, bare) -> float:
+    return max(float((p - q).detach().abs().max()) for m, lin in zip(pair, bare)
                for p, q in zip(heads[m].parameters(), lin.parameters()))
 
 
@@ -139,7 +144,7 @@ def measure(dim: int, repeats: int, iters_target: int, batch_size: int, tmpdir: 
     _, it_b, bare = run_bare(xa_all, xb_all, train_cfg, loss_cfg)
     if it_t != it_b:
         raise SystemExit(f"d={dim}: trainer ran {it_t} iterations, bare loop {it_b}; the comparison is void")
-    identical = same_weights(heads, pair, bare)
+    gap = weight_gap(heads, pair, bare)
 
     t_ms, b_ms = [], []
     for r in range(repeats):
@@ -153,7 +158,7 @@ def measure(dim: int, repeats: int, iters_target: int, batch_size: int, tmpdir: 
                 secs, n, _ = run_bare(xa_all, xb_all, train_cfg, loss_cfg)
                 b_ms.append(1e3 * secs / n)
     trainer_med, bare_med = statistics.median(t_ms), statistics.median(b_ms)
-    return {"dim": dim, "batch": batch_size, "iterations": it_t, "identical": identical,
+    return {"dim": dim, "batch": batch_size, "iterations": it_t, "gap": gap,
             "trainer": trainer_med, "bare": bare_med, "ratio": trainer_med / bare_med,
             "pair_ratio": statistics.median(t / b for t, b in zip(t_ms, b_ms)),
             "spread": (min(t_ms), max(t_ms), min(b_ms), max(b_ms))}
@@ -187,7 +192,8 @@ def main(argv=None) -> int:
             t_lo, t_hi, b_lo, b_hi = r["spread"]
             print(f"    {r['iterations']} it/pass; median of per-repeat ratios {r['pair_ratio']:.2f}; "
                   f"range trainer {t_lo:.3g}-{t_hi:.3g}, bare {b_lo:.3g}-{b_hi:.3g} ms/it; "
-                  f"final weights {'identical' if r['identical'] else 'DIFFER (not the same math!)'}", flush=True)
+                  f"final weights agree to {r['gap']:.1e}"
+                  + ("" if r["gap"] < AGREE else f" — ABOVE {AGREE:g}: not the same math!"), flush=True)
     return 0
 
 

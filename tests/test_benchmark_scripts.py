@@ -21,7 +21,7 @@ def _script(args, tmp_path, timeout=300):
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["trainer_overhead.py", "--repeats", "1", "--dims", "32", "--iterations", "4"], "final weights identical"),
+    (["trainer_overhead.py", "--repeats", "1", "--dims", "32", "--iterations", "4"], "final weights agree to"),
     (["method_cost.py", "--stream", "toy", "--steps", "1", "--repeats", "1", "--methods", "vanilla,l2"], "× vanilla"),
     (["projection_cost.py", "--dim", "32", "--rank", "8", "--batch", "8", "--iters", "2", "--repeats", "1"], "GEMM"),
     (["paper_scale.py", "--banks", "banks", "--dim", "32", "--train", "64", "--test", "32", "--rank", "8",
@@ -33,9 +33,7 @@ def test_benchmark_script_runs_tiny(args, expect, tmp_path):
 
 def test_official_speed_runs_our_sides(tmp_path):
     """Without a checkout of the official code (never shipped), its own sides on its generated features."""
-    spec = importlib.util.spec_from_file_location("official_speed", BENCH / "official_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load("official_speed")
     mod.make_data(tmp_path, 32, 64)
     for side in ("ours", "vanilla"):
         out = _script(["official_speed.py", "--side", side, "--work", str(tmp_path)], tmp_path)
@@ -48,3 +46,27 @@ def test_default_run_compares_two_checkouts(tmp_path):
     out = _script(["default_run.py", "--base", "HEAD", "--keep", str(tmp_path / "work"), "--args",
                    "--stream toy --methods vanilla --seeds 1 --epochs 1 --no-figures"], tmp_path, timeout=600)
     assert "1 of 1 identical" in out
+    assert "below 0.05: yes" in out
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rounding_tolerance_is_a_fraction_of_each_methods_seed_to_seed_std():
+    """default_run.drift: |Δ of a method's mean| / its run-to-run std in the reference; where the std is 0,
+    the floor 1e-4 absolute. Qualities only (a time may move)."""
+    drift = _load("default_run").drift
+    def runs(r10s, accs, secs):
+        return {f"s/runs/m/seed{i}.json": {"summary": {"r10": r, "acc": a, "train_seconds": t}}
+                for i, (r, a, t) in enumerate(zip(r10s, accs, secs))}
+    ref = runs([50.0, 51.0, 52.0], [70.0, 70.0, 70.0], [1, 2, 3])       # r10 std 1.0, acc std 0
+    moved = drift(runs([50.04, 51.0, 52.0], [70.0, 70.0, 70.0], [9, 9, 9]), ref)
+    assert moved[0][1:3] == ("s/m", "r10") and moved[0][0] == pytest.approx(0.04 / 3)
+    assert {k for _, _, k, _, _ in moved} == {"r10", "acc"}                # not the training time
+    assert drift(runs([50.0, 51.0, 52.0], [70.00006] * 3, [1, 2, 3]), ref)[0][0] == pytest.approx(0.03)
+    assert drift(runs([50.0, 51.0, 52.0], [70.0002] * 3, [1, 2, 3]), ref)[0][0] == pytest.approx(0.1)
+    assert drift(runs([50.2, 51.0, 52.0], [70.0] * 3, [1, 2, 3]), ref)[0][0] == pytest.approx(0.2 / 3)
