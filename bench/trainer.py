@@ -22,7 +22,6 @@ from .loss import pair_loss
 from .method import HOOKS, Context, Method
 from .scenario import Scenario, pair_tensors
 
-
 FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")     # device types with torch's fused AdamW and SGD kernels
 
 
@@ -38,7 +37,8 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     # The heads are a handful of small tensors: an update's cost is its number of operations, so the fused
     # kernel (one per parameter) where the device has one, else the single-tensor path (faster than foreach
     # on CPU here).
-    fast = dict(fused=True) if params and params[0].device.type in FUSED_DEVICES else dict(foreach=False)
+    fused = bool(params) and params[0].device.type in FUSED_DEVICES
+    fast: dict[str, Any] = dict(fused=True) if fused else dict(foreach=False)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
     return torch.optim.SGD(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **fast)
