@@ -1,18 +1,17 @@
 """InfoNCE between the two modalities of one pair (rows of ``za`` and ``zb`` are the positive pairs).
 
-``info_nce`` is what every method calls. Its gradient is written out (``nce_grads``) rather than left to
-autograd: the heads are small, so a training iteration's cost is the number of operations, not their
-arithmetic, and autograd's dozen nodes for normalise, logits, two cross-entropies and their mean cost more
-than the matrix products. ``pair_loss`` goes one step further for the training step itself: both linear
-heads and the loss are one autograd node. The values equal the composition of torch's own functions
-(``pair_logits`` and ``F.cross_entropy``) up to float rounding; ``tests/test_loss.py`` checks both
-against that composition and with ``gradcheck``.
+``info_nce`` is what every method calls. Its gradient is written out (``nce_grads``, one autograd node)
+rather than left to autograd: the heads are small, so a training iteration's cost is the number of
+operations, not their arithmetic, and autograd's dozen nodes for normalise, logits, two cross-entropies and
+their mean cost more than the matrix products. The embeddings stay ordinary outputs of the heads, so a
+method's terms on them and ``z.retain_grad()`` see the whole gradient. The values equal the composition of
+torch's own functions (``reference_info_nce``) up to float rounding; ``tests/test_loss.py`` checks them
+against it and with ``gradcheck``.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .config import DIRECTIONS, OFFICIAL_LOSS, LossConfig  # noqa: F401  (the loss settings live with the others)
 
@@ -35,7 +34,7 @@ def pair_logits(za: torch.Tensor, zb: torch.Tensor, cfg: LossConfig) -> torch.Te
 
 def reference_info_nce(za: torch.Tensor, zb: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
     """InfoNCE as a composition of torch's functions (autograd differentiates it): the definition that
-    ``info_nce`` and ``pair_loss`` reproduce, kept for their tests."""
+    ``info_nce`` reproduces, kept for its tests."""
     logits = pair_logits(za, zb, cfg)
     labels = _arange(logits.shape[0], logits.device)
     loss = F.cross_entropy(logits, labels)
@@ -88,6 +87,13 @@ def nce_grads(saved, scale) -> tuple[torch.Tensor, torch.Tensor]:
             (dub - ub * (dub * ub).sum(1, keepdim=True)).div_(nb))
 
 
+def embedding_grads(za: torch.Tensor, zb: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """d InfoNCE / d za and d InfoNCE / d zb without autograd (a method that needs a loss's gradient as a
+    vector, as GEM's reference gradients: through a linear head W, dW = dzᵀ x and db = Σ dz)."""
+    with torch.no_grad():
+        return nce_grads(nce_forward(za, zb, cfg)[1], 1.0 / cfg.temperature)
+
+
 class _InfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, za, zb, cfg):
@@ -107,45 +113,3 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, cfg: LossConfig) -> torch.Tenso
     if torch.is_grad_enabled() and (za.requires_grad or zb.requires_grad):
         return _InfoNCE.apply(za, zb, cfg)
     return nce_forward(za, zb, cfg)[0]
-
-
-class _PairLoss(torch.autograd.Function):
-    """Two linear heads and InfoNCE as one node: inputs (x_a, x_b, W_a, b_a, W_b, b_b), outputs (loss, z_a,
-    z_b). Terms a method adds on z_a or z_b reach the weights through this node's backward."""
-
-    @staticmethod
-    def forward(ctx, xa, xb, wa, ba, wb, bb, cfg):
-        za, zb = torch.addmm(ba, xa, wa.T), torch.addmm(bb, xb, wb.T)
-        loss, saved = nce_forward(za, zb, cfg)
-        ctx.save_for_backward(xa, xb, *saved)
-        ctx.tau = cfg.temperature
-        ctx.set_materialize_grads(False)        # outputs nothing used: None, not a tensor of zeros to add
-        return loss, za, zb
-
-    @staticmethod
-    def backward(ctx, g, gza, gzb):
-        xa, xb, *saved = ctx.saved_tensors
-        if g is None:
-            dza, dzb = torch.zeros_like(saved[0]), torch.zeros_like(saved[1])
-        else:
-            dza, dzb = nce_grads(saved, g / ctx.tau)
-        if gza is not None:
-            dza = dza.add_(gza)
-        if gzb is not None:
-            dzb = dzb.add_(gzb)
-        # the inputs are features (pair_loss admits none that needs a gradient)
-        return None, None, torch.mm(dza.T, xa), dza.sum(0), torch.mm(dzb.T, xb), dzb.sum(0), None
-
-
-def pair_loss(la: nn.Module, lb: nn.Module, xa: torch.Tensor, xb: torch.Tensor,
-              cfg: LossConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(InfoNCE, z_a, z_b) of a batch through heads ``la`` and ``lb``: one autograd node when both are plain
-    ``nn.Linear`` heads with biases, on inputs that need no gradient (the training step); otherwise the
-    heads' own forward and ``info_nce``."""
-    if (type(la) is nn.Linear and type(lb) is nn.Linear and la is not lb and la.bias is not None
-            and lb.bias is not None and not xa.requires_grad and not xb.requires_grad and torch.is_grad_enabled()
-            and not la._forward_hooks and not lb._forward_hooks
-            and not la._forward_pre_hooks and not lb._forward_pre_hooks):
-        return _PairLoss.apply(xa, xb, la.weight, la.bias, lb.weight, lb.bias, cfg)
-    za, zb = la(xa), lb(xb)
-    return info_nce(za, zb, cfg), za, zb

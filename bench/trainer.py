@@ -18,7 +18,7 @@ from .config import LossConfig, TrainConfig
 from .devices import host, is_data_free
 from .errors import BenchError
 from .heads import Heads
-from .loss import pair_loss
+from .loss import info_nce
 from .method import HOOKS, Context, Method
 from .scenario import Scenario, pair_tensors
 
@@ -259,7 +259,8 @@ class Trainer:
             return ctx.loss.detach(), ctx.infonce
         linears = self.heads.linears
         opt.zero_grad(set_to_none=True)        # before the forward pass, as Avalanche's template does
-        infonce, za, zb = pair_loss(linears[pair[0]], linears[pair[1]], xa, xb, self.loss_cfg)
+        za, zb = linears[pair[0]](xa), linears[pair[1]](xb)
+        infonce = info_nce(za, zb, self.loss_cfg)
         loss = self.before_backward(task, xa, xb, za, zb, infonce)
         loss.backward()
         self.after_backward()
@@ -300,7 +301,8 @@ class Trainer:
         ctx.batch_task, ctx.xa, ctx.xb = task, xa, xb
 
         def closure():
-            ctx.loss, ctx.za, ctx.zb = pair_loss(linears[a], linears[b], xa, xb, self.loss_cfg)
+            ctx.za, ctx.zb = linears[a](xa), linears[b](xb)
+            ctx.loss = info_nce(ctx.za, ctx.zb, self.loss_cfg)
             ctx.infonce = ctx.loss.detach()
             call("before_backward")
             opt.zero_grad(set_to_none=True)

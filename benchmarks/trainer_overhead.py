@@ -11,8 +11,8 @@ two things are timed on the same data, shapes, batch size and iteration count:
   ``F.cross_entropy``, ``zero_grad(set_to_none=True)``, ``backward``, ``AdamW(foreach=False)`` step -- with
   no Context, no hooks and no batching helper.
 
-The trainer computes the same function with its loss gradient written out (``bench.loss.pair_loss``: one
-autograd node for both heads and the loss) and torch's fused AdamW, so a ratio below 1 is expected. Both
+The trainer computes the same function with InfoNCE's gradient written out (``bench.loss.info_nce``: one
+autograd node) and torch's fused AdamW, so a ratio below 1 is expected. Both
 start from identity heads each repeat. The bare loop draws its permutations from a generator seeded as the
 trainer seeds its own, so the two runs see the same batches in the same order; after the warm-up the script
 prints the largest difference between the two final head weights, which is what "same math" means here

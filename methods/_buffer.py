@@ -238,6 +238,26 @@ class ReplayMixin:
             offset += n
         self._g = torch.zeros(offset, device=self._params[0].device) if self._params else None
 
+    @torch.no_grad()
+    def _replay_gradient(self, heads, groups, loss_cfg, out: torch.Tensor) -> torch.Tensor:
+        """The gradient of ``group_loss(heads, groups, loss_cfg)`` over the parameters in play, into the flat
+        ``out``; written out rather than through autograd: through a linear head, dW = dzᵀ x and db = Σ dz,
+        with dz the InfoNCE's gradient on the embeddings (``bench.loss.embedding_grads``), each group's
+        weighted by its share of the pairs."""
+        from bench.loss import embedding_grads
+        out.zero_()
+        total = sum(len(g[2]) for g in groups)
+        for _, (a, b), xa, xb in groups:
+            dz = embedding_grads(heads[a](xa), heads[b](xb), loss_cfg)
+            w = len(xa) / total
+            for m, x, d in zip((a, b), (xa, xb), dz):
+                if m in self._slices:
+                    lo, hi = self._slices[m]
+                    n_w = heads[m].weight.numel()
+                    out[lo:lo + n_w].view_as(heads[m].weight).addmm_(d.T, x, alpha=w)
+                    out[lo + n_w:hi].add_(d.sum(0), alpha=w)
+        return out
+
     def _grads_to_flat(self, out: torch.Tensor) -> torch.Tensor:
         """The ``.grad`` of the parameters in play, into ``out`` (zeros where a parameter has none)."""
         o = 0
@@ -247,17 +267,6 @@ class ReplayMixin:
                 out[o:o + n].zero_()
             else:
                 out[o:o + n].copy_(p.grad.reshape(-1))
-            o += n
-        return out
-
-    def _tuple_to_flat(self, grads, out: torch.Tensor) -> torch.Tensor:
-        o = 0
-        for p, g in zip(self._params, grads):
-            n = p.numel()
-            if g is None:
-                out[o:o + n].zero_()
-            else:
-                out[o:o + n].copy_(g.reshape(-1))
             o += n
         return out
 

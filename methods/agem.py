@@ -3,7 +3,7 @@ import torch
 from bench.devices import host
 
 from . import Method, register
-from ._buffer import HEADS, POLICIES, ReplayMixin, group_loss
+from ._buffer import HEADS, POLICIES, ReplayMixin
 from ._projection import PROJECT
 
 
@@ -33,8 +33,9 @@ class AGEM(ReplayMixin, Method):
     ``g_ref`` are flat vectors over the heads in play: ``heads = pair`` (default), the step's two heads, with
     only the buffered pairs sharing one of them in the reference batch (the others' losses cannot change);
     ``heads = all``, every head of a buffered pair too, all trainable, so the projection can move an old
-    head the current loss does not touch. ``g_ref`` comes from ``torch.autograd.grad`` in ``after_backward``
-    (one extra forward/backward of the reference batch); ``g`` is read into a preallocated flat vector.
+    head the current loss does not touch. ``g_ref`` is the reference loss's gradient, written out
+    (``ReplayMixin._replay_gradient``, checked against autograd in the tests), in ``after_backward``; ``g`` is
+    read into a preallocated flat vector.
     ``project = gradient`` (the paper's) projects the raw gradient before the optimiser, which guarantees
     ``step·g_ref ≥ 0`` for plain SGD only: AdamW rescales every coordinate, and with ``heads = all`` an old
     head that receives only the small projection term moves by about lr per step like any other; ``project =
@@ -73,9 +74,7 @@ class AGEM(ReplayMixin, Method):
         if not groups:
             return
         self.iterations += 1
-        with torch.enable_grad():
-            ref = torch.autograd.grad(group_loss(ctx.heads, groups, ctx.loss_cfg), self._params, allow_unused=True)
-        self._tuple_to_flat(ref, self._ref)
+        self._replay_gradient(ctx.heads, groups, ctx.loss_cfg, self._ref)
         self._have_ref = True
         if self.options.project == "gradient":
             g, projected = agem_project(self._grads_to_flat(self._g), self._ref)

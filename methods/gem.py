@@ -80,43 +80,43 @@ class GEM(ReplayMixin, Method):
         if self._eligible and self._g is not None:
             self._refs = torch.zeros(len(self._eligible), len(self._g), device=self._g.device)
             self._old = torch.zeros_like(self._g)
-            # per constraint: the memory's task, its pair, its heads in play and their parameters, and the
+            # per constraint: the memory's task, its pair, its heads in play, and the
             # memory's embeddings through a head not in play (fixed for the whole step: computed once)
             self._ref_slots = []
             with torch.no_grad():
                 for t in self._eligible:
                     (a, b), (xa, xb) = self.replay_buffer.pairs[t], self.replay_buffer.task_rows(t)
                     mods = [m for m in (a, b) if m in self._slices]
-                    params = [p for m in mods for p in ctx.heads[m].parameters()]
                     fixed = [None if m in self._slices else ctx.heads[m](x) for m, x in ((a, xa), (b, xb))]
-                    self._ref_slots.append((t, a, b, mods, params, fixed))
+                    self._ref_slots.append((t, a, b, mods, fixed))
         self.per_step.append({"step": ctx.step, "constraints": len(self._eligible or []), "iterations": 0,
                               "qp_solves": 0})
 
     def _reference_gradients(self, ctx) -> torch.Tensor:
         """Row k: the gradient of past pair k's memory InfoNCE, in place in the preallocated K×P matrix (the
-        columns of heads outside pair k stay zero)."""
-        from bench.loss import info_nce
+        columns of heads outside pair k stay zero). Written out, not through autograd: through a linear head,
+        dW = dzᵀ x and db = Σ dz, with dz the loss's gradient on the embeddings (``embedding_grads``)."""
+        from bench.loss import embedding_grads
         refs, n = self._refs, int(self.options.ref_batch)
-        with torch.enable_grad():
-            for k, (t, a, b, mods, params, fixed) in enumerate(self._ref_slots):
+        with torch.no_grad():
+            for k, (t, a, b, mods, fixed) in enumerate(self._ref_slots):
                 xa, xb = self.replay_buffer.task_rows(t)
                 idx = None
                 if 0 < n < len(xa):
                     idx = torch.randperm(len(xa), generator=self._gen)[:n].to(xa.device)
-                z = []
+                xs, zs = [], []
                 for m, x, f in ((a, xa, fixed[0]), (b, xb, fixed[1])):
                     src = f if f is not None else x
                     src = src if idx is None else src[idx]
-                    z.append(src if f is not None else ctx.heads[m](src))
-                grads = torch.autograd.grad(info_nce(z[0], z[1], ctx.loss_cfg), params)
-                i = 0
-                for m in mods:
-                    lo, hi = self._slices[m]
-                    n_w = ctx.heads[m].weight.numel()
-                    refs[k, lo:lo + n_w].copy_(grads[i].reshape(-1))
-                    refs[k, lo + n_w:hi].copy_(grads[i + 1].reshape(-1))
-                    i += 2
+                    xs.append(src)
+                    zs.append(src if f is not None else ctx.heads[m](src))
+                dz = embedding_grads(zs[0], zs[1], ctx.loss_cfg)
+                for m, x, d in zip((a, b), xs, dz):
+                    if m in mods:
+                        lo, hi = self._slices[m]
+                        n_w = ctx.heads[m].weight.numel()
+                        torch.mm(d.T, x, out=refs[k, lo:lo + n_w].view_as(ctx.heads[m].weight))
+                        torch.sum(d, 0, out=refs[k, lo + n_w:hi])
         return refs
 
     def _solved(self):

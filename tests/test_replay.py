@@ -281,7 +281,9 @@ def _gem_trainer(two_step, method, **options):
 
 
 def test_gem_has_one_constraint_per_memory_each_from_its_own_pairs(two_step):
-    from bench.loss import info_nce
+    """Each row is its memory's InfoNCE gradient (written out in GEM) as autograd gives it through the loss's
+    definition."""
+    from bench.loss import reference_info_nce
     tr, m = _gem_trainer(two_step, "gem")
     for s in range(3):
         tr.train_experience(s)
@@ -291,10 +293,32 @@ def test_gem_has_one_constraint_per_memory_each_from_its_own_pairs(two_step):
     for k, t in enumerate(m._eligible):
         (a, b), (xa, xb) = m.replay_buffer.pairs[t], m.replay_buffer.task_rows(t)
         za, zb = tr.heads[a](xa), tr.heads[b](xb)
-        grads = torch.autograd.grad(info_nce(za, zb, LossConfig(temperature=0.1)), params, allow_unused=True)
+        grads = torch.autograd.grad(reference_info_nce(za, zb, LossConfig(temperature=0.1)), params,
+                                    allow_unused=True)
         flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
         assert torch.allclose(refs[k], flat, rtol=1e-4, atol=1e-7)
     assert not torch.allclose(refs[0], refs[1])
+
+
+@pytest.mark.parametrize("heads", ["pair", "all"])
+def test_agem_reference_gradient_is_the_replayed_losses_gradient(two_step, heads):
+    """A-GEM's written-out reference gradient equals autograd's gradient of the replay batch's group loss
+    (InfoNCE per pair group, weighted by the groups' sizes) over the heads in play."""
+    from bench.loss import reference_info_nce
+    tr, m = _gem_trainer(two_step, "agem", heads=heads, replay_batch=12)
+    for s in range(2):
+        tr.train_experience(s)
+    tr.begin_experience(2)
+    groups = m.replay_buffer.sample(12, m._gen, 0, m._eligible)
+    assert len(groups) == 2 and len({g[1] for g in groups}) == 2
+    ours = m._replay_gradient(tr.heads, groups, LossConfig(temperature=0.1), torch.zeros_like(m._g))
+    n = sum(len(g[2]) for g in groups)
+    loss = sum(len(xa) * reference_info_nce(tr.heads[a](xa), tr.heads[b](xb), LossConfig(temperature=0.1))
+               for _, (a, b), xa, xb in groups) / n
+    grads = torch.autograd.grad(loss, m._params, allow_unused=True)
+    flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, m._params)])
+    torch.testing.assert_close(ours, flat, rtol=1e-4, atol=1e-7)
+    assert float(ours.abs().sum()) > 0
 
 
 @pytest.mark.parametrize("method", ["gem", "agem"])
