@@ -69,10 +69,14 @@ class Projector:
         never kept, the thinner representation. ``float32``: as the official code — singular values of the
         float32 covariance thresholded as they come, so a round-off singular value of a rank-deficient
         covariance passes a threshold of 0 (the projector is then full rank), and the projector is the
-        product of the kept singular vectors (``U Uᵀ``, so it is the identity only up to round-off)."""
+        product of the kept singular vectors (``U Uᵀ``, so it is the identity only up to round-off). The
+        covariance is symmetric, so its singular values are the absolute values of its eigenvalues and its
+        singular vectors eigenvectors: they come from ``eigh`` (several times faster than an SVD at d = 1024),
+        and the absolute values are thresholded — keeping only positive eigenvalues would drop the round-off
+        directions (negative ones among them) that the official SVD keeps."""
         if numerics == "float32":
-            u, s, _ = torch.linalg.svd(cov.float())
-            keep = host(principal_mask(s, kind, value, floor=False)).bool()
+            evals, u = torch.linalg.eigh(cov.float())
+            keep = host(principal_mask(evals.abs(), kind, value, floor=False)).bool()
             k = int(keep.sum())
             if k == 0:
                 return cls(cov.shape[0])

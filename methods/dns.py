@@ -10,6 +10,34 @@ from . import register
 from ._projection import BIAS, NUMERICS, PROJECT, THRESHOLDS, HeadProjection, ProjectionMethod, Projector
 
 
+def step_gram(x: torch.Tensor) -> torch.Tensor:
+    """[x; 1]ᵀ [x; 1] of a step's inputs (rows), in ``x``'s precision: the input covariance's update (its
+    top-left block without a folded bias) and what the embeddings' covariance is computed from."""
+    n, d = x.shape
+    g = x.new_empty(d + 1, d + 1)
+    torch.mm(x.T, x, out=g[:d, :d])
+    g[:d, d] = g[d, :d] = x.sum(0)
+    g[d, d] = n
+    return g
+
+
+def embedded_gram(lin, gram: torch.Tensor, x: torch.Tensor, free: bool, dtype) -> torch.Tensor:
+    """zᵀ z of the step's embeddings z = x Wᵀ + b (``free``: without the bias, as the official code embeds
+    them), in ``dtype``. As [W | b] G [W | b]ᵀ from the inputs' Gram G when that is cheaper than embedding the
+    n rows (n·d·out + n·out² against out·d² + out²·d multiply-adds: at n = 2,000 and d = 1,024 half the work,
+    and no n×out matrix), else directly."""
+    n, d = x.shape
+    out = lin.out_features
+    if out * d * d + out * out * d < n * d * out + n * out * out:
+        w = torch.cat([lin.weight, lin.bias.unsqueeze(1)], dim=1).to(dtype)
+        if free:
+            w, gram = w[:, :d], gram[:d, :d]
+        return w @ gram @ w.T
+    z = x @ lin.weight.T if free else lin(x)
+    z = z.to(dtype)
+    return z.T @ z
+
+
 @register("dns")
 class DNS(ProjectionMethod):
     """Dual-sided null-space projection (Liu et al. 2025): updates keep old alignment scores unchanged.
@@ -116,21 +144,18 @@ class DNS(ProjectionMethod):
             else:
                 self.columns_fallback.append(ctx.step)
         n = len(xa)
-
-        def embed(m, x):
-            lin = ctx.heads[m]
-            return x @ lin.weight.T if self.options.bias == "free" else lin(x)
-
-        updates = [(self.cov_in, self.n_in, a, self.projection.augment(xa)),
-                   (self.cov_in, self.n_in, b, self.projection.augment(xb)),
-                   (self.cov_out, self.n_out, a, embed(b, xb)), (self.cov_out, self.n_out, b, embed(a, xa))]
         dtype = torch.float64 if self.options.accumulate == "float64" else torch.float32
-        for covs, counts, m, x in updates:
-            x = x.to(dtype)
+        grams = {m: step_gram(x.to(dtype)) for m, x in ((a, xa), (b, xb))}
+        fold, free = self.options.bias == "fold", self.options.bias == "free"
+        updates = [(self.cov_in, self.n_in, a, grams[a] if fold else grams[a][:-1, :-1]),
+                   (self.cov_in, self.n_in, b, grams[b] if fold else grams[b][:-1, :-1]),
+                   (self.cov_out, self.n_out, a, embedded_gram(ctx.heads[b], grams[b], xb, free, dtype)),
+                   (self.cov_out, self.n_out, b, embedded_gram(ctx.heads[a], grams[a], xa, free, dtype))]
+        for covs, counts, m, gram in updates:
             old_n = self.n_global if self.options.counts == "global" else counts.get(m, 0)
             new_n = old_n + n
             prev = covs.get(m)
-            cov = x.T @ x / new_n
+            cov = gram / new_n
             covs[m] = cov if prev is None else prev * (old_n / new_n) + cov
             counts[m] = counts.get(m, 0) + n
         self.n_global += n

@@ -249,3 +249,22 @@ def test_official_variant_sums_covariances_in_float32(two_step):
         tr = Trainer(scenario, m, Heads(scenario.in_dims, 24), TrainConfig(epochs=1), LossConfig(), seed=0)
         tr.train_experience(0)
         assert {c.dtype for c in (*m.cov_in.values(), *m.cov_out.values())} == {dtype}
+
+
+@pytest.mark.parametrize("free", [False, True], ids=["with-bias", "free-bias"])
+@pytest.mark.parametrize("rows", [40, 2], ids=["via-gram", "direct"])
+def test_embedding_covariance_from_the_inputs_gram_is_the_embeddings_own(free, rows):
+    """DNS's output-side covariance update: [W | b] G [W | b]ᵀ from the inputs' Gram G (cheaper for many
+    rows) or zᵀ z of the embedded rows (few rows) is zᵀ z of z = x Wᵀ + b (without b for bias = free)."""
+    from methods.dns import embedded_gram, step_gram
+    g = torch.Generator().manual_seed(5)
+    lin = torch.nn.Linear(6, 4).double()
+    with torch.no_grad():
+        lin.bias.copy_(torch.randn(4, generator=g, dtype=torch.float64))
+    x = torch.randn(rows, 6, generator=g, dtype=torch.float64)
+    gram = step_gram(x)
+    ones = torch.cat([x, torch.ones(rows, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(gram, ones.T @ ones)
+    with torch.no_grad():
+        z = x @ lin.weight.T if free else lin(x)
+        torch.testing.assert_close(embedded_gram(lin, gram, x, free, torch.float64), z.T @ z)
