@@ -115,6 +115,7 @@ def main(argv=None) -> int:
               + f"; torch {torch.__version__}; banks d = {sizes['dim']}, {sizes['train']} train / "
               f"{sizes['test']} test pairs per source ({time.perf_counter() - t0:.0f} s)", flush=True)
         rows = []
+        one_run("vanilla", banks, device, 1)     # warm-up: reading the banks and building the stream, once
         for method in PROBED:
             rec1, reads1 = one_run(method, banks, device, args.epochs)
             rec2, reads2 = one_run(method, banks, device, args.epochs + 1)

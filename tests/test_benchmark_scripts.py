@@ -26,6 +26,7 @@ def _script(args, tmp_path, timeout=300):
     (["projection_cost.py", "--dim", "32", "--rank", "8", "--batch", "8", "--iters", "2", "--repeats", "1"], "GEMM"),
     (["paper_scale.py", "--banks", "banks", "--dim", "32", "--train", "64", "--test", "32", "--rank", "8",
       "--epochs", "1", "--methods", "vanilla", "--devices", "cpu"], "it/s"),
+    (["gpu_check.py", "--dry-run", "--jobs", "1,2", "--methods", "vanilla,dns"], "runs/hour"),
 ])
 def test_benchmark_script_runs_tiny(args, expect, tmp_path):
     assert expect in _script(args, tmp_path)
