@@ -39,22 +39,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paper_scale import ENCODER, write_banks  # noqa: E402
 
+import bench.devices  # noqa: E402
+import bench.runner  # noqa: E402,F401  (imported before counting: see one_run)
+import methods  # noqa: E402
+
+methods.registry()          # every method's module, so each binds the real ``host`` before any is counted
+HOST = bench.devices.host
+
 PAPER = dict(dim=1024, train=10_000, test=1_000, rank=300)
 TINY = dict(dim=32, train=64, test=32, rank=8)
 PROBED = ("vanilla", "dns")
 
 
 def one_run(method: str, banks: Path, device: str, epochs: int) -> tuple[dict, int]:
-    """The run's record and the number of host reads while it ran."""
-    import bench.devices
+    """The run's record and the number of host reads while it ran (``bench.devices.host`` replaced by a
+    counter in every module that imported it by name; all of them are imported above, so none binds the
+    counter for good)."""
     from bench.api import run
-    real, calls = bench.devices.host, [0]
+    calls = [0]
 
     def counting(x):
         calls[0] += 1
-        return real(x)
-    patched = [m for m in list(sys.modules.values()) if getattr(m, "host", None) is real]
-    for m in patched:                       # every module that imported it by name
+        return HOST(x)
+    patched = [m for m in list(sys.modules.values()) if getattr(m, "host", None) is HOST]
+    for m in patched:
         m.host = counting
     try:
         options = {"lambda_min": 1e-3} if method == "dns" else {}
@@ -62,7 +70,7 @@ def one_run(method: str, banks: Path, device: str, epochs: int) -> tuple[dict, i
                      threads=1, options=options).record
     finally:
         for m in patched:
-            m.host = real
+            m.host = HOST
     return record, calls[0]
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("bench", "methods", "datasets", "tests", "docs", "examples", "pyproject.toml", "README.md")
+COPIED = ("bench", "methods", "benchmarks", "datasets", "tests", "docs", "examples", "pyproject.toml", "README.md")
 
 
 @dataclass(frozen=True)
@@ -325,6 +325,9 @@ MUTATIONS = [
     M("DER++ ignores beta", "methods/derpp.py",
       "return (float(self.options.alpha), float(self.options.beta))", "return (float(self.options.alpha), 0.0)",
       ("tests/test_der_co2l.py::test_derpp_is_der_plus_beta_times_the_replayed_infonce",)),
+    M("gpu_check counts no host read", "benchmarks/gpu_check.py",
+      "        m.host = counting", "        pass",
+      ("tests/test_benchmark_scripts.py::test_gpu_check_counts_host_reads_per_iteration",)),
     # -- replay -------------------------------------------------------------------------------------
     M("reservoir sampling with the wrong acceptance", "methods/_buffer.py",
       "dtype=torch.float64) * (i + 1)).long()", "dtype=torch.float64) * (i + 2)).long()",

@@ -71,3 +71,19 @@ def test_rounding_tolerance_is_a_fraction_of_each_methods_seed_to_seed_std():
     assert drift(runs([50.0, 51.0, 52.0], [70.00006] * 3, [1, 2, 3]), ref)[0][0] == pytest.approx(0.03)
     assert drift(runs([50.0, 51.0, 52.0], [70.0002] * 3, [1, 2, 3]), ref)[0][0] == pytest.approx(0.1)
     assert drift(runs([50.2, 51.0, 52.0], [70.0] * 3, [1, 2, 3]), ref)[0][0] == pytest.approx(0.2 / 3)
+
+
+def test_gpu_check_counts_host_reads_per_iteration(tmp_path):
+    """gpu_check's count of host reads: none per iteration for vanilla, about one for A-GEM (the sign of its
+    dot product, by design), from the difference between two and one epochs per step."""
+    gpu_check = _load("gpu_check")
+    banks = tmp_path / "banks"
+    tiny = gpu_check.TINY
+    gpu_check.write_banks(banks, tiny["dim"], tiny["train"], tiny["test"], tiny["rank"])
+    per_iteration = {}
+    for method in ("vanilla", "agem"):
+        (r1, c1), (r2, c2) = (gpu_check.one_run(method, banks, "cpu", e) for e in (1, 2))
+        its = [sum(s["iterations"] for s in r["timings"]["steps"]) for r in (r1, r2)]
+        per_iteration[method] = (c2 - c1) / (its[1] - its[0])
+    assert per_iteration["vanilla"] == 0
+    assert 0.5 < per_iteration["agem"] <= 1
