@@ -44,9 +44,9 @@ def test_official_speed_runs_our_sides(tmp_path):
 def test_default_run_compares_two_checkouts(tmp_path):
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
         pytest.skip("benchmarks/default_run.py needs this checkout's git history")
-    out = _script(["default_run.py", "--base", "HEAD", "--keep", str(tmp_path / "work"), "--args",
-                   "--stream toy --methods vanilla --seeds 1 --epochs 1 --no-figures"], tmp_path, timeout=600)
-    assert "1 of 1 identical" in out
+    out = _script(["default_run.py", "--base", "HEAD", "--reference", "HEAD", "--keep", str(tmp_path / "work"),
+                   "--args", "--stream toy --methods vanilla --seeds 1 --epochs 1 --no-figures"], tmp_path, timeout=600)
+    assert "1 of 1 identical to HEAD's" in out
     assert "below 0.05: yes" in out
 
 
