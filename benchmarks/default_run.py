@@ -52,17 +52,19 @@ def run_files(folder: Path) -> dict[str, dict]:
 
 def drift(new: dict[str, dict], ref: dict[str, dict]) -> list[tuple[float, str, str, float, float]]:
     """Per method (a stream's label) and quality metric: (ratio, method, metric, |Δ mean|, std), largest
-    ratio first. ``new`` and ``ref``: run files by relative path. The ratio is |Δ mean| / std, the std the
-    reference's run-to-run sample standard deviation; where it is 0 the ratio is |Δ mean| · TOLERANCE / FLOOR
-    (so that the one threshold, ratio < TOLERANCE, reads |Δ mean| < FLOOR). A method or metric missing on
-    either side is an error."""
+    ratio first. ``new`` and ``ref``: run files by relative path (``stream/runs/row/seed….json``). The ratio is
+    |Δ mean| / std, the std the reference's run-to-run sample standard deviation; where it is 0 the ratio is
+    |Δ mean| · TOLERANCE / FLOOR (so that the one threshold, ratio < TOLERANCE, reads |Δ mean| < FLOOR). A
+    reference run file missing here, or a metric with values on one side only, is an error; rows only this
+    checkout has are not compared."""
     sys.path.insert(0, str(ROOT))
     from bench.metrics import BY_KEY
     groups: dict[str, tuple[list, list]] = {}
     for path, run in ref.items():
         if path not in new:
             raise SystemExit(f"error: {path} is in the reference but not in this checkout's results")
-        label = path.split("/runs/")[0] + "/" + path.split("/runs/")[1].split("/")[0]
+        stream, _, row, _ = path.split("/")
+        label = f"{stream}/{row}"
         groups.setdefault(label, ([], []))
         groups[label][0].append(run["summary"])
         groups[label][1].append(new[path]["summary"])
@@ -132,23 +134,23 @@ def main(argv=None):
     neutral = work / "cwd"
     neutral.mkdir(exist_ok=True)
     reference = None if args.reference is None else Path(args.reference)
+
+    def bench_run(out: Path) -> list[str]:
+        return [sys.executable, "-m", "bench.run", *shlex.split(args.args), "--out", str(out)]
     try:
         if reference is not None and not reference.is_dir():      # a commit: its results, once
             checkout = worktree(args.reference, work / "reference-checkout")
             reference = work / "reference"
             if not any(reference.glob("*/runs/*/seed*.json")):
-                subprocess.run([sys.executable, "-m", "bench.run", *shlex.split(args.args), "--out", str(reference)],
-                               env=dict(env, PYTHONPATH=str(checkout)), cwd=neutral, check=True,
+                subprocess.run(bench_run(reference), env=dict(env, PYTHONPATH=str(checkout)), cwd=neutral, check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if args.repeats == 0:
-            e = sides["this checkout"]
-            subprocess.run([sys.executable, "-m", "bench.run", *shlex.split(args.args), "--out", str(work / "new-0")],
-                           env=e, cwd=neutral, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(bench_run(work / "new-0"), env=sides["this checkout"], cwd=neutral, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for r in range(args.repeats):
             for _k, (name, e) in enumerate(sides.items() if r % 2 == 0 else reversed(list(sides.items()))):
                 out = work / f"{'new' if name == 'this checkout' else 'base'}-{r}"
-                cmd = [sys.executable, "-m", "bench.run", *shlex.split(args.args), "--out", str(out)]
-                times[name].append(timed(cmd, e, neutral))
+                times[name].append(timed(bench_run(out), e, neutral))
                 print(f"repeat {r + 1}: {name}: {times[name][-1]:.1f} s", flush=True)
     finally:
         for tree in (base, work / "reference-checkout"):
@@ -162,6 +164,7 @@ def main(argv=None):
     ok = report_drift(run_files(work / "new-0"), run_files(reference or work / "base-0"),
                       args.reference or f"commit {args.base}")
     return 0 if ok else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -84,7 +84,7 @@ def sweep(banks: Path, device: str, methods: str, jobs: int, epochs: int, work: 
     """(runs, wall seconds) of one ``bench.run`` sweep."""
     out = work / f"sweep-jobs{jobs}"
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "bench.run", "--stream", "paper", "--encoder", ENCODER, "--banks", str(banks),
            "--methods", methods, "--seeds", "1", "--jobs", str(jobs), "--device", device, "--epochs", str(epochs),
            "--no-figures", "--out", str(out)]

@@ -249,14 +249,19 @@ class ReplayMixin:
         total = sum(len(g[2]) for g in groups)
         for _, (a, b), xa, xb in groups:
             dz = embedding_grads(heads[a](xa), heads[b](xb), loss_cfg)
-            w = len(xa) / total
             for m, x, d in zip((a, b), (xa, xb), dz):
                 if m in self._slices:
-                    lo, hi = self._slices[m]
-                    n_w = heads[m].weight.numel()
-                    out[lo:lo + n_w].view_as(heads[m].weight).addmm_(d.T, x, alpha=w)
-                    out[lo + n_w:hi].add_(d.sum(0), alpha=w)
+                    self._add_head_gradient(out, heads[m], m, x, d, len(xa) / total)
         return out
+
+    def _add_head_gradient(self, out: torch.Tensor, lin, m: str, x: torch.Tensor, dz: torch.Tensor,
+                           weight: float = 1.0) -> None:
+        """Add ``weight`` times head ``m``'s gradient, dW = dzᵀ x and db = Σ dz (``dz``: the loss's gradient on
+        the head's outputs for inputs ``x``), into its slice of the flat vector ``out``."""
+        lo, hi = self._slices[m]
+        n_w = lin.weight.numel()
+        out[lo:lo + n_w].view_as(lin.weight).addmm_(dz.T, x, alpha=weight)
+        out[lo + n_w:hi].add_(dz.sum(0), alpha=weight)
 
     def _grads_to_flat(self, out: torch.Tensor) -> torch.Tensor:
         """The ``.grad`` of the parameters in play, into ``out`` (zeros where a parameter has none)."""

@@ -111,12 +111,10 @@ class GEM(ReplayMixin, Method):
                     xs.append(src)
                     zs.append(src if f is not None else ctx.heads[m](src))
                 dz = embedding_grads(zs[0], zs[1], ctx.loss_cfg)
+                refs[k].zero_()
                 for m, x, d in zip((a, b), xs, dz):
                     if m in mods:
-                        lo, hi = self._slices[m]
-                        n_w = ctx.heads[m].weight.numel()
-                        torch.mm(d.T, x, out=refs[k, lo:lo + n_w].view_as(ctx.heads[m].weight))
-                        torch.sum(d, 0, out=refs[k, lo + n_w:hi])
+                        self._add_head_gradient(refs[k], ctx.heads[m], m, x, d)
         return refs
 
     def _solved(self):

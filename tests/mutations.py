@@ -347,7 +347,7 @@ MUTATIONS = [
       "                self._flat_to_grads(g)", "                pass",
       ("tests/test_replay.py::test_projected_gradient_reaches_the_optimiser",)),
     M("A-GEM's reference gradient ignores the groups' weights", "methods/_buffer.py",
-      ".addmm_(d.T, x, alpha=w)", ".addmm_(d.T, x)",
+      ".addmm_(dz.T, x, alpha=weight)", ".addmm_(dz.T, x)",
       ("tests/test_replay.py::test_agem_reference_gradient_is_the_replayed_losses_gradient",)),
     M("A-GEM projects compatible gradients", "methods/agem.py",
       "if host(dot) >= 0:", "if host(dot) < 0:", ("tests/test_replay.py::test_agem_projection_removes_only_the_conflict",)),
