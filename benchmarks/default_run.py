@@ -124,6 +124,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.repeats == 0 and args.reference is None:
         p.error("--repeats 0 checks results only: give --reference")
+    def is_commit(rev: str) -> bool:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                              stdout=subprocess.DEVNULL).returncode == 0
+    if args.repeats and not is_commit(args.base):
+        p.error(f"--base {args.base!r} is not a commit of this checkout")
+    if args.reference is not None and not Path(args.reference).is_dir() and not is_commit(args.reference):
+        p.error(f"--reference {args.reference!r} is neither a commit of this checkout nor a folder of results")
     work = Path(args.keep or tempfile.mkdtemp(prefix="cmcl-default-run-"))
     work.mkdir(parents=True, exist_ok=True)
     base = worktree(args.base, work / "base-checkout") if args.repeats else work / "base-checkout"
