@@ -31,9 +31,15 @@ def start_method(runs: list[RunSpec]) -> str:
     return "fork" if all(r.device.split(":")[0] == "cpu" for r in runs) else "spawn"
 
 
+class RunLost(Exception):
+    """A run an executor lost to the system (its worker or node died) every time it started it; the message
+    says how often and why."""
+
+
 def failure(e: BaseException) -> str:
-    """One line for a failed run: a ``BenchError``'s message, or the exception's type and first line."""
-    if isinstance(e, BenchError):
+    """One line for a failed run: a ``BenchError``'s or ``RunLost``'s message, or the exception's type and
+    first line."""
+    if isinstance(e, (BenchError, RunLost)):
         return str(e)
     first = (str(e).splitlines() or [""])[0]
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
@@ -163,50 +169,9 @@ def _stop(pool) -> None:
 
 
 def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunSpec, str]]:
-    """Train every run as a Ray task (one CPU each); ``sweep.finished`` as each finishes, in the order they
-    finish. ``execution.address``: an existing cluster (``ray start --head`` … or ``auto``); None starts a
-    local one with ``jobs`` CPUs. Every node needs this package importable (installed, or shipped in a Ray
-    runtime environment). Failed runs are reported and returned, as with ``run_local``."""
-    try:
-        import ray
-    except ImportError:
-        raise BenchError("--executor ray needs Ray: pip install 'cmcl-bench[ray]'") from None
-    runs = list(runs)
-    if not runs:
-        return sweep.failures
-    address, jobs, threads = execution.address, execution.jobs or 1, execution.threads
-    started_here = not ray.is_initialized()
-    if started_here:
-        kw = dict(address=address) if address else dict(num_cpus=jobs)
-        try:
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kw)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise BenchError(f"--executor ray: cannot reach a Ray cluster at {address or 'a new local one'} "
-                             f"({str(e).splitlines()[0]})") from None
-    remote = ray.remote(num_cpus=1, max_retries=0)(_work)
-    pending = {}
-    for run in runs:                                 # a cluster runs them all at once: claimed at submission
-        if not sweep.claim(run):
-            continue
-        sweep.started(run)
-        pending[remote.remote((run, threads))] = run
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                run = pending.pop(ref)
-                try:
-                    record = ray.get(ref)
-                except ray.exceptions.RayTaskError as e:
-                    sweep.failed(run, getattr(e, "cause", None) or e)
-                    continue
-                sweep.finished(run, record)
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        if started_here:
-            ray.shutdown()
-    return sweep.failures
+    """Every run as a Ray task (``bench.ray_executor``, imported only when asked for)."""
+    from .ray_executor import run_ray as ray_sweep
+    return ray_sweep(runs, sweep, execution)
 
 
 EXECUTORS = {"local": run_local, "ray": run_ray}

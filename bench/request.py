@@ -48,10 +48,13 @@ class Execution:
     """Where and how runs train (``bench.executor``)."""
 
     executor: str = "local"           # local | ray
-    jobs: int | None = None           # None: one per CPU core this process may use, 1 on a GPU
+    jobs: int | None = None           # None: one per CPU core this process may use, 1 on a GPU; Ray with
+                                      # --address: the cluster's resources
     threads: int = 1
     device: str = "cpu"
     address: str | None = None        # a Ray cluster's
+    max_retries: int | None = None    # Ray: starts again of a run lost to the system (None: 3)
+    gpus_per_run: float | None = None  # Ray: GPUs per run (None: 1 with --device cuda, else 0)
 
 
 @dataclass(frozen=True)

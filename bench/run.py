@@ -92,7 +92,12 @@ def build_parser(prog="python -m bench.run",
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="where runs train: 'local' (this machine, --jobs processes) or 'ray' (tasks on a Ray "
                         "cluster: --address, or a local one with --jobs CPUs; pip install 'cmcl-bench[ray]')")
-    p.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto, or HOST:6379)")
+    p.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto, or HOST:6379); --jobs "
+                   "then bounds the runs in flight (default: as many as the cluster holds)")
+    p.add_argument("--max-retries", type=int, metavar="N", help="--executor ray: start a run again up to N times "
+                   "when the system loses it (its worker or node died; default 3); a run's own error is not retried")
+    p.add_argument("--gpus-per-run", type=float, metavar="G", help="--executor ray with --device cuda: GPUs each "
+                   "run asks Ray for (default 1; a fraction shares a GPU between runs)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--force", action="store_true", help="rerun runs whose result file already exists")
@@ -135,7 +140,7 @@ class Plan:
     methods: list[str]
     seeds: list[int]
     runs: list          # every planned RunSpec (to do or already done), in order
-    jobs: int           # runs in flight at most (--jobs, or one per core)
+    jobs: int | None    # runs in flight at most (--jobs, or one per core; None: a Ray cluster's resources)
 
 
 def plan(request: Request) -> Plan:
@@ -154,14 +159,9 @@ def plan(request: Request) -> Plan:
         catalogue.get(m)
     ex = request.execution
     check_device_name(ex.device)
-    if ex.address is not None and ex.executor != "ray":
-        raise BenchError(f"--address {ex.address} is a Ray cluster's: it goes with --executor ray")
-    if ex.executor == "ray":
-        import importlib.util
-        if importlib.util.find_spec("ray") is None:
-            raise BenchError("--executor ray needs Ray, which is not installed: pip install 'cmcl-bench[ray]'")
-    jobs = default_jobs(ex.device) if ex.jobs is None else ex.jobs
-    if jobs < 1 or ex.threads < 1:
+    check_ray_options(ex)
+    jobs = ex.jobs if ex.jobs is not None or (ex.executor == "ray" and ex.address) else default_jobs(ex.device)
+    if (jobs is not None and jobs < 1) or ex.threads < 1:
         raise BenchError("--jobs and --threads must be >= 1")
     check_writable(request.out)
     if not request.seeds:
@@ -261,9 +261,13 @@ def plan(request: Request) -> Plan:
                         "this table")
     if todo:            # torch and the features only now that something will train
         check_memory(spec)
-        check_device(ex.device)
-        from .runner import get_scenario
-        get_scenario(spec, encoder, request.banks, split)     # validates the banks; workers inherit it
+        if ex.executor == "ray":        # the cluster's nodes build the stream and check the device
+            from .features.bank import load_stream_banks
+            load_stream_banks(spec, encoder, request.banks, ("train", "test") if split == "test" else ("train",))
+        else:
+            check_device(ex.device)
+            from .runner import get_scenario
+            get_scenario(spec, encoder, request.banks, split)     # validates the banks; workers inherit it
     return Plan(spec, stream_dir, todo, skipped, names, list(request.seeds), every, jobs)
 
 
@@ -314,6 +318,31 @@ def check_device_name(device: str) -> None:
     m = re.fullmatch(r"([a-z_]+)(?::(\d+))?", device.strip())
     if not m or m.group(1) not in DEVICE_TYPES:
         raise BenchError(f"--device {device!r} is not a torch device: cpu, cuda, cuda:N, mps or xpu")
+
+
+def check_ray_options(ex) -> None:
+    """The Ray executor's options, torch-free: Ray installed, options only with it, a device Ray can give."""
+    ray_only = {"--address": ex.address, "--max-retries": ex.max_retries, "--gpus-per-run": ex.gpus_per_run}
+    if ex.executor != "ray":
+        for flag, value in ray_only.items():
+            if value is not None:
+                raise BenchError(f"{flag} {value} is an option of the Ray executor: it goes with --executor ray")
+        return
+    import importlib.util
+    if importlib.util.find_spec("ray") is None:
+        raise BenchError("--executor ray needs Ray, which is not installed: pip install 'cmcl-bench[ray]'")
+    if ex.max_retries is not None and ex.max_retries < 0:
+        raise BenchError(f"--max-retries must be >= 0, got {ex.max_retries}")
+    kind = device_type(ex.device)
+    if kind not in ("cpu", "cuda"):
+        raise BenchError(f"--device {ex.device} with --executor ray: Ray gives runs CPUs or CUDA GPUs (cpu, cuda)")
+    if ex.device.strip() != kind:
+        raise BenchError(f"--device {ex.device} with --executor ray: Ray chooses each run's GPU; give --device cuda")
+    if ex.gpus_per_run is not None:
+        if kind != "cuda":
+            raise BenchError(f"--gpus-per-run {ex.gpus_per_run:g} goes with --device cuda")
+        if not 0 < ex.gpus_per_run or (ex.gpus_per_run > 1 and ex.gpus_per_run != int(ex.gpus_per_run)):
+            raise BenchError(f"--gpus-per-run must be a fraction in (0, 1] or a whole number, got {ex.gpus_per_run:g}")
 
 
 def check_device(device: str) -> None:

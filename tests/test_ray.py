@@ -1,27 +1,43 @@
-"""The Ray executor: a small sweep's run files equal the local executor's. Needs the optional extra
-(pip install 'cmcl-bench[ray]'); without it the sweep test skips and the missing-Ray error is still checked."""
+"""The Ray executor: run files equal the local executor's, also when a worker is killed or a node removed
+mid-sweep (a local two-node cluster, ``ray.cluster_utils.Cluster``); its options and cluster checks. Needs
+the optional extra (pip install 'cmcl-bench[ray]'); without it these tests skip and the missing-Ray error is
+still checked."""
 import json
+import os
+import signal
 import sys
+import threading
+import time
 
 import pytest
 
 from bench import run
+from bench.request import Execution
 
 SWEEP = ["--stream", "toy", "--methods", "vanilla,dns", "--grid", "dns.lambda_min=0.01,0.1", "--seeds", "2",
          "--epochs", "1", "--no-figures"]
+FAULTS = ["--stream", "toy", "--methods", "vanilla,dns", "--seeds", "3", "--epochs", "3", "--no-figures"]
+needs_ray = pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None,
+                               reason="the Ray executor needs the optional extra: pip install 'cmcl-bench[ray]'")
 
 
-def _records(out):
+def _records(out, stream="toy"):
     recs = {}
-    for p in sorted((out / "toy" / "runs").glob("*/seed*.json")):
+    for p in sorted((out / stream / "runs").glob("*/seed*.json")):
         r = json.loads(p.read_text())
         recs[f"{p.parent.name}/{p.name}"] = (r["config_hash"], r["matrices"], r["method_state"],
                                             {k: v for k, v in r["summary"].items() if k != "train_seconds"})
     return recs
 
 
+def _leftovers(out):
+    """Anything in the runs folder besides finished run files (claims, half-written files)."""
+    return sorted(str(p.relative_to(out)) for p in (out / "toy" / "runs").rglob("*")
+                  if p.is_file() and not (p.name.startswith("seed") and p.suffix == ".json"))
+
+
+@needs_ray
 def test_ray_sweep_run_files_equal_the_local_executors(tmp_path):
-    pytest.importorskip("ray", reason="the Ray executor needs the optional extra: pip install 'cmcl-bench[ray]'")
     assert run.main(SWEEP + ["--out", str(tmp_path / "local")]) == 0
     assert run.main(SWEEP + ["--out", str(tmp_path / "ray"), "--executor", "ray", "--jobs", "2"]) == 0
     local, remote = _records(tmp_path / "local"), _records(tmp_path / "ray")
@@ -34,3 +50,186 @@ def test_ray_executor_without_ray_is_a_one_line_error(tmp_path, capsys, monkeypa
     monkeypatch.setitem(sys.modules, "ray", None)
     assert run.main(SWEEP + ["--out", str(tmp_path), "--executor", "ray"]) == 2
     assert "--executor ray needs Ray, which is not installed: pip install 'cmcl-bench[ray]'" in capsys.readouterr().err
+
+
+@needs_ray
+@pytest.mark.parametrize("argv,message", [
+    (["--device", "mps"], "--device mps with --executor ray: Ray gives runs CPUs or CUDA GPUs"),
+    (["--device", "cuda:1"], "--device cuda:1 with --executor ray: Ray chooses each run's GPU; give --device cuda"),
+    (["--gpus-per-run", "0.5"], "--gpus-per-run 0.5 goes with --device cuda"),
+    (["--device", "cuda", "--gpus-per-run", "1.5"], "--gpus-per-run must be a fraction in (0, 1] or a whole number"),
+    (["--device", "cuda", "--gpus-per-run", "0"], "--gpus-per-run must be a fraction in (0, 1] or a whole number"),
+    (["--max-retries", "-1"], "--max-retries must be >= 0, got -1"),
+])
+def test_ray_options_are_checked_before_any_work(tmp_path, capsys, argv, message):
+    assert run.main(SWEEP + ["--out", str(tmp_path / "out"), "--executor", "ray"] + argv) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == [f"error: {message}"] or \
+        message in err and err.count("error: ") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@needs_ray
+def test_task_options_ask_ray_for_gpus_and_retry_only_system_failures():
+    from bench.ray_executor import MAX_RETRIES, task_options
+    cpu = task_options(Execution(executor="ray"))
+    assert cpu == {"num_cpus": 1, "num_gpus": 0.0, "max_retries": MAX_RETRIES, "retry_exceptions": False}
+    assert task_options(Execution(executor="ray", device="cuda"))["num_gpus"] == 1.0
+    assert task_options(Execution(executor="ray", device="cuda", gpus_per_run=0.25))["num_gpus"] == 0.25
+    assert task_options(Execution(executor="ray", max_retries=0))["max_retries"] == 0
+
+
+# --- a local cluster of two nodes (one CPU each), faults injected from a thread while the sweep runs ---
+
+@pytest.fixture
+def cluster():
+    pytest.importorskip("ray", reason="the Ray executor needs the optional extra: pip install 'cmcl-bench[ray]'")
+    if not os.path.isdir("/proc"):
+        pytest.skip("finding a run's worker process reads /proc (Linux)")
+    from ray.cluster_utils import Cluster
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c.worker = c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    try:
+        yield c
+    finally:
+        import ray
+        ray.shutdown()
+        c.shutdown()
+
+
+def running_runs() -> list[int]:
+    """Pids of the Ray workers training a run now (Ray titles a worker after the task it runs)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().split(b"\0")[0]
+        except OSError:
+            continue
+        if title.startswith(b"ray::_work"):
+            out.append(int(pid))
+    return out
+
+
+def inject(fault, timeout=120.0) -> dict:
+    """Once two runs are training (one per node), do ``fault(pids)`` once, from a thread."""
+    done: dict = {}
+
+    def watch():
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            pids = running_runs()
+            if len(pids) >= 2:
+                fault(pids)
+                done["pids"] = pids
+                return
+            time.sleep(0.05)
+    threading.Thread(target=watch, daemon=True).start()
+    return done
+
+
+@pytest.fixture(scope="module")
+def local_faults(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    assert run.main(FAULTS + ["--out", str(out)]) == 0
+    return _records(out)
+
+
+@needs_ray
+def test_a_killed_worker_is_retried_and_every_run_file_equals_the_local_executors(cluster, local_faults,
+                                                                                  tmp_path, capfd):
+    done = inject(lambda pids: os.kill(pids[0], signal.SIGKILL))
+    assert run.main(FAULTS + ["--out", str(tmp_path), "--executor", "ray", "--address", cluster.address]) == 0
+    err = capfd.readouterr().err
+    assert done, "no worker was killed"
+    assert _records(tmp_path) == local_faults and len(local_faults) == 6
+    assert not _leftovers(tmp_path) and "Traceback" not in err
+    assert json.loads((tmp_path / "toy" / "failures.json").read_text()) == []
+
+
+@needs_ray
+def test_a_node_removed_mid_sweep_loses_no_run(cluster, local_faults, tmp_path, capfd):
+    done = inject(lambda pids: cluster.remove_node(cluster.worker))
+    assert run.main(FAULTS + ["--out", str(tmp_path), "--executor", "ray", "--address", cluster.address]) == 0
+    err = capfd.readouterr().err
+    assert done, "no node was removed"
+    assert _records(tmp_path) == local_faults
+    assert not _leftovers(tmp_path) and "Traceback" not in err
+
+
+@needs_ray
+def test_a_run_lost_more_often_than_max_retries_is_listed_and_the_others_kept(cluster, local_faults, tmp_path,
+                                                                              capfd):
+    done = inject(lambda pids: os.kill(pids[0], signal.SIGKILL))
+    rc = run.main(FAULTS + ["--out", str(tmp_path), "--executor", "ray", "--address", cluster.address,
+                            "--max-retries", "0"])
+    err = capfd.readouterr().err
+    assert done and rc == 1, err
+    failures = json.loads((tmp_path / "toy" / "failures.json").read_text())
+    assert len(failures) == 1, failures
+    assert failures[0]["error"].startswith("lost to a system failure (1 attempt: --max-retries 0): "
+                                           "WorkerCrashedError")
+    lost = f"{failures[0]['label']}/seed{failures[0]['seed']}.json"
+    assert _records(tmp_path) == {k: v for k, v in local_faults.items() if k != lost}
+    assert not _leftovers(tmp_path) and "Traceback" not in err
+    assert f"error: {failures[0]['label']} seed {failures[0]['seed']} failed: lost to a system failure" in err
+
+
+@needs_ray
+def test_jobs_bound_the_runs_in_flight_on_a_cluster(cluster, tmp_path):
+    from bench.executor import Sweep
+    from bench.ray_executor import run_ray
+    from bench.request import Request
+    p = run.plan(Request.from_args(run.parse_args(FAULTS + ["--out", str(tmp_path), "--executor", "ray",
+                                                            "--address", cluster.address])))
+    assert p.jobs is None                   # without --jobs: as many as the cluster holds
+
+    class Count(Sweep):
+        now = most = 0
+
+        def started(self, r):
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+        def finished(self, r, record):
+            self.now -= 1
+    sweep = Count()
+    run_ray(p.todo, sweep, Execution(executor="ray", address=cluster.address, jobs=1))
+    assert sweep.most == 1 and sweep.now == 0 and not sweep.failures
+
+
+@needs_ray
+def test_a_cluster_without_the_gpus_a_run_asks_for_is_one_line(cluster, tmp_path, capsys):
+    rc = run.main(FAULTS + ["--out", str(tmp_path / "out"), "--executor", "ray", "--address", cluster.address,
+                            "--device", "cuda", "--gpus-per-run", "0.5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    line = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert len(line) == 1 and "no node of the cluster has 1 CPU and 0.5 GPU for a run" in line[0]
+    assert line[0].count("CPU 1, GPU 0") == 2 and "lower --gpus-per-run" in line[0]
+
+
+@needs_ray
+def test_a_node_that_cannot_read_the_banks_is_named(cluster, tmp_path, monkeypatch):
+    import h5py
+    import ray
+
+    from bench import ray_executor
+    from bench.errors import BenchError
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.attrs["content_sha256"] = "1" * 64
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    nodes = ray_executor.usable_nodes(Execution(executor="ray"))
+    assert len(nodes) == 2
+    for files, problem in [({str(tmp_path / "gone.h5"): "0" * 64}, f"lacks {tmp_path / 'gone.h5'}"),
+                           ({str(other): "2" * 64}, f"holds another version of {other} (content 111111111111, "
+                                                   "the driver's 222222222222)")]:
+        monkeypatch.setattr(ray_executor, "bank_files", lambda runs, f=files: f)
+        with pytest.raises(BenchError) as e:
+            ray_executor.check_banks([], nodes)
+        for n in nodes:
+            assert f"node {ray_executor.node_name(n)} {problem}" in str(e.value)
+    monkeypatch.setattr(ray_executor, "bank_files", lambda runs: {str(other): "1" * 64})
+    ray_executor.check_banks([], nodes)             # the same file everywhere: no complaint
