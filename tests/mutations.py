@@ -42,6 +42,7 @@ class Mutation:
     old: str
     new: str
     tests: tuple[str, ...]
+    needs: str = ""          # an optional package its tests need (they skip without it): checked apart
 
 
 M = Mutation
@@ -264,6 +265,28 @@ MUTATIONS = [
       "return max(measured, key=lambda i: (seconds[row_of(pending[i])], -i))",
       "return min(measured, key=lambda i: (seconds[row_of(pending[i])], i))",
       ("tests/test_executor.py::test_then_the_longest_measured_row_and_unmeasured_rows_last",)),
+    # -- the Ray executor (needs the optional extra: `--needing ray` after installing it) ------------------
+    M("Ray: a run lost to the system is not retried", "bench/ray_executor.py",
+      '"max_retries": retries(execution),', '"max_retries": 0,',
+      ("tests/test_ray.py::test_task_options_ask_ray_for_gpus_and_retry_only_system_failures",
+       "tests/test_ray.py::test_a_killed_worker_is_retried_and_every_run_file_equals_the_local_executors"), "ray"),
+    M("Ray: a run lost to the system stops the sweep", "bench/ray_executor.py",
+      "                except ray.exceptions.RayError as e:              # the system: retries used up\n",
+      "                except ray.exceptions.RayTaskError as e:\n",
+      ("tests/test_ray.py::test_a_run_lost_more_often_than_max_retries_is_listed_and_the_others_kept",), "ray"),
+    M("Ray: runs ask for no GPU", "bench/ray_executor.py",
+      '    return 1.0 if execution.device.split(":")[0] == "cuda" else 0.0', "    return 0.0",
+      ("tests/test_ray.py::test_task_options_ask_ray_for_gpus_and_retry_only_system_failures",), "ray"),
+    M("Ray: --jobs does not bound the runs in flight", "bench/ray_executor.py",
+      "        window = execution.jobs or len(runs)", "        window = len(runs)",
+      ("tests/test_ray.py::test_jobs_bound_the_runs_in_flight_on_a_cluster",), "ray"),
+    M("Ray: a node's other version of a bank passes the check", "bench/ray_executor.py",
+      "        if here != sha:", "        if not here:",
+      ("tests/test_ray.py::test_a_node_that_cannot_read_the_banks_is_named",), "ray"),
+    M("Ray: the GPU check ignores the GPUs", "bench/ray_executor.py",
+      "fit = [n for n in nodes if all(n[\"Resources\"].get(k, 0.0) >= v for k, v in need.items() if v)]",
+      "fit = [n for n in nodes if n[\"Resources\"].get(\"CPU\", 0.0) >= 1]",
+      ("tests/test_ray.py::test_a_cluster_without_the_gpus_a_run_asks_for_is_one_line",), "ray"),
     M("the pool skips measuring every row first", "bench/executor.py",
       "        if row_of(run) not in started:\n            return i", "        if False:\n            return i",
       ("tests/test_executor.py::test_every_row_starts_once_in_the_planned_order_first",)),
@@ -642,6 +665,8 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--only", help="comma-separated mutation names (see --list)")
     p.add_argument("--list", action="store_true")
+    p.add_argument("--needing", metavar="PACKAGE", help="only the mutations whose tests need this optional "
+                   "package (e.g. ray; by default those whose package is missing are skipped and say so)")
     p.add_argument("--baseline-marker", metavar="EXPR",
                    help="run only the selected tests matching this marker on the unmutated copy (e.g. fast): "
                         "enough to show the copy works when the whole suite has just passed on the same tree "
@@ -659,6 +684,17 @@ def main(argv=None) -> int:
         if unknown:
             raise SystemExit(f"error: unknown mutation {unknown[0]!r} (see --list)")
         chosen = [m for m in MUTATIONS if m.name in names]
+    if args.needing:
+        chosen = [m for m in chosen if m.needs == args.needing]
+    import importlib.util
+    missing = [m for m in chosen if m.needs and importlib.util.find_spec(m.needs) is None]
+    for m in missing:
+        print(f"skipped   {m.name}  ({m.file}; its tests need {m.needs}, not installed: run with --needing "
+              f"{m.needs} where it is)")
+    chosen = [m for m in chosen if m not in missing]
+    if not chosen:
+        print("no mutation to run")
+        return 0
     if args.list:
         for m in chosen:
             print(f"{m.name:70s} {m.file}")

@@ -201,6 +201,15 @@ def test_jobs_bound_the_runs_in_flight_on_a_cluster(cluster, tmp_path):
 
 @needs_ray
 def test_a_cluster_without_the_gpus_a_run_asks_for_is_one_line(cluster, tmp_path, capsys):
+    import ray
+
+    from bench.errors import BenchError
+    from bench.ray_executor import usable_nodes
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    assert len(usable_nodes(Execution(executor="ray"))) == 2
+    with pytest.raises(BenchError):          # checked first: without the check the sweep would wait forever
+        usable_nodes(Execution(executor="ray", device="cuda", gpus_per_run=0.5))
+    ray.shutdown()
     rc = run.main(FAULTS + ["--out", str(tmp_path / "out"), "--executor", "ray", "--address", cluster.address,
                             "--device", "cuda", "--gpus-per-run", "0.5"])
     err = capsys.readouterr().err
@@ -233,3 +242,30 @@ def test_a_node_that_cannot_read_the_banks_is_named(cluster, tmp_path, monkeypat
             assert f"node {ray_executor.node_name(n)} {problem}" in str(e.value)
     monkeypatch.setattr(ray_executor, "bank_files", lambda runs: {str(other): "1" * 64})
     ray_executor.check_banks([], nodes)             # the same file everywhere: no complaint
+
+
+@needs_ray
+def test_ctrl_c_stops_a_ray_sweep_cleanly_and_keeps_finished_runs(tmp_path):
+    import subprocess
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench.run", "--stream", "toy", "--methods", "all", "--seeds", "2", "--epochs", "20",
+           "--no-figures", "--out", str(out), "--executor", "ray", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("toy/runs/*/seed*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(out.glob("toy/runs/*/seed*.json")), "no run finished in time"
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:"), err
+    done = list(out.glob("toy/runs/*/seed*.json"))
+    assert 0 < len(done) < 2 * 21
+    for p in done:
+        json.loads(p.read_text())
+    assert not _leftovers(out)
