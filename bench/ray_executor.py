@@ -58,8 +58,10 @@ def connect(execution) -> bool:
     try:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
+        hint = ("; a cluster started with token authentication also needs RAY_AUTH_MODE=token and its token here "
+                "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)" if execution.address else "")
         raise BenchError(f"--executor ray: cannot reach a Ray cluster at {execution.address or 'a new local one'} "
-                         f"({str(e).splitlines()[0]})") from None
+                         f"({str(e).splitlines()[0]}){hint}") from None
     return True
 
 
