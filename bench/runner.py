@@ -125,10 +125,12 @@ def divergence_cause(step: dict) -> str:
     return f"the InfoNCE overflowed {where}: lower --lr"
 
 
-def train_run(run: RunSpec, progress=None) -> tuple[RunRecord, Heads]:
+def train_run(run: RunSpec, progress=None, on_row=None) -> tuple[RunRecord, Heads]:
     """Train and evaluate one run; return its record and the trained heads. With ``run.heads_dir`` the heads
     are also saved after every step, as ``<heads_dir>/step<k>.pt`` (k = 1..T); with ``run.log`` the loss per
-    epoch and the evaluations go to those loggers (``bench.tracking``)."""
+    epoch and the evaluations go to those loggers (``bench.tracking``). ``on_row(k, row, tasks)``: called
+    after step k's evaluation (k = 1..T; ``row`` as the record's matrices hold it, ``tasks`` the run's tasks
+    in its order) — how ``bench.tune`` reports a score after each step to Ray Tune."""
     torch.manual_seed(run.seed)
     reset_peak_memory(run.device)
     run, scenario = run_scenario(run)
@@ -174,6 +176,8 @@ def train_run(run: RunSpec, progress=None) -> tuple[RunRecord, Heads]:
                 log.evaluated(rows[-1], step + 1)
             if run.heads_dir is not None and not is_data_free(run.device):
                 save_heads(heads, Path(run.heads_dir) / f"step{step + 1}.pt")
+            if on_row is not None:
+                on_row(step + 1, rows[-1], scenario.tasks)
             if progress is not None:
                 progress(step + 1, len(scenario.tasks))
     finally:

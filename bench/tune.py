@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -42,15 +42,22 @@ RULE = ("the default is kept unless a candidate beats it by more than one standa
         "difference (same seed, order and world) over the tuning runs; among those that do, the best mean")
 
 
-def _final_of_declared(record: dict) -> float | None:
-    """Mean over tasks j of the mean over j's declared metrics of R[T][j] (recall → R@10, acc → Acc)."""
-    mats, vals = record["matrices"], []
-    for j, task in enumerate(record["tasks"]):
-        per = [mats["r10" if m == "recall" else "acc"][-1][j] for m in task["metrics"]]
+def declared_score(row: Mapping[str, list], metrics: list) -> float | None:
+    """Mean over tasks j of the mean of ``row[key][j]`` over j's declared metrics (recall → R@10, acc → Acc);
+    ``metrics``: per task its declared metrics, for the tasks to count (the first ``len(metrics)``)."""
+    vals = []
+    for j, declared in enumerate(metrics):
+        per = [row["r10" if m == "recall" else "acc"][j] for m in declared]
         per = [v for v in per if v is not None]
         if per:
             vals.append(sum(per) / len(per))
     return sum(vals) / len(vals) if vals else None
+
+
+def _final_of_declared(record: dict) -> float | None:
+    """``score``: the declared score of the final row, over every task."""
+    mats = record["matrices"]
+    return declared_score({k: m[-1] for k, m in mats.items()}, [t["metrics"] for t in record["tasks"]])
 
 
 def criteria() -> dict:
@@ -156,6 +163,10 @@ def parse_args(argv):
     p.add_argument("--write", help="tuned-settings file to write (default: <stream>.tuned[-<encoder>].json where "
                    "bench.run finds it: beside a user's stream file; for a built-in stream in the user settings "
                    "folder, $CMCL_BENCH_SETTINGS or ~/.config/cmcl-bench, under tuned/)")
+    p.add_argument("--scheduler", default="none", choices=("none", "asha"),
+                   help="with --executor ray (Ray Tune): 'asha' stops candidates that fall behind early, judged on "
+                        "their finished runs (the default setting is never stopped); 'none' runs every candidate "
+                        "to its end, as the local tuner does (default)")
     p.add_argument("--extend", type=int, default=DEFAULT_EXTEND, metavar="R",
                    help="times a numeric grid whose optimum is at its edge is extended one step beyond it "
                         f"(default {DEFAULT_EXTEND}; 0: never)")
@@ -195,9 +206,11 @@ def tuning_seeds(text: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def _score(p, out_dir: Path, fn, keys: dict[str, list[str]]) -> tuple[dict[str, dict[str, dict]], float]:
+def _score(p, out_dir: Path, fn, keys: dict[str, list[str]], stopped: Collection[str] = ()
+           ) -> tuple[dict[str, dict[str, dict]], float]:
     """method -> row -> candidate record (options, label, mean score, per-run scores in run order), and the
-    runs' summed wall seconds."""
+    runs' summed wall seconds; candidates in ``stopped`` (stopped early by a scheduler: not all their runs
+    exist) are left out."""
     from .reporting.records import read_run
     groups: dict[tuple, list] = {}
     for r in p.runs:
@@ -205,6 +218,8 @@ def _score(p, out_dir: Path, fn, keys: dict[str, list[str]]) -> tuple[dict[str, 
     out: dict[str, dict[str, dict]] = {}
     compute = 0.0
     for (m, row), runs in groups.items():           # candidates equal in value ran once
+        if row in stopped:
+            continue
         recs = [read_run(r.path(out_dir)) for r in runs]
         compute += sum(rec["timings"]["wall_seconds"] for rec in recs)
         scores = [fn(rec) for rec in recs]
@@ -240,6 +255,8 @@ def _main(args) -> int:
         raise BenchError("--wait is not used by bench.tune (it always waits for runs another runner holds)")
     if args.labels:
         raise BenchError("--label is not used by bench.tune (candidates are labelled by their settings)")
+    if args.scheduler != "none" and args.executor != "ray":
+        raise BenchError(f"--scheduler {args.scheduler} schedules Ray Tune's trials: it goes with --executor ray")
     request = Request.from_args(args)
     names = list(request.methods) if request.methods is not None else catalogue.names()
     for m in names:
@@ -267,18 +284,26 @@ def _main(args) -> int:
     rows: dict[str, dict[str, dict]] = {}
     extended: dict[str, list[dict]] = {m: [] for m in names}
     compute, todo = 0.0, names
+    stopped: dict[str, list[dict]] = {}          # candidates Ray Tune's scheduler stopped early, per method
     for rnd in range(args.extend + 1):
         p = plan(replace(request, methods=tuple(todo), candidates={m: points[m] for m in todo}))
         print(f"tuning {p.stream.name} on validation pairs{f' (grid extension {rnd})' if rnd else ''}: "
               f"{len(todo)} methods, seeds {', '.join(map(str, p.seeds))}, "
               f"world{'s' if request.worlds > 1 else ''} {', '.join(map(str, sorted({r.world for r in p.runs})))}; "
               f"{len(p.todo)} runs to do, {p.skipped} already done", file=sys.stderr)
-        failures = execute(p, request).failures
+        if request.execution.executor == "ray":
+            from .ray_tune import run_trials
+            failures, stopped_now = run_trials(p, request, args.scheduler, fn, direction, rnd,
+                                               {s["label"] for v in stopped.values() for s in v})
+            for m, rows_stopped in stopped_now.items():
+                stopped.setdefault(m, []).extend(rows_stopped)
+        else:
+            failures = execute(p, request).failures
         if failures:
             raise BenchError(f"{len(failures)} tuning runs failed (first: {failures[0][0].row} "
                              f"{failures[0][0].run_text}: {failures[0][1]}); nothing written — fix the cause and "
                              "rerun (finished runs are kept)")
-        scored, seconds = _score(p, out_dir, fn, keys)
+        scored, seconds = _score(p, out_dir, fn, keys, {s["label"] for v in stopped.values() for s in v})
         rows.update(scored)
         compute += seconds
         if rnd == args.extend:
@@ -300,7 +325,8 @@ def _main(args) -> int:
         best, ties = select(cands, direction)
         edge = [k for k, _ in extension(catalogue.get(m), points[m], best["options"])]
         result[m] = {"chosen": best["options"], "search_space": {k: [c[k] for c in points[m]] for k in keys[m]},
-                     "candidates": cands, "ties": ties, "extended": extended[m], "still_at_edge": edge}
+                     "candidates": cands, "ties": ties, "extended": extended[m], "still_at_edge": edge,
+                     **({"stopped_early": stopped[m]} if m in stopped else {})}
         print(f"{m}: {best['label']} ({args.criterion} {best['score']:.2f})" if best["score"] is not None
               else f"{m}: no score", file=sys.stderr)
         if ties:
@@ -329,7 +355,9 @@ def _main(args) -> int:
         "train": asdict(first.train), "loss": asdict(first.loss),
         "code_version": code_version(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.perf_counter() - t0, 1), "run_seconds": round(compute, 1),
-        "jobs": p.jobs, "methods": {**kept, **result}})
+        "jobs": p.jobs, "executor": request.execution.executor,
+        **({"scheduler": args.scheduler} if request.execution.executor == "ray" else {}),
+        "methods": {**kept, **result}})
     print(f"tuned settings written to {target}" + (f" (kept from {before_path}: {', '.join(kept)})" if kept else ""),
           file=sys.stderr)
     return 0
