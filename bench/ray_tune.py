@@ -136,7 +136,7 @@ def run_trials(p, request, scheduler: str, criterion, direction: str, rnd: int,
                     trainable, param_space={"row": tune.grid_search(labels)},
                     tune_config=tune.TuneConfig(scheduler=_scheduler(scheduler, labels[0], steps, n_runs,
                                                                      "max" if direction == "higher" else "min"),
-                                                max_concurrent_trials=execution.jobs),
+                                                max_concurrent_trials=execution.jobs, reuse_actors=True),
                     run_config=tune.RunConfig(name=name, storage_path=str(where), verbose=0,
                                               failure_config=tune.FailureConfig(max_failures=retries(execution))))
             results = tuner.fit()

@@ -269,3 +269,83 @@ def test_ctrl_c_stops_a_ray_sweep_cleanly_and_keeps_finished_runs(tmp_path):
     for p in done:
         json.loads(p.read_text())
     assert not _leftovers(out)
+
+
+# --- bench.tune on Ray Tune -------------------------------------------------------------------------
+
+TUNE = ["--stream", "toy", "--methods", "l2", "--epochs", "3", "--extend", "0", "--no-figures"]
+
+
+def _tuned(path):
+    d = json.loads(path.read_text())
+    drop = ("wall_seconds", "run_seconds", "date", "executor", "scheduler", "jobs", "code_version")
+    return {k: v for k, v in d.items() if k not in drop}
+
+
+@needs_ray
+def test_tuning_on_ray_tune_without_a_scheduler_chooses_as_the_local_tuner(tmp_path):
+    from bench import tune
+    grid = ["--grid", "l2.strength=0.1,100000"]
+    assert tune.main(TUNE + grid + ["--out", str(tmp_path / "l"), "--write", str(tmp_path / "l.json")]) == 0
+    assert tune.main(TUNE + grid + ["--out", str(tmp_path / "r"), "--write", str(tmp_path / "r.json"),
+                                    "--executor", "ray", "--jobs", "2"]) == 0
+    local, remote = _tuned(tmp_path / "l.json"), _tuned(tmp_path / "r.json")
+    assert local == remote and len(local["methods"]["l2"]["candidates"]) == 3
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["executor"] == "ray" and d["scheduler"] == "none" and "stopped_early" not in d["methods"]["l2"]
+    assert _records(tmp_path / "l", "toy/tuning") == _records(tmp_path / "r", "toy/tuning")
+
+
+@needs_ray
+def test_asha_stops_a_candidate_that_falls_behind_and_never_the_default(tmp_path, capsys):
+    from bench import tune
+    # strength 1e5 scores below the default (1) on every tuning seed of toy; --jobs 1: the default reaches
+    # ASHA's first rung (one finished run) first, so the weaker candidate is measured against it there
+    argv = TUNE + ["--grid", "l2.strength=100000", "--out", str(tmp_path), "--write", str(tmp_path / "t.json"),
+                   "--executor", "ray", "--scheduler", "asha", "--jobs", "1"]
+    assert tune.main(argv) == 0
+    d = json.loads((tmp_path / "t.json").read_text())
+    entry = d["methods"]["l2"]
+    assert d["scheduler"] == "asha" and entry["chosen"] == {"strength": 1.0}
+    assert [c["label"] for c in entry["candidates"]] == ["l2"] and len(entry["candidates"][0]["per_seed"]) == 3
+    assert entry["stopped_early"] == [{"label": "l2[strength=100000]", "runs_finished": 1, "of": 3,
+                                       "value": pytest.approx(entry["stopped_early"][0]["value"])}]
+    assert entry["stopped_early"][0]["value"] < entry["candidates"][0]["score"]
+    assert len(list((tmp_path / "toy" / "tuning" / "runs" / "l2[strength=100000]").glob("seed*.json"))) == 1
+    # a rerun resumes the experiment: nothing trains again, the same choice is written
+    before = _tuned(tmp_path / "t.json")
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "toy" / "tuning" / "runs").rglob("seed*.json")}
+    assert tune.main(argv) == 0
+    assert _tuned(tmp_path / "t.json") == before
+    # without Tune's experiment state, the trials start again and skip the runs they finished
+    import shutil
+    shutil.rmtree(tmp_path / "toy" / "tuning" / "ray-tune")
+    assert tune.main(argv) == 0
+    assert _tuned(tmp_path / "t.json") == before
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "toy" / "tuning" / "runs").rglob("seed*.json")} == files
+
+
+@needs_ray
+def test_asha_ranks_the_default_but_never_stops_it():
+    pytest.importorskip("ray.tune", reason="tuning on Ray needs Ray Tune: pip install 'cmcl-bench[ray]'")
+    from ray.tune.schedulers import TrialScheduler
+
+    from bench.ray_tune import _scheduler
+
+    class Trial:
+        def __init__(self, row):
+            self.trial_id, self.config = row, {"row": row}
+    asha = _scheduler("asha", "default", steps_per_run=3, runs_per_candidate=3, mode="max")
+    good, default, weak = Trial("good"), Trial("default"), Trial("weak")
+    for t in (good, default, weak):
+        asha.on_trial_add(None, t)
+    assert asha.on_trial_result(None, good, {"steps": 3, "value": 90.0}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, default, {"steps": 3, "value": 10.0}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, weak, {"steps": 3, "value": 10.0}) == TrialScheduler.STOP
+
+
+def test_a_scheduler_goes_with_the_ray_executor(tmp_path, capsys):
+    from bench import tune
+    assert tune.main(TUNE + ["--out", str(tmp_path), "--scheduler", "asha"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --scheduler asha schedules Ray Tune's trials: it goes with --executor ray"
