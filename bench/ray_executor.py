@@ -26,6 +26,7 @@ from .config import RunSpec
 from .errors import BenchError
 from .executor import RunLost, Sweep, _work, failure
 
+WAIT = 1.0                # seconds the driver waits for a result before looking up again
 MAX_RETRIES = 3           # a run lost to a worker's or a node's death is started again this many times
 
 
@@ -169,7 +170,8 @@ def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunS
                     pending[remote.remote((run, threads))] = run
             if not pending:
                 continue
-            done, _ = ray.wait(list(pending), num_returns=1)
+            # a bounded wait: the loop comes back to Python at least every WAIT seconds (Ctrl-C is seen there)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT)
             for ref in done:
                 run = pending.pop(ref)
                 try:
@@ -181,8 +183,9 @@ def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunS
                 else:
                     sweep.finished(run, record)
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        if started_here:
+        if started_here:                # its whole cluster goes, runs in flight with it
             ray.shutdown()
+        else:                           # a cluster that stays: its runs in flight are interrupted
+            for ref in pending:
+                ray.cancel(ref)
     return sweep.failures

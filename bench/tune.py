@@ -17,6 +17,9 @@ a candidate replaces the default only when it beats it by more than one standard
 difference over those runs (``select``); when every candidate ties with the default, a warning says so; and
 an optimum at the edge of a numeric grid extends that grid by one step beyond it, up to ``--extend`` times
 (``extension``), which the provenance records.
+
+With ``--executor ray`` the candidates run as Ray Tune trials (``bench.ray_tune``; ``--scheduler asha`` stops
+those that fall behind early); everything above stays as it is.
 """
 from __future__ import annotations
 

@@ -87,3 +87,10 @@ def test_gpu_check_counts_host_reads_per_iteration(tmp_path):
         per_iteration[method] = (c2 - c1) / (its[1] - its[0])
     assert per_iteration["vanilla"] == 0
     assert 0.5 < per_iteration["agem"] <= 1
+
+
+def test_ray_cost_runs_tiny(tmp_path):
+    pytest.importorskip("ray", reason="benchmarks/ray_cost.py needs the optional extra: pip install 'cmcl-bench[ray]'")
+    out = _script(["ray_cost.py", "--repeats", "1", "--jobs", "1", "--args",
+                   "--stream toy --methods vanilla --seeds 1 --epochs 1"], tmp_path)
+    assert "Ray / local" in out and "run files equal: yes" in out
