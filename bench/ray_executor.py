@@ -49,6 +49,13 @@ def task_options(execution) -> dict:
             "retry_exceptions": False}
 
 
+def remote_work(execution):
+    """A run as a Ray task. The options go to ``ray.remote`` itself, not ``.options``: only there does a GPU
+    task get Ray's one-task-per-worker default."""
+    import ray
+    return ray.remote(**task_options(execution))(_work)
+
+
 def connect(execution) -> bool:
     """Connect to ``execution.address``, or start a local cluster with ``jobs`` CPUs (never joining a cluster
     already running on this machine: ``address="local"``). True when this call started Ray."""
@@ -137,6 +144,28 @@ def check_banks(runs: list[RunSpec], nodes: list[dict]) -> None:
 
 
 
+class interrupts(list):
+    """While the driver waits on Ray: Ctrl-C raises ``KeyboardInterrupt`` as usual and is also noted here, so
+    that one caught inside Ray's own calls still stops the sweep. Main thread only (else a no-op)."""
+
+    def __init__(self):
+        super().__init__()
+        import signal
+        import threading
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._note)
+
+    def _note(self, signum, frame):
+        self.append(signum)
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        import signal
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def lost(error: BaseException, max_retries: int) -> RunLost:
     tries = f"{max_retries + 1} attempts" if max_retries else "1 attempt: --max-retries 0"
     return RunLost(f"lost to a system failure ({tries}): {failure(error)}")
@@ -157,9 +186,10 @@ def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunS
         return sweep.failures
     started_here = connect(execution)
     pending: dict = {}
+    seen = interrupts()
     try:
         check_banks(runs, usable_nodes(execution))
-        remote = ray.remote(_work).options(**task_options(execution))
+        remote = remote_work(execution)
         window = execution.jobs or len(runs)
         todo, threads = list(runs), execution.threads
         while todo or pending:
@@ -172,6 +202,8 @@ def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunS
                 continue
             # a bounded wait: the loop comes back to Python at least every WAIT seconds (Ctrl-C is seen there)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT)
+            if seen:                    # a Ctrl-C that Ray's own code caught on its way
+                raise KeyboardInterrupt
             for ref in done:
                 run = pending.pop(ref)
                 try:
@@ -183,6 +215,7 @@ def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunS
                 else:
                     sweep.finished(run, record)
     finally:
+        seen.restore()
         if started_here:                # its whole cluster goes, runs in flight with it
             ray.shutdown()
         else:                           # a cluster that stays: its runs in flight are interrupted

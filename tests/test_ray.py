@@ -77,6 +77,9 @@ def test_task_options_ask_ray_for_gpus_and_retry_only_system_failures():
     assert task_options(Execution(executor="ray", device="cuda"))["num_gpus"] == 1.0
     assert task_options(Execution(executor="ray", device="cuda", gpus_per_run=0.25))["num_gpus"] == 0.25
     assert task_options(Execution(executor="ray", max_retries=0))["max_retries"] == 0
+    from bench.ray_executor import remote_work      # Ray's own bookkeeping: CPU workers reused, GPU ones not
+    assert remote_work(Execution(executor="ray"))._default_options.get("max_calls") in (None, 0)
+    assert remote_work(Execution(executor="ray", device="cuda"))._default_options["max_calls"] == 1
 
 
 # --- a local cluster of two nodes (one CPU each), faults injected from a thread while the sweep runs ---
