@@ -23,7 +23,7 @@ from .reporting.records import RunRecord
 
 # the command line's flags that choose what a sweep runs, not how one run trains
 _NOT_FLAGS = {"methods", "stream", "seeds", "sets", "grids", "labels", "candidates", "split", "force", "jobs",
-              "executor", "address", "orders", "worlds", "first_world"}
+              "executor", "address", "max_retries", "gpus_per_run", "orders", "worlds", "first_world"}
 
 
 @dataclass

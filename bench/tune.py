@@ -166,7 +166,8 @@ def parse_args(argv):
     p.add_argument("--write", help="tuned-settings file to write (default: <stream>.tuned[-<encoder>].json where "
                    "bench.run finds it: beside a user's stream file; for a built-in stream in the user settings "
                    "folder, $CMCL_BENCH_SETTINGS or ~/.config/cmcl-bench, under tuned/)")
-    p.add_argument("--scheduler", default="none", choices=("none", "asha"),
+    from .ray_tune import SCHEDULERS
+    p.add_argument("--scheduler", default="none", choices=SCHEDULERS,
                    help="with --executor ray (Ray Tune): 'asha' stops candidates that fall behind early, judged on "
                         "their finished runs (the default setting is never stopped); 'none' runs every candidate "
                         "to its end, as the local tuner does (default)")

@@ -71,13 +71,13 @@ def test_ray_options_are_checked_before_any_work(tmp_path, capsys, argv, message
 
 @needs_ray
 def test_task_options_ask_ray_for_gpus_and_retry_only_system_failures():
-    from bench.ray_executor import MAX_RETRIES, task_options
+    from bench.ray_executor import MAX_RETRIES, remote_work, task_options
     cpu = task_options(Execution(executor="ray"))
     assert cpu == {"num_cpus": 1, "num_gpus": 0.0, "max_retries": MAX_RETRIES, "retry_exceptions": False}
     assert task_options(Execution(executor="ray", device="cuda"))["num_gpus"] == 1.0
     assert task_options(Execution(executor="ray", device="cuda", gpus_per_run=0.25))["num_gpus"] == 0.25
     assert task_options(Execution(executor="ray", max_retries=0))["max_retries"] == 0
-    from bench.ray_executor import remote_work      # Ray's own bookkeeping: CPU workers reused, GPU ones not
+    # Ray's own bookkeeping: CPU workers reused from task to task, GPU ones not
     assert remote_work(Execution(executor="ray"))._default_options.get("max_calls") in (None, 0)
     assert remote_work(Execution(executor="ray", device="cuda"))._default_options["max_calls"] == 1
 
