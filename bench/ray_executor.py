@@ -144,28 +144,6 @@ def check_banks(runs: list[RunSpec], nodes: list[dict]) -> None:
 
 
 
-class interrupts(list):
-    """While the driver waits on Ray: Ctrl-C raises ``KeyboardInterrupt`` as usual and is also noted here, so
-    that one caught inside Ray's own calls still stops the sweep. Main thread only (else a no-op)."""
-
-    def __init__(self):
-        super().__init__()
-        import signal
-        import threading
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._note)
-
-    def _note(self, signum, frame):
-        self.append(signum)
-        raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        import signal
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
 def lost(error: BaseException, max_retries: int) -> RunLost:
     tries = f"{max_retries + 1} attempts" if max_retries else "1 attempt: --max-retries 0"
     return RunLost(f"lost to a system failure ({tries}): {failure(error)}")
@@ -186,7 +164,6 @@ def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunS
         return sweep.failures
     started_here = connect(execution)
     pending: dict = {}
-    seen = interrupts()
     try:
         check_banks(runs, usable_nodes(execution))
         remote = remote_work(execution)
@@ -202,8 +179,6 @@ def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunS
                 continue
             # a bounded wait: the loop comes back to Python at least every WAIT seconds (Ctrl-C is seen there)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT)
-            if seen:                    # a Ctrl-C that Ray's own code caught on its way
-                raise KeyboardInterrupt
             for ref in done:
                 run = pending.pop(ref)
                 try:
@@ -215,7 +190,6 @@ def run_ray(runs: Iterable[RunSpec], sweep: Sweep, execution) -> list[tuple[RunS
                 else:
                     sweep.finished(run, record)
     finally:
-        seen.restore()
         if started_here:                # its whole cluster goes, runs in flight with it
             ray.shutdown()
         else:                           # a cluster that stays: its runs in flight are interrupted

@@ -104,6 +104,9 @@ def run_trials(p, request, scheduler: str, criterion, direction: str, rnd: int,
     (``{label, steps, of, value}``)."""
     import os
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # Tune's tables would bury bench.tune's own lines
+    # Ctrl-C stays an interrupt (nothing written, a rerun resumes): Tune's own handler would end the experiment
+    # "gracefully", and its unfinished trials would read as candidates stopped early
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         import ray
         from ray import tune
@@ -146,7 +149,9 @@ def run_trials(p, request, scheduler: str, criterion, direction: str, rnd: int,
                     failures.append((rows[label][0], _one_line(result.error)))
                     continue
                 reached = int((result.metrics or {}).get("steps", 0))
-                if reached < steps * n_runs:
+                if reached < steps * n_runs and scheduler == "none":
+                    failures.append((rows[label][0], f"its trial ended after {reached} of {steps * n_runs} steps"))
+                elif reached < steps * n_runs:
                     stopped.setdefault(method, []).append({
                         "label": label, "runs_finished": reached // steps, "of": n_runs,
                         "value": (result.metrics or {}).get("value")})

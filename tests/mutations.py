@@ -295,7 +295,7 @@ MUTATIONS = [
       "        rec = _finished(run, Path(out))", "        rec = None",
       ("tests/test_ray.py::test_asha_stops_a_candidate_that_falls_behind_and_never_the_default",), "ray"),
     M("Ray Tune: a candidate stopped early is not recorded", "bench/ray_tune.py",
-      "                if reached < steps * n_runs:", "                if False:",
+      "                elif reached < steps * n_runs:", "                elif False:",
       ("tests/test_ray.py::test_asha_stops_a_candidate_that_falls_behind_and_never_the_default",), "ray"),
     M("the pool skips measuring every row first", "bench/executor.py",
       "        if row_of(run) not in started:\n            return i", "        if False:\n            return i",

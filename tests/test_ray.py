@@ -101,28 +101,34 @@ def cluster():
         c.shutdown()
 
 
-def running_runs() -> list[int]:
-    """Pids of the Ray workers training a run now (Ray titles a worker after the task it runs)."""
+def running_runs(raylets: set[int]) -> list[int]:
+    """Pids of the workers of these raylets (one cluster's nodes) training a run now (Ray titles a worker after
+    the task it runs); other clusters on the machine (tests running in parallel) are not looked at."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 title = f.read().split(b"\0")[0]
-        except OSError:
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if title.startswith(b"ray::_work"):
+        if title.startswith(b"ray::_work") and parent in raylets:
             out.append(int(pid))
     return out
 
 
-def inject(fault, timeout=120.0) -> dict:
-    """Once two runs are training (one per node), do ``fault(pids)`` once, from a thread."""
+def inject(cluster, fault, timeout=120.0) -> dict:
+    """Once two runs of ``cluster`` are training (one per node), do ``fault(pids)`` once, from a thread."""
     done: dict = {}
+    raylets = {p.process.pid for node in [cluster.head_node, *cluster.worker_nodes]
+               for p in node.all_processes.get("raylet", [])}
+    assert len(raylets) == 2
 
     def watch():
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            pids = running_runs()
+            pids = running_runs(raylets)
             if len(pids) >= 2:
                 fault(pids)
                 done["pids"] = pids
@@ -142,7 +148,7 @@ def local_faults(tmp_path_factory):
 @needs_ray
 def test_a_killed_worker_is_retried_and_every_run_file_equals_the_local_executors(cluster, local_faults,
                                                                                   tmp_path, capfd):
-    done = inject(lambda pids: os.kill(pids[0], signal.SIGKILL))
+    done = inject(cluster, lambda pids: os.kill(pids[0], signal.SIGKILL))
     assert run.main(FAULTS + ["--out", str(tmp_path), "--executor", "ray", "--address", cluster.address]) == 0
     err = capfd.readouterr().err
     assert done, "no worker was killed"
@@ -153,7 +159,7 @@ def test_a_killed_worker_is_retried_and_every_run_file_equals_the_local_executor
 
 @needs_ray
 def test_a_node_removed_mid_sweep_loses_no_run(cluster, local_faults, tmp_path, capfd):
-    done = inject(lambda pids: cluster.remove_node(cluster.worker))
+    done = inject(cluster, lambda pids: cluster.remove_node(cluster.worker))
     assert run.main(FAULTS + ["--out", str(tmp_path), "--executor", "ray", "--address", cluster.address]) == 0
     err = capfd.readouterr().err
     assert done, "no node was removed"
@@ -164,7 +170,7 @@ def test_a_node_removed_mid_sweep_loses_no_run(cluster, local_faults, tmp_path, 
 @needs_ray
 def test_a_run_lost_more_often_than_max_retries_is_listed_and_the_others_kept(cluster, local_faults, tmp_path,
                                                                               capfd):
-    done = inject(lambda pids: os.kill(pids[0], signal.SIGKILL))
+    done = inject(cluster, lambda pids: os.kill(pids[0], signal.SIGKILL))
     rc = run.main(FAULTS + ["--out", str(tmp_path), "--executor", "ray", "--address", cluster.address,
                             "--max-retries", "0"])
     err = capfd.readouterr().err
@@ -352,3 +358,28 @@ def test_a_scheduler_goes_with_the_ray_executor(tmp_path, capsys):
     assert tune.main(TUNE + ["--out", str(tmp_path), "--scheduler", "asha"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "error: --scheduler asha schedules Ray Tune's trials: it goes with --executor ray"
+
+
+@needs_ray
+def test_ctrl_c_stops_tuning_on_ray_tune_and_writes_no_choice(tmp_path):
+    """Tune's own SIGINT handler would end the experiment "gracefully", its unfinished trials then reading as
+    candidates stopped early: Ctrl-C must stay an interrupt, with nothing written."""
+    import subprocess
+    out, target = tmp_path / "out", tmp_path / "t.json"
+    cmd = [sys.executable, "-m", "bench.tune", "--stream", "toy", "--methods", "l2", "--epochs", "30",
+           "--out", str(out), "--write", str(target), "--executor", "ray", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("toy/tuning/runs/*/seed*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(out.glob("toy/tuning/runs/*/seed*.json")), "no tuning run finished in time"
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:"), err
+    assert not target.exists()
