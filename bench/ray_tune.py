@@ -59,20 +59,22 @@ def trial(config: dict, runs: dict, out: str, criterion, threads: int) -> None:
     torch.set_num_threads(threads)
     mine, done = runs[config["row"]], list[float]()
     steps = 0
+
+    def report(at: int, row: dict, metrics: list) -> None:
+        """A step inside a run (its last one is reported below, with the criterion's value)."""
+        tune.report({"steps": at, "value": sum(done) / len(done) if done else declared_score(row, metrics)})
     for run in mine:
         rec = _finished(run, Path(out))
         if rec is None:
             def on_row(k, row, tasks, base=steps):
-                if k < len(tasks):      # the run's last step is reported below, with the criterion's value
-                    value = sum(done) / len(done) if done else declared_score(row, [t.metrics for t in tasks[:k]])
-                    tune.report({"steps": base + k, "value": value})
+                if k < len(tasks):
+                    report(base + k, row, [t.metrics for t in tasks[:k]])
             rec = train_run(run, on_row=on_row)[0]
             write_run(run.path(Path(out)), rec)
         else:                           # finished before (a retried or resumed trial): its steps again
             for k in range(1, len(rec["tasks"])):
-                row = {key: m[k] for key, m in rec["matrices"].items()}
-                value = sum(done) / len(done) if done else declared_score(row, [t["metrics"] for t in rec["tasks"][:k]])
-                tune.report({"steps": steps + k, "value": value})
+                report(steps + k, {key: m[k] for key, m in rec["matrices"].items()},
+                       [t["metrics"] for t in rec["tasks"][:k]])
         steps += len(rec["tasks"])
         v = criterion(rec)
         if v is not None:

@@ -253,18 +253,16 @@ def test_a_node_that_cannot_read_the_banks_is_named(cluster, tmp_path, monkeypat
     ray_executor.check_banks([], nodes)             # the same file everywhere: no complaint
 
 
-@needs_ray
-def test_ctrl_c_stops_a_ray_sweep_cleanly_and_keeps_finished_runs(tmp_path):
+def interrupt_after_first_run(cmd: list[str], out, runs: str) -> None:
+    """Start ``cmd``, send it one SIGINT once a run file is under ``out/runs``, and check it stopped as an
+    interrupt: exit 130, its last line ``interrupted: …``, no traceback."""
     import subprocess
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.run", "--stream", "toy", "--methods", "all", "--seeds", "2", "--epochs", "20",
-           "--no-figures", "--out", str(out), "--executor", "ray", "--jobs", "2"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list(out.glob("toy/runs/*/seed*.json")) and time.monotonic() < deadline:
+    while not list(out.glob(f"{runs}/*/seed*.json")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert list(out.glob("toy/runs/*/seed*.json")), "no run finished in time"
+    assert list(out.glob(f"{runs}/*/seed*.json")), "no run finished in time"
     os.kill(proc.pid, signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=60)
@@ -273,6 +271,14 @@ def test_ctrl_c_stops_a_ray_sweep_cleanly_and_keeps_finished_runs(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:"), err
+
+
+@needs_ray
+def test_ctrl_c_stops_a_ray_sweep_cleanly_and_keeps_finished_runs(tmp_path):
+    out = tmp_path / "out"
+    interrupt_after_first_run([sys.executable, "-m", "bench.run", "--stream", "toy", "--methods", "all", "--seeds",
+                               "2", "--epochs", "20", "--no-figures", "--out", str(out), "--executor", "ray",
+                               "--jobs", "2"], out, "toy/runs")
     done = list(out.glob("toy/runs/*/seed*.json"))
     assert 0 < len(done) < 2 * 21
     for p in done:
@@ -364,22 +370,8 @@ def test_a_scheduler_goes_with_the_ray_executor(tmp_path, capsys):
 def test_ctrl_c_stops_tuning_on_ray_tune_and_writes_no_choice(tmp_path):
     """Tune's own SIGINT handler would end the experiment "gracefully", its unfinished trials then reading as
     candidates stopped early: Ctrl-C must stay an interrupt, with nothing written."""
-    import subprocess
     out, target = tmp_path / "out", tmp_path / "t.json"
-    cmd = [sys.executable, "-m", "bench.tune", "--stream", "toy", "--methods", "l2", "--epochs", "30",
-           "--out", str(out), "--write", str(target), "--executor", "ray", "--jobs", "2"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("toy/tuning/runs/*/seed*.json")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert list(out.glob("toy/tuning/runs/*/seed*.json")), "no tuning run finished in time"
-    os.kill(proc.pid, signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:"), err
+    interrupt_after_first_run([sys.executable, "-m", "bench.tune", "--stream", "toy", "--methods", "l2", "--epochs",
+                               "30", "--out", str(out), "--write", str(target), "--executor", "ray", "--jobs", "2"],
+                              out, "toy/tuning/runs")
     assert not target.exists()
